@@ -1,0 +1,88 @@
+"""Validation and coercion of what callers hand a memory bank: images, labels, ids; content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def preview(values: Sequence, limit: int = 10) -> str:
+    shown = ", ".join(repr(v) for v in list(values)[:limit])
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def as_uint8_images(images: torch.Tensor | np.ndarray, expected_shape: Sequence[int] | None = None) -> torch.Tensor:
+    """Images `(N, C, H, W)` float in [0, 1] or uint8, as a contiguous uint8 CPU tensor.
+
+    Raises:
+        ValueError: wrong number of dimensions, a shape other than `expected_shape` (C, H, W),
+            a dtype that is neither float nor uint8, or float values outside [0, 1].
+    """
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch.Tensor or numpy array, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got shape {tuple(images.shape)}")
+    if expected_shape is not None and tuple(images.shape[1:]) != tuple(expected_shape):
+        raise ValueError(
+            f"images have shape (C, H, W) = {tuple(images.shape[1:])}, this memory bank holds {tuple(expected_shape)}"
+        )
+    images = images.detach().cpu()
+    if images.dtype == torch.uint8:
+        return images.contiguous()
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float in [0, 1] or uint8, got dtype {images.dtype}")
+    if images.numel() and (images.min() < 0 or images.max() > 1 or torch.isnan(images).any()):
+        raise ValueError(
+            f"float images must lie in [0, 1], got values in [{images.min().item():.4g}, {images.max().item():.4g}]"
+        )
+    return (images.float() * 255).round_().to(torch.uint8).contiguous()
+
+
+def as_labels(labels: torch.Tensor | np.ndarray | Sequence[int] | int, count: int) -> np.ndarray:
+    """Labels as a 1-D int64 numpy array of length `count`; non-negative integers only."""
+    arr = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or len(arr) != count:
+        raise ValueError(f"expected {count} labels (one per image), got labels of shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"labels must be non-negative, got {sorted(set(arr[arr < 0].tolist()))}")
+    return arr.astype(np.int64)
+
+
+def as_ids(ids: Sequence[str | int] | None, count: int, start: int = 0) -> list[str]:
+    """Item ids as strings (ints are converted); positions `start, start+1, ...` when `ids` is None.
+
+    Raises:
+        ValueError: wrong count, a non-string id, or ids repeated within `ids`.
+    """
+    if ids is None:
+        return [str(i) for i in range(start, start + count)]
+    if isinstance(ids, str):
+        ids = [ids]
+    out = []
+    for item_id in ids:
+        if isinstance(item_id, bool) or not isinstance(item_id, str | int | np.integer):
+            raise ValueError(f"ids must be strings (or ints), got {item_id!r}")
+        out.append(str(item_id))
+    if len(out) != count:
+        raise ValueError(f"expected {count} ids (one per image), got {len(out)}")
+    if len(set(out)) != len(out):
+        seen: set[str] = set()
+        dups = sorted({i for i in out if i in seen or seen.add(i)})
+        raise ValueError(f"duplicate ids: {preview(dups)}")
+    return out
+
+
+def content_hashes(images: torch.Tensor) -> list[str]:
+    """sha256 hex digest of each image's uint8 CHW bytes (`images`: uint8 `(N, C, H, W)`)."""
+    flat = images.cpu().contiguous().numpy().reshape(len(images), -1)
+    return [hashlib.sha256(row.tobytes()).hexdigest() for row in flat]

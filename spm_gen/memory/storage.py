@@ -1,0 +1,141 @@
+"""On-disk format of a memory bank: safetensors + json, committed atomically.
+
+A save folder holds:
+
+- `bank-<token>.safetensors`: `images` (uint8, N x C x H x W), `labels` (int64, N), optional `embeddings`.
+- `items-<token>.json`: `ids` and `hashes` (sha256 of each image's uint8 CHW bytes), aligned with rows.
+- `receipts-<token>.jsonl`: the bank's whole removal log, one receipt per line (ids and hashes, never
+  pixels); each save appends the receipts of its removals to the log it was loaded with.
+- `config.json`: the bank's config plus the commit record (`_data_file`, `_items_file`,
+  `_receipts_file`, `_num_items`, `_version`). Replacing it with `os.replace` is the commit point.
+
+A save writes new, uniquely named files, then commits `config.json`, and only then deletes the files the
+new commit does not name. A crash at any point leaves a folder whose `config.json` names complete files:
+the previous save or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..utils.atomic import atomic_write, atomic_write_text, fsync_dir
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+_DATA_PREFIXES = ("bank-", "items-", "receipts-")
+
+
+@dataclass
+class StoredBank:
+    """What one committed save holds."""
+
+    config: dict
+    tensors: dict[str, torch.Tensor]
+    ids: list[str]
+    hashes: list[str]
+    receipts: list[dict]
+    version: str
+    embedding_info: dict | None
+
+
+def write_bank(
+    directory: str,
+    config: dict,
+    tensors: dict[str, torch.Tensor],
+    ids: list[str],
+    hashes: list[str],
+    receipts: list[dict],
+    version: str,
+    embedding_info: dict | None,
+) -> None:
+    """Writes one save of a bank into `directory` (created if needed), atomically. See module docstring."""
+    os.makedirs(directory, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    data_file, items_file = f"bank-{token}.safetensors", f"items-{token}.json"
+    receipts_file = f"receipts-{token}.jsonl"
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    atomic_write(os.path.join(directory, data_file), lambda tmp: save_file(tensors, tmp))
+    atomic_write_text(os.path.join(directory, items_file), json.dumps({"ids": ids, "hashes": hashes}))
+    atomic_write_text(
+        os.path.join(directory, receipts_file), "".join(json.dumps(r, sort_keys=True) + "\n" for r in receipts)
+    )
+    commit = dict(config)
+    commit.update(
+        _data_file=data_file,
+        _items_file=items_file,
+        _receipts_file=receipts_file,
+        _num_items=len(ids),
+        _version=version,
+        _embedding_info=embedding_info,
+    )
+    atomic_write_text(os.path.join(directory, CONFIG_NAME), json.dumps(commit, indent=2, sort_keys=True) + "\n")
+    _remove_unreferenced(directory, keep={data_file, items_file, receipts_file})
+
+
+def _remove_unreferenced(directory: str, keep: set[str]) -> None:
+    """Deletes data files of earlier or interrupted saves, so no removed item's bytes stay in the folder."""
+    for name in os.listdir(directory):
+        stale_data = name.startswith(_DATA_PREFIXES) and name not in keep
+        stale_tmp = name.startswith(".") and name.endswith(".tmp")
+        if stale_data or stale_tmp:
+            os.remove(os.path.join(directory, name))
+    fsync_dir(directory)
+
+
+def read_bank(directory: str) -> StoredBank:
+    """Reads the committed save in `directory`; raises `FileNotFoundError` or `ValueError` naming the problem."""
+    config_path = os.path.join(directory, CONFIG_NAME)
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"No memory bank at '{directory}': {CONFIG_NAME} is missing")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+        data_file, items_file = config["_data_file"], config["_items_file"]
+        receipts_file, num_items = config["_receipts_file"], int(config["_num_items"])
+        version = str(config["_version"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"Corrupted memory bank at '{directory}': unreadable {CONFIG_NAME} ({e!r})") from e
+
+    data_path = os.path.join(directory, data_file)
+    try:
+        tensors = load_file(data_path)
+    except (FileNotFoundError, SafetensorError, OSError) as e:
+        raise ValueError(f"Corrupted memory bank at '{directory}': cannot read {data_file} ({e})") from e
+    try:
+        with open(os.path.join(directory, items_file), encoding="utf-8") as f:
+            items = json.load(f)
+        ids, hashes = list(items["ids"]), list(items["hashes"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"Corrupted memory bank at '{directory}': cannot read {items_file} ({e!r})") from e
+
+    receipts = _read_receipts(directory, receipts_file)
+    for name in ("images", "labels"):
+        if name not in tensors:
+            raise ValueError(f"Corrupted memory bank at '{directory}': {data_file} has no '{name}' tensor")
+    counts = {
+        "ids": len(ids),
+        "hashes": len(hashes),
+        **{name: int(t.shape[0]) for name, t in tensors.items()},
+    }
+    if any(c != num_items for c in counts.values()):
+        raise ValueError(
+            f"Corrupted memory bank at '{directory}': the commit records {num_items} items but found {counts}"
+        )
+    return StoredBank(config, tensors, ids, hashes, receipts, version, config.get("_embedding_info"))
+
+
+def _read_receipts(directory: str, receipts_file: str) -> list[dict]:
+    try:
+        with open(os.path.join(directory, receipts_file), encoding="utf-8") as f:
+            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"Corrupted memory bank at '{directory}': cannot read {receipts_file} ({e!r})") from e
