@@ -72,10 +72,13 @@ class TransformersImageEncoder(nn.Module):
                 f"facebook/dinov2-small --local-dir {self.path}` (or openai/clip-vit-base-patch32), "
                 "then copy that folder here."
             )
-        from transformers import AutoConfig, AutoModel
+        import transformers
 
-        config = AutoConfig.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(self.path, local_files_only=True, use_safetensors=True).eval()
+        config = transformers.AutoConfig.from_pretrained(self.path, local_files_only=True)
+        # the saved architecture keeps heads AutoModel would drop (e.g. CLIPVisionModelWithProjection)
+        architecture = (getattr(config, "architectures", None) or ["AutoModel"])[0]
+        model_class = getattr(transformers, architecture, transformers.AutoModel)
+        self.model = model_class.from_pretrained(self.path, local_files_only=True, use_safetensors=True).eval()
         vision_config = getattr(config, "vision_config", config)
         self.image_size = int(vision_config.image_size)
         self.num_channels = int(getattr(vision_config, "num_channels", 3))

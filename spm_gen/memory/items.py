@@ -84,5 +84,5 @@ def as_ids(ids: Sequence[str | int] | None, count: int, start: int = 0) -> list[
 
 def content_hashes(images: torch.Tensor) -> list[str]:
     """sha256 hex digest of each image's uint8 CHW bytes (`images`: uint8 `(N, C, H, W)`)."""
-    flat = images.cpu().contiguous().numpy().reshape(len(images), -1)
+    flat = images.cpu().contiguous().numpy().reshape(len(images), int(np.prod(images.shape[1:])))
     return [hashlib.sha256(row.tobytes()).hexdigest() for row in flat]
