@@ -80,6 +80,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
         self._row: dict[str, int] = {}
         self._receipts: list[dict] = []
         self._embedding_info: dict | None = None
+        self._sq_norm_cache: tuple[str, torch.Tensor] | None = None
         self._version = _new_version()
 
     # ------------------------------------------------------------------ construction
@@ -321,16 +322,19 @@ class MemoryBank(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"query embeddings must have shape (Q, {self._embeddings.shape[1]}), got {tuple(embeddings.shape)}"
             )
-        stored = self._embeddings[: self._n]
+        stored, sq_norms = self._embeddings[: self._n], self._embedding_sq_norms()
         if label is None:
-            rows_map, source = None, VectorSource.from_tensor(stored)
+            rows_map, source = None, VectorSource.from_tensor(stored, sq_norms)
         else:
             rows_np = np.flatnonzero(self._labels[: self._n] == int(label))
             if rows_np.size == 0:
                 raise ValueError(f"no memory items with label {label}")
             rows_map = torch.from_numpy(rows_np).to(stored.device)
             source = VectorSource(
-                len(rows_np), lambda s, e: stored[rows_map[s:e]], lambda idx: stored[rows_map[idx.to(stored.device)]]
+                len(rows_np),
+                lambda s, e: stored[rows_map[s:e]],
+                lambda idx: stored[rows_map[idx.to(stored.device)]],
+                sq_norms[rows_map],
             )
         if source.num_items == 0:
             raise ValueError("the memory bank is empty")
@@ -480,6 +484,14 @@ class MemoryBank(ModelMixin, ConfigMixin):
         for start in tqdm(range(0, self._n, batch_size), desc="embedding memory", disable=not show_progress):
             chunks.append(encoder(stored[start : start + batch_size].float() / 255.0).float())
         return torch.cat(chunks) if chunks else torch.zeros(0, 0)
+
+    def _embedding_sq_norms(self) -> torch.Tensor:
+        """Squared norms of the stored embeddings, computed once per bank version."""
+        cached = self._sq_norm_cache
+        if cached is None or cached[0] != self._version:
+            cached = (self._version, torch.linalg.vector_norm(self._embeddings[: self._n], dim=1).square())
+            self._sq_norm_cache = cached
+        return cached[1]
 
     def _reserve(self, total: int) -> None:
         """Grows the row stores to hold `total` rows (amortised doubling)."""

@@ -57,31 +57,36 @@ def select_rows(candidate_rows: np.ndarray, keys: np.ndarray, k: int | None, see
 
 @dataclass(frozen=True)
 class VectorSource:
-    """Items as float vectors, read in chunks (`chunk(start, end)`) or by row (`rows(index)`)."""
+    """Items as float vectors, read in chunks (`chunk(start, end)`) or by row (`rows(index)`).
+
+    `sq_norms`, when given, holds every item's squared Euclidean norm (saves a pass over the items).
+    """
 
     num_items: int
     chunk: Callable[[int, int], torch.Tensor]
     rows: Callable[[torch.Tensor], torch.Tensor]
+    sq_norms: torch.Tensor | None = None
 
     @classmethod
-    def from_tensor(cls, vectors: torch.Tensor) -> VectorSource:
-        return cls(len(vectors), lambda s, e: vectors[s:e], lambda idx: vectors[idx.to(vectors.device)])
+    def from_tensor(cls, vectors: torch.Tensor, sq_norms: torch.Tensor | None = None) -> VectorSource:
+        return cls(len(vectors), lambda s, e: vectors[s:e], lambda idx: vectors[idx.to(vectors.device)], sq_norms)
 
 
 def _candidate_topk(queries: torch.Tensor, source: VectorSource, k: int, chunk_size: int) -> torch.Tensor:
-    """Rows of the k smallest squared distances per query, by the matmul expansion |q|^2 - 2 q.x + |x|^2."""
-    num_q = queries.shape[0]
-    best_d = torch.full((num_q, 0), float("inf"), device=queries.device)
-    best_i = torch.zeros((num_q, 0), dtype=torch.long, device=queries.device)
+    """Rows of the k smallest squared distances per query, by the matmul expansion |x|^2 - 2 q.x (+ |q|^2)."""
+    best_d = torch.empty((queries.shape[0], 0), device=queries.device)
+    best_i = torch.empty((queries.shape[0], 0), dtype=torch.long, device=queries.device)
     for start in range(0, source.num_items, chunk_size):
         end = min(start + chunk_size, source.num_items)
         chunk = source.chunk(start, end).to(device=queries.device, dtype=queries.dtype)
-        d = torch.addmm((chunk * chunk).sum(1)[None], queries, chunk.T, beta=1.0, alpha=-2.0)
-        idx = torch.arange(start, end, device=queries.device).expand(num_q, -1)
-        d = torch.cat([best_d, d], dim=1)
-        idx = torch.cat([best_i, idx], dim=1)
-        best_d, pos = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
-        best_i = torch.gather(idx, 1, pos)
+        sq = source.sq_norms[start:end] if source.sq_norms is not None else (chunk * chunk).sum(1)
+        d = torch.addmm(sq.to(queries.device)[None], queries, chunk.T, beta=1.0, alpha=-2.0)
+        part_d, part_i = torch.topk(d, min(k, end - start), dim=1, largest=False, sorted=False)
+        best_d = torch.cat([best_d, part_d], dim=1)
+        best_i = torch.cat([best_i, part_i + start], dim=1)
+        if best_d.shape[1] > k:
+            best_d, pos = torch.topk(best_d, k, dim=1, largest=False, sorted=False)
+            best_i = torch.gather(best_i, 1, pos)
     return best_i
 
 
