@@ -343,6 +343,60 @@ class MemoryBank(ModelMixin, ConfigMixin):
             rows = rows_map[rows]
         return NearestResult(ids=[[self._ids[r] for r in row] for row in rows.tolist()], distances=dist)
 
+    def _image_source(
+        self, images: torch.Tensor | np.ndarray, encoder: ImageEncoder | None, rows: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, VectorSource]:
+        """Queries and a vector source over stored items (all, or `rows`) in pixel or encoder space.
+
+        Pixel space: [0, 1] images flattened and divided by sqrt(C * H * W), so that a Euclidean distance is
+        a root-mean-square pixel difference. Encoder space: the encoder's embeddings (the stored ones when it
+        made them).
+        """
+        queries_u8 = as_uint8_images(images, None if encoder is not None else self.image_shape)
+        device = self._images.device
+        index = torch.arange(self._n) if rows is None else torch.from_numpy(rows)
+        index = index.to(device)
+        if encoder is None:
+            scale = 255.0 * math.sqrt(math.prod(self.image_shape))
+
+            def vectors(idx: torch.Tensor) -> torch.Tensor:
+                return self._images[index[idx.to(device)]].flatten(1).float() / scale
+
+            source = VectorSource(len(index), lambda s, e: vectors(torch.arange(s, e)), vectors)
+            return queries_u8.to(device).flatten(1).float() / scale, source
+        stored = self.embeddings if self._embedding_info == encoder.describe() else None
+        if stored is None:
+            stored = self._encode_all(encoder, 1024, show_progress=False)
+        return encoder(queries_u8.float() / 255.0).to(stored.device), VectorSource.from_tensor(stored[index])
+
+    @torch.no_grad()
+    def nearest_images(
+        self,
+        images: torch.Tensor | np.ndarray,
+        k: int,
+        label: int | None = None,
+        encoder: ImageEncoder | None = None,
+    ) -> NearestResult:
+        """The k stored items nearest to each given image (pixel space by default; see `find_similar`).
+
+        Args:
+            images: `(Q, C, H, W)` float in [0, 1] or uint8.
+            k: neighbours per image (capped at the number of candidates).
+            label: only items with this label.
+            encoder: an embedding function; None means pixel space.
+        """
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        rows = None if label is None else np.flatnonzero(self._labels[: self._n] == int(label))
+        if self._n == 0 or (rows is not None and rows.size == 0):
+            raise ValueError(f"no memory items{'' if label is None else f' with label {label}'}")
+        queries, source = self._image_source(images, encoder, rows)
+        dist, found = chunked_nearest(queries, source, min(k, source.num_items))
+        found = found.cpu()
+        if rows is not None:
+            found = torch.from_numpy(rows)[found]
+        return NearestResult(ids=[[self._ids[r] for r in row] for row in found.tolist()], distances=dist)
+
     @torch.no_grad()
     def find_similar(
         self,
@@ -371,23 +425,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
             raise ValueError(f"k must be positive, got {k}")
         if self._n == 0:
             return []
-        queries_u8 = as_uint8_images(images, None if encoder is not None else self.image_shape)
-        device = self._images.device
-        if encoder is None:
-            scale = 255.0 * math.sqrt(math.prod(self.image_shape))
-            stored = self._images[: self._n]
-            source = VectorSource(
-                self._n,
-                lambda s, e: stored[s:e].flatten(1).float() / scale,
-                lambda idx: stored[idx.to(device)].flatten(1).float() / scale,
-            )
-            queries = queries_u8.to(device).flatten(1).float() / scale
-        else:
-            stored_emb = self.embeddings if self._embedding_info == encoder.describe() else None
-            if stored_emb is None:
-                stored_emb = self._encode_all(encoder, 1024, show_progress=False)
-            source = VectorSource.from_tensor(stored_emb)
-            queries = encoder(queries_u8.float() / 255.0).to(stored_emb.device)
+        queries, source = self._image_source(images, encoder)
         if k is not None:
             dist, rows = chunked_nearest(queries, source, min(k, self._n))
             keep = dist <= threshold if threshold is not None else torch.ones_like(dist, dtype=torch.bool)

@@ -1,0 +1,288 @@
+"""SPMUNet2DModel: a class-conditional DDPM UNet whose middle block reads memory (Zheng et al. 2026).
+
+Down path -> middle -> up path with skip connections, as in DDPM (Ho et al. 2020). In the SPM the middle
+block is res block -> fusion -> res block: the query's bottleneck features, average-pooled to
+`fusion_pool_size` x `fusion_pool_size` tokens, attend over the tokens of memory images that carry the
+query's label (`spm_gen.models.fusion`); the fused tokens are nearest-upsampled and fed to the second res
+block. The query's own bottleneck is not passed on: it reaches the decoder only through the skip
+connections, so the middle of the network has to take its content from memory.
+
+Memory images go through the same down path and first middle res block (`encode_memory`), without
+gradient (memory features are detached, as in the paper). With `memory_encoding="clean"` they enter at
+t=0 in training and sampling, so their tokens depend only on the image and its label and are computed
+once per bank version; with `"paper"` they are encoded at the current timestep (noised at a random t in
+training, as in the official code). `fusion_type="none"` gives the parametric twin: the standard
+res -> attention -> res middle block and no memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.unets.unet_2d import UNet2DOutput
+from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
+from torch import nn
+
+from .fusion import EMPTY_MEMORY_POLICIES, MemoryFusion
+
+UNET_FUSION_TYPES = ("additive", "dot", "none")
+MEMORY_ENCODINGS = ("clean", "paper")
+
+
+class SPMUNet2DModel(ModelMixin, ConfigMixin):
+    """Class-conditional UNet with a memory-fusion middle block.
+
+    Args:
+        sample_size: image side length.
+        in_channels / out_channels: image channels in and predicted channels out.
+        block_out_channels: channels per resolution level (DDPM CIFAR-10: 128, 256, 256, 256).
+        layers_per_block: res blocks per level on the down path (the up path has one more).
+        attention_resolutions: resolutions (side lengths) whose levels have self-attention (DDPM: 16).
+        dropout: dropout in every res block (DDPM CIFAR-10: 0.1).
+        num_class_embeds: number of classes; label `num_class_embeds` is the null label of guidance.
+        fusion_type: `"additive"` (the paper's), `"dot"`, or `"none"` for the parametric twin.
+        fusion_pool_size: query and memory bottlenecks are average-pooled to this many tokens per side.
+        memory_encoding: `"clean"` (memory at t=0: tokens computed once per bank version) or `"paper"`.
+        empty_memory: a labelled query with no same-label memory reads all memory (`"all"`) or raises.
+        norm_num_groups: GroupNorm groups.
+        fusion_chunk_elements: bound on the additive fusion's intermediate tensor (elements).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 32,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        block_out_channels: Sequence[int] = (128, 256, 256, 256),
+        layers_per_block: int = 2,
+        attention_resolutions: Sequence[int] = (16,),
+        dropout: float = 0.1,
+        num_class_embeds: int = 10,
+        fusion_type: str = "additive",
+        fusion_pool_size: int = 4,
+        memory_encoding: str = "clean",
+        empty_memory: str = "all",
+        norm_num_groups: int = 32,
+        fusion_chunk_elements: int = 2**22,
+    ) -> None:
+        super().__init__()
+        if fusion_type not in UNET_FUSION_TYPES:
+            raise ValueError(f"fusion_type must be one of {UNET_FUSION_TYPES}, got {fusion_type!r}")
+        if memory_encoding not in MEMORY_ENCODINGS:
+            raise ValueError(f"memory_encoding must be one of {MEMORY_ENCODINGS}, got {memory_encoding!r}")
+        if empty_memory not in EMPTY_MEMORY_POLICIES:
+            raise ValueError(f"empty_memory must be one of {EMPTY_MEMORY_POLICIES}, got {empty_memory!r}")
+        if num_class_embeds < 1:
+            raise ValueError(f"num_class_embeds must be positive, got {num_class_embeds}")
+        bottleneck = sample_size // 2 ** (len(block_out_channels) - 1)
+        if fusion_type != "none" and bottleneck < fusion_pool_size:
+            raise ValueError(
+                f"the bottleneck is {bottleneck}x{bottleneck} (sample_size={sample_size}, {len(block_out_channels)} "
+                f"levels), smaller than fusion_pool_size={fusion_pool_size}"
+            )
+        channels0, time_dim = block_out_channels[0], block_out_channels[0] * 4
+        self.conv_in = nn.Conv2d(in_channels, channels0, kernel_size=3, padding=1)
+        self.time_proj = Timesteps(channels0, flip_sin_to_cos=False, downscale_freq_shift=1)
+        self.time_embedding = TimestepEmbedding(channels0, time_dim)
+        self.class_embedding = nn.Embedding(num_class_embeds + 1, time_dim)  # last row: the null label
+
+        common = dict(
+            temb_channels=time_dim,
+            resnet_eps=1e-6,
+            resnet_act_fn="silu",
+            resnet_groups=norm_num_groups,
+            dropout=dropout,
+        )
+        self.down_blocks = nn.ModuleList()
+        out_ch = channels0
+        for level, channels in enumerate(block_out_channels):
+            in_ch, out_ch = out_ch, channels
+            attention = sample_size // 2**level in attention_resolutions
+            self.down_blocks.append(
+                get_down_block(
+                    "AttnDownBlock2D" if attention else "DownBlock2D",
+                    num_layers=layers_per_block,
+                    in_channels=in_ch,
+                    out_channels=out_ch,
+                    add_downsample=level < len(block_out_channels) - 1,
+                    attention_head_dim=out_ch,
+                    downsample_padding=1,
+                    **common,
+                )
+            )
+        mid_ch = block_out_channels[-1]
+        resnet = dict(in_channels=mid_ch, temb_channels=time_dim, dropout=dropout, groups=norm_num_groups, eps=1e-6)
+        if fusion_type == "none":
+            self.mid_block = UNetMidBlock2D(
+                in_channels=mid_ch,
+                temb_channels=time_dim,
+                dropout=dropout,
+                resnet_eps=1e-6,
+                resnet_groups=norm_num_groups,
+                attention_head_dim=mid_ch,
+            )
+        else:
+            self.mid_res_in = ResnetBlock2D(**resnet)
+            self.fusion = MemoryFusion(mid_ch, fusion_type, empty_memory, fusion_chunk_elements)
+            self.mid_res_out = ResnetBlock2D(**resnet)
+
+        self.up_blocks = nn.ModuleList()
+        reversed_channels = list(reversed(block_out_channels))
+        out_ch = reversed_channels[0]
+        for level, channels in enumerate(reversed_channels):
+            prev_ch, out_ch = out_ch, channels
+            in_ch = reversed_channels[min(level + 1, len(block_out_channels) - 1)]
+            attention = sample_size // 2 ** (len(block_out_channels) - 1 - level) in attention_resolutions
+            self.up_blocks.append(
+                get_up_block(
+                    "AttnUpBlock2D" if attention else "UpBlock2D",
+                    num_layers=layers_per_block + 1,
+                    in_channels=in_ch,
+                    out_channels=out_ch,
+                    prev_output_channel=prev_ch,
+                    add_upsample=level < len(block_out_channels) - 1,
+                    resolution_idx=level,
+                    attention_head_dim=out_ch,
+                    **common,
+                )
+            )
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, channels0, eps=1e-6)
+        self.conv_out = nn.Conv2d(channels0, out_channels, kernel_size=3, padding=1)
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def null_class_label(self) -> int:
+        """The label of the unconditional branch of classifier-free guidance."""
+        return self.config.num_class_embeds
+
+    @property
+    def uses_memory(self) -> bool:
+        return self.config.fusion_type != "none"
+
+    @property
+    def memory_token_shape(self) -> tuple[int, int]:
+        """`(tokens per memory item, channels)`."""
+        return self.config.fusion_pool_size**2, self.config.block_out_channels[-1]
+
+    def _embedding(self, timestep: torch.Tensor | float | int, labels: torch.Tensor, batch: int) -> torch.Tensor:
+        device = labels.device
+        t = torch.as_tensor(timestep, device=device)
+        t = (t[None] if t.ndim == 0 else t).expand(batch)
+        emb = self.time_embedding(self.time_proj(t).to(self.dtype))
+        return emb + self.class_embedding(labels).to(emb.dtype)
+
+    def _check_labels(self, labels: torch.Tensor, name: str, allow_null: bool = True) -> None:
+        top = self.config.num_class_embeds + (1 if allow_null else 0)
+        if labels.numel() and (labels.min() < 0 or labels.max() >= top):
+            bad = sorted(set(labels[(labels < 0) | (labels >= top)].tolist()))
+            raise ValueError(f"{name} must be in [0, {top}), got {bad}")
+
+    def _encode(self, sample: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Down path (and, in the SPM, the first middle res block): bottleneck features and skips."""
+        h = self.conv_in(sample)
+        skips: tuple[torch.Tensor, ...] = (h,)
+        for block in self.down_blocks:
+            h, res = block(hidden_states=h, temb=emb)
+            skips += res
+        if self.uses_memory:
+            h = self.mid_res_in(h, emb)
+        return h, skips
+
+    def _tokens(self, h: torch.Tensor) -> torch.Tensor:
+        pool = self.config.fusion_pool_size
+        return F.adaptive_avg_pool2d(h, pool).flatten(2).transpose(1, 2)  # (B, pool*pool, C)
+
+    # ------------------------------------------------------------------ public API
+
+    @torch.no_grad()
+    def encode_memory(
+        self, images: torch.Tensor, labels: torch.Tensor, timestep: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """Memory tokens of `images`, detached (no gradient flows through the memory path).
+
+        Args:
+            images (`torch.Tensor` of shape `(M, C, H, W)`): memory images in model space, [-1, 1].
+            labels (`torch.Tensor` of shape `(M,)`): their labels (class embedding of the down path).
+            timestep: the memory's timestep; None means 0 (clean memory). A tensor of shape `(M,)` gives
+                one timestep per image (the paper's training-time noising).
+
+        Returns:
+            `torch.Tensor` of shape `(M, fusion_pool_size**2, C_bottleneck)`.
+        """
+        if not self.uses_memory:
+            raise ValueError("this model has fusion_type='none' (the parametric twin): it reads no memory")
+        expected = (self.config.in_channels, self.config.sample_size, self.config.sample_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"memory images must have shape (M, {', '.join(map(str, expected))}), got {tuple(images.shape)}"
+            )
+        labels = labels.to(images.device)
+        if len(labels) != len(images):
+            raise ValueError(f"expected {len(images)} memory labels, got {len(labels)}")
+        self._check_labels(labels, "memory labels", allow_null=False)
+        emb = self._embedding(0 if timestep is None else timestep, labels, len(images))
+        h, _ = self._encode(images.to(self.dtype), emb)
+        return self._tokens(h).detach()
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        class_labels: torch.Tensor,
+        memory_tokens: torch.Tensor | None = None,
+        memory_labels: torch.Tensor | None = None,
+        memory_query_labels: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> UNet2DOutput | tuple[torch.Tensor]:
+        """Predicts the noise of `sample`.
+
+        Args:
+            sample (`torch.Tensor` of shape `(B, C, H, W)`): the noisy images.
+            timestep (`torch.Tensor` of shape `(B,)`, or a number): the diffusion timestep.
+            class_labels (`torch.Tensor` of shape `(B,)`): labels in `[0, num_class_embeds]`; the last value
+                (`null_class_label`) is the unconditional label of guidance, which reads all memory.
+            memory_tokens (`torch.Tensor` of shape `(M, pool**2, C_bottleneck)`): from `encode_memory`;
+                required unless `fusion_type="none"`.
+            memory_labels (`torch.Tensor` of shape `(M,)`): the memory items' labels.
+            memory_query_labels (`torch.Tensor` of shape `(B,)`, *optional*): the label each query reads
+                memory of, when it differs from `class_labels` (e.g. one group per query for image variations).
+            return_dict: return a `UNet2DOutput` instead of a tuple.
+        """
+        batch = sample.shape[0]
+        class_labels = torch.as_tensor(class_labels, device=sample.device).reshape(-1).expand(batch)
+        self._check_labels(class_labels, "class_labels")
+        emb = self._embedding(timestep, class_labels, batch)
+        h, skips = self._encode(sample, emb)
+        if self.uses_memory:
+            if memory_tokens is None or memory_labels is None:
+                raise ValueError("an SPM needs memory_tokens and memory_labels (from encode_memory)")
+            if tuple(memory_tokens.shape[1:]) != self.memory_token_shape:
+                raise ValueError(
+                    f"memory_tokens must have shape (M, {', '.join(map(str, self.memory_token_shape))}), "
+                    f"got {tuple(memory_tokens.shape)}"
+                )
+            unconditional = class_labels == self.null_class_label
+            query_labels = class_labels if memory_query_labels is None else memory_query_labels.to(sample.device)
+            fused = self.fusion(
+                self._tokens(h), query_labels, memory_tokens.to(h.dtype).detach(), memory_labels, unconditional
+            )
+            pool = self.config.fusion_pool_size
+            fused = fused.transpose(1, 2).reshape(batch, -1, pool, pool)
+            h = self.mid_res_out(F.interpolate(fused, size=h.shape[-2:], mode="nearest"), emb)
+        else:
+            h = self.mid_block(h, emb)
+        for block in self.up_blocks:
+            res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
+            h = block(h, res, emb)
+        h = self.conv_out(F.silu(self.conv_norm_out(h)))
+        if not return_dict:
+            return (h,)
+        return UNet2DOutput(sample=h)

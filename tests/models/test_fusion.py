@@ -1,0 +1,74 @@
+import math
+
+import pytest
+import torch
+
+from spm_gen.models.fusion import MemoryFusion
+
+
+def reference(fusion: MemoryFusion, q, q_labels, s, s_labels, always_fallback=None):
+    """The formula, fully materialised, one query at a time (independent of the module's grouping)."""
+    out = []
+    for i in range(len(q)):
+        same = s_labels == q_labels[i]
+        if not same.any() or (always_fallback is not None and always_fallback[i]):
+            same = torch.ones_like(same)
+        mem = s[same].reshape(-1, s.shape[-1])  # all tokens of the selected items
+        if fusion.fusion_type == "additive":
+            a = fusion.to_query(q[i])  # (L, H): W_q q + b
+            b = mem @ fusion.to_memory.weight.T  # (T, H): W_s s
+            scores = torch.relu(a[:, None, :] + b[None, :, :]) @ fusion.score.weight[0]  # (L, T)
+            out.append(torch.softmax(scores, dim=1) @ b)
+        else:
+            qq, k, v = fusion.to_query(q[i]), fusion.to_key(mem), fusion.to_value(mem)
+            out.append(torch.softmax(qq @ k.T / math.sqrt(k.shape[-1]), dim=1) @ v)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("fusion_type", ["additive", "dot"])
+@pytest.mark.parametrize("chunk_elements", [1, 97, 2**22])
+def test_fusion_equals_the_materialised_formula(fusion_type, chunk_elements):
+    torch.manual_seed(0)
+    fusion = MemoryFusion(8, fusion_type=fusion_type, chunk_elements=chunk_elements)
+    q = torch.randn(9, 4, 8)
+    q_labels = torch.tensor([0, 2, 2, 5, 0, 1, 7, 2, 5])  # 5 and 7 have no memory: they read all memory
+    s = torch.randn(11, 4, 8)
+    s_labels = torch.tensor([0, 2, 1, 0, 2, 2, 1, 0, 3, 2, 0])  # groups of unequal size
+    got = fusion(q, q_labels, s, s_labels)
+    torch.testing.assert_close(got, reference(fusion, q, q_labels, s, s_labels), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fusion_type", ["additive", "dot"])
+def test_always_fallback_reads_all_memory(fusion_type):
+    torch.manual_seed(1)
+    fusion = MemoryFusion(6, fusion_type=fusion_type, empty_memory="error")
+    q, q_labels = torch.randn(4, 2, 6), torch.tensor([0, 1, 0, 1])
+    s, s_labels = torch.randn(5, 3, 6), torch.tensor([0, 0, 1, 1, 1])
+    flag = torch.tensor([False, True, True, False])
+    got = fusion(q, q_labels, s, s_labels, always_fallback=flag)
+    torch.testing.assert_close(got, reference(fusion, q, q_labels, s, s_labels, flag), atol=1e-5, rtol=1e-4)
+
+
+def test_empty_memory_error_policy():
+    fusion = MemoryFusion(4, empty_memory="error")
+    with pytest.raises(ValueError, match=r"no memory items for labels \[3\]"):
+        fusion(torch.randn(2, 1, 4), torch.tensor([0, 3]), torch.randn(2, 1, 4), torch.tensor([0, 0]))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="fusion_type"):
+        MemoryFusion(4, fusion_type="cosine")
+    with pytest.raises(ValueError, match="empty_memory"):
+        MemoryFusion(4, empty_memory="skip")
+    with pytest.raises(ValueError, match="memory_tokens must be"):
+        MemoryFusion(4)(torch.randn(1, 1, 4), torch.tensor([0]), torch.randn(0, 1, 4), torch.tensor([]))
+
+
+def test_result_does_not_depend_on_other_queries_in_the_batch():
+    torch.manual_seed(2)
+    fusion = MemoryFusion(8)
+    q, labels = torch.randn(6, 4, 8), torch.tensor([0, 1, 0, 1, 2, 9])
+    s, s_labels = torch.randn(7, 4, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    full = fusion(q, labels, s, s_labels)
+    for i in range(6):
+        torch.testing.assert_close(fusion(q[i : i + 1], labels[i : i + 1], s, s_labels)[0], full[i])
