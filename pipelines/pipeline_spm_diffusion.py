@@ -17,6 +17,7 @@ from spm_gen.models.memory_cache import MemoryTokenCache
 from spm_gen.models.unet_spm import SPMUNet2DModel
 
 MEMORY_SELECTIONS = ("random", "nearest")
+UNCONDITIONAL_MEMORIES = ("all", "class")
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
@@ -155,6 +156,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        unconditional_memory: str = "all",
     ) -> SPMPipelineOutput | tuple:
         r"""
         Args:
@@ -175,17 +177,26 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (`(B, H, W, C)` floats in [0, 1]) or
                 `"pt"` (`(B, C, H, W)` tensor in [0, 1]).
             return_dict (`bool`, defaults to True): return an `SPMPipelineOutput` instead of a tuple.
+            unconditional_memory (`str`, defaults to `"all"`): what the unconditional branch of guidance reads.
+                `"all"`: every memory item the batch selected (the null label has no same-label memory, so it
+                falls back to all memory, as in the paper; its cost grows with the number of classes in the
+                batch). `"class"`: the same memory as the conditional branch, only the class embedding differs
+                (the cost of one more conditional branch).
 
         Returns:
             [`SPMPipelineOutput`] (an `ImagePipelineOutput` with `memory_ids`) or `(images,)`.
         """
         self.check_inputs(batch_size, num_inference_steps, guidance_scale, memory_size, memory_selection, output_type)
+        if unconditional_memory not in UNCONDITIONAL_MEMORIES:
+            raise ValueError(
+                f"unconditional_memory must be one of {UNCONDITIONAL_MEMORIES}, got {unconditional_memory!r}"
+            )
         was_training = self.unet.training
         self.unet.eval()  # sampling never uses dropout, also when called on a unet being trained
         try:
             return self._sample(
                 class_labels, batch_size, num_inference_steps, guidance_scale, memory_size, memory_selection,
-                reference_images, generator, output_type, return_dict,
+                reference_images, generator, output_type, return_dict, unconditional_memory,
             )  # fmt: skip
         finally:
             self.unet.train(was_training)
@@ -202,6 +213,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         generator,
         output_type: str,
         return_dict: bool,
+        unconditional_memory: str,
     ) -> SPMPipelineOutput | tuple:
         device, dtype = self._execution_device, self.unet.dtype
         labels = self._class_labels(class_labels, batch_size, torch.device("cpu"))
@@ -236,8 +248,9 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         tokens = None
         if memory is not None:
             unique_ids, gather, memory_labels, query_labels = memory
-            if guided:  # the unconditional branch reads all memory (label -1 matches no group)
-                query_labels = torch.cat([query_labels, torch.full_like(query_labels, -1)])
+            if guided:  # label -1: the unconditional branch reads all memory
+                uncond = torch.full_like(query_labels, -1) if unconditional_memory == "all" else query_labels
+                query_labels = torch.cat([query_labels, uncond])
             if cfg.memory_encoding == "clean":
                 tokens = self.memory_cache.tokens(self.unet, self.memory_bank, unique_ids)[gather]
 

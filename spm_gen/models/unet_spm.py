@@ -202,6 +202,15 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ public API
 
+    def compile_fusion(self, **compile_kwargs) -> None:
+        """Fuses the additive score into one `torch.compile`d kernel (see `MemoryFusion.compile_scores`).
+
+        A runtime choice, not part of the saved config: call it after loading, before sampling or training.
+        """
+        if not self.uses_memory:
+            raise ValueError("this model has fusion_type='none' (the parametric twin): there is no fusion to compile")
+        self.fusion.compile_scores(**compile_kwargs)
+
     @torch.no_grad()
     def encode_memory(
         self, images: torch.Tensor, labels: torch.Tensor, timestep: torch.Tensor | int | None = None
@@ -248,12 +257,14 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
             sample (`torch.Tensor` of shape `(B, C, H, W)`): the noisy images.
             timestep (`torch.Tensor` of shape `(B,)`, or a number): the diffusion timestep.
             class_labels (`torch.Tensor` of shape `(B,)`): labels in `[0, num_class_embeds]`; the last value
-                (`null_class_label`) is the unconditional label of guidance, which reads all memory.
+                (`null_class_label`) is the unconditional label of guidance, which reads all memory unless
+                `memory_query_labels` says otherwise.
             memory_tokens (`torch.Tensor` of shape `(M, pool**2, C_bottleneck)`): from `encode_memory`;
                 required unless `fusion_type="none"`.
             memory_labels (`torch.Tensor` of shape `(M,)`): the memory items' labels.
             memory_query_labels (`torch.Tensor` of shape `(B,)`, *optional*): the label each query reads
-                memory of, when it differs from `class_labels` (e.g. one group per query for image variations).
+                memory of, when it differs from `class_labels` (e.g. one group per query for image variations);
+                -1 reads all memory.
             return_dict: return a `UNet2DOutput` instead of a tuple.
         """
         batch = sample.shape[0]
@@ -269,11 +280,12 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
                     f"memory_tokens must have shape (M, {', '.join(map(str, self.memory_token_shape))}), "
                     f"got {tuple(memory_tokens.shape)}"
                 )
-            unconditional = class_labels == self.null_class_label
-            query_labels = class_labels if memory_query_labels is None else memory_query_labels.to(sample.device)
-            fused = self.fusion(
-                self._tokens(h), query_labels, memory_tokens.to(h.dtype).detach(), memory_labels, unconditional
-            )
+            if memory_query_labels is None:  # the null label reads all memory (no memory carries it)
+                unconditional = class_labels == self.null_class_label
+                query_labels = torch.where(unconditional, torch.full_like(class_labels, -1), class_labels)
+            else:
+                query_labels = memory_query_labels.to(sample.device)
+            fused = self.fusion(self._tokens(h), query_labels, memory_tokens.to(h.dtype).detach(), memory_labels)
             pool = self.config.fusion_pool_size
             fused = fused.transpose(1, 2).reshape(batch, -1, pool, pool)
             h = self.mid_res_out(F.interpolate(fused, size=h.shape[-2:], mode="nearest"), emb)

@@ -11,7 +11,7 @@ TINY = "configs/tiny.yaml"
 
 def tiny_unet(**overrides):
     torch.manual_seed(0)
-    return build_unet(TINY, **overrides)
+    return build_unet(TINY, **{"num_class_embeds": 4, **overrides})
 
 
 def tiny_memory(count: int = 24, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,12 +6,12 @@ import torch
 from spm_gen.models.fusion import MemoryFusion
 
 
-def reference(fusion: MemoryFusion, q, q_labels, s, s_labels, always_fallback=None):
+def reference(fusion: MemoryFusion, q, q_labels, s, s_labels):
     """The formula, fully materialised, one query at a time (independent of the module's grouping)."""
     out = []
     for i in range(len(q)):
         same = s_labels == q_labels[i]
-        if not same.any() or (always_fallback is not None and always_fallback[i]):
+        if not same.any() or q_labels[i] < 0:
             same = torch.ones_like(same)
         mem = s[same].reshape(-1, s.shape[-1])  # all tokens of the selected items
         if fusion.fusion_type == "additive":
@@ -39,14 +39,13 @@ def test_fusion_equals_the_materialised_formula(fusion_type, chunk_elements):
 
 
 @pytest.mark.parametrize("fusion_type", ["additive", "dot"])
-def test_always_fallback_reads_all_memory(fusion_type):
+def test_negative_labels_read_all_memory(fusion_type):
     torch.manual_seed(1)
     fusion = MemoryFusion(6, fusion_type=fusion_type, empty_memory="error")
-    q, q_labels = torch.randn(4, 2, 6), torch.tensor([0, 1, 0, 1])
+    q, q_labels = torch.randn(4, 2, 6), torch.tensor([0, -1, -1, 1])
     s, s_labels = torch.randn(5, 3, 6), torch.tensor([0, 0, 1, 1, 1])
-    flag = torch.tensor([False, True, True, False])
-    got = fusion(q, q_labels, s, s_labels, always_fallback=flag)
-    torch.testing.assert_close(got, reference(fusion, q, q_labels, s, s_labels, flag), atol=1e-5, rtol=1e-4)
+    got = fusion(q, q_labels, s, s_labels)
+    torch.testing.assert_close(got, reference(fusion, q, q_labels, s, s_labels), atol=1e-5, rtol=1e-4)
 
 
 def test_empty_memory_error_policy():
@@ -72,3 +71,16 @@ def test_result_does_not_depend_on_other_queries_in_the_batch():
     full = fusion(q, labels, s, s_labels)
     for i in range(6):
         torch.testing.assert_close(fusion(q[i : i + 1], labels[i : i + 1], s, s_labels)[0], full[i])
+
+
+def test_compiled_additive_score_equals_the_formula():
+    torch.manual_seed(3)
+    fusion = MemoryFusion(8, chunk_elements=64)
+    fusion.compile_scores(dynamic=True)
+    q, q_labels = torch.randn(5, 4, 8), torch.tensor([0, 1, 2, 9, -1])
+    s, s_labels = torch.randn(7, 4, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    torch.testing.assert_close(
+        fusion(q, q_labels, s, s_labels), reference(fusion, q, q_labels, s, s_labels), atol=1e-5, rtol=1e-4
+    )
+    with pytest.raises(ValueError, match="only the additive fusion"):
+        MemoryFusion(8, fusion_type="dot").compile_scores()

@@ -162,6 +162,7 @@ def test_twin_needs_no_memory(tmp_path):
         ({"memory_selection": "best"}, "memory_selection must be one of"),
         ({"output_type": "jpg"}, "output_type must be one of"),
         ({"guidance_scale": -1.0}, "guidance_scale must be >= 0"),
+        ({"unconditional_memory": "none"}, "unconditional_memory must be one of"),
     ],
 )
 def test_bad_input(pipe, kwargs, match):
@@ -181,3 +182,15 @@ def test_sampling_runs_in_eval_mode_and_restores_training_mode():
     first = sample(pipe)
     assert pipe.unet.training
     assert torch.equal(first, sample(pipe))  # no dropout noise while sampling
+
+
+def test_unconditional_memory_choice(monkeypatch):
+    pipe = tiny_pipeline()
+    seen = []
+    real = pipe.unet.forward
+    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: seen.append(a[5].tolist()) or real(*a, **k))
+    pipe(class_labels=[0, 3], num_inference_steps=1, output_type="pt", unconditional_memory="all")
+    pipe(class_labels=[0, 3], num_inference_steps=1, output_type="pt", unconditional_memory="class")
+    assert seen == [[0, 3, -1, -1], [0, 3, 0, 3]]
+    all_memory = sample(pipe, unconditional_memory="all")
+    assert not torch.equal(all_memory, sample(pipe, unconditional_memory="class"))

@@ -1,0 +1,217 @@
+"""Sampling cost of the SPM against its parametric twin, and our fusion against the materialised formula.
+
+Part 1 (pipeline): the same network with `fusion_type="none"` (twin) and with memory fusion; 128 images,
+50 DDIM steps, guidance 0.3; memory of 100, 256, 1024 items per class and the whole class (a synthetic
+bank); both choices of what the unconditional branch reads (`all`: the paper's fallback, `class`). Memory
+tokens are encoded once (timed separately) and reused. Prints time per call, SPM / twin ratio, peak memory.
+
+Part 2 (fusion only): 128 queries (16 tokens each, 10 classes) attend over their class's memory; our
+chunked fusion (eager and compiled) against the materialised per-label formulation of the official code.
+
+    python benchmarks/sampling.py [--config configs/digits.yaml] [--fusion-types dot additive] [--steps 50]
+
+On CUDA, the peak is `torch.cuda.max_memory_allocated`; on CPU, the rise of the process's resident
+high-water mark (Linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+
+import torch
+from diffusers import DDIMScheduler
+
+from spm_gen import MemoryBank, SPMDiffusionPipeline
+from spm_gen.config import build_unet
+
+
+def _reset_peak(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return 0.0
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_mb("VmRSS:")
+    except OSError:
+        return math.nan
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field))
+
+
+def _peak_mb(device: torch.device, start: float) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    return _status_mb("VmHWM:") - start if not math.isnan(start) else math.nan
+
+
+def _timed(device: torch.device, fn, *args, **kwargs) -> tuple[float, float, object]:
+    start_mem = _reset_peak(device)
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, _peak_mb(device, start_mem), result
+
+
+def synthetic_bank(shape: tuple[int, int, int], per_class: int, classes: int = 10) -> MemoryBank:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (per_class * classes, *shape), generator=g, dtype=torch.uint8)
+    return MemoryBank.from_images(images, torch.arange(per_class * classes) % classes)
+
+
+def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    rows = []
+    labels = [i % 10 for i in range(args.num_images)]
+    twin = SPMDiffusionPipeline(build_unet(args.config, fusion_type="none"), DDIMScheduler()).to(device)
+    twin.set_progress_bar_config(disable=True)
+    cfg = twin.unet.config
+    bank = synthetic_bank((cfg.in_channels, cfg.sample_size, cfg.sample_size), args.whole_class)
+
+    def run(pipe, **kw):
+        gen = torch.Generator(device).manual_seed(0)
+        return pipe(
+            class_labels=labels,
+            num_inference_steps=args.steps,
+            guidance_scale=0.3,
+            generator=gen,
+            output_type="pt",
+            **kw,
+        )
+
+    twin(class_labels=labels[:2], num_inference_steps=1, output_type="pt")  # warm-up
+    twin_s, twin_mb, _ = _timed(device, run, twin)
+    print(f"twin: {twin_s:.2f} s, peak {twin_mb:.0f} MB")
+    rows.append({"model": "twin", "seconds": twin_s, "peak_mb": twin_mb})
+    for fusion_type in args.fusion_types:
+        unet = build_unet(args.config, fusion_type=fusion_type)
+        if fusion_type == "additive" and not args.eager:
+            unet.compile_fusion(dynamic=True)
+        spm = SPMDiffusionPipeline(unet, DDIMScheduler(), bank).to(device)
+        spm.set_progress_bar_config(disable=True)
+        for size in args.memory_sizes:
+            memory_size = None if size == "whole" else int(size)
+            # encoding: every selected item once, then cached across calls, steps and branches
+            spm.memory_cache.clear()
+            encode_s, _, _ = _timed(
+                device, spm, class_labels=labels, num_inference_steps=1, memory_size=memory_size, output_type="pt"
+            )
+            for uncond in args.unconditional_memory:
+                spm(
+                    class_labels=labels[:20],
+                    num_inference_steps=1,
+                    memory_size=memory_size,
+                    output_type="pt",
+                    unconditional_memory=uncond,
+                )
+                seconds, peak, _ = _timed(device, run, spm, memory_size=memory_size, unconditional_memory=uncond)
+                row = {
+                    "model": f"spm-{fusion_type}", "memory_per_class": memory_size or args.whole_class,
+                    "unconditional_memory": uncond, "seconds": seconds, "ratio_to_twin": seconds / twin_s,
+                    "peak_mb": peak, "first_call_with_encoding_s": encode_s,
+                }  # fmt: skip
+                rows.append(row)
+                print(
+                    f"spm {fusion_type:<8s} memory {row['memory_per_class']:>5}/class uncond={uncond:<5s}: "
+                    f"{seconds:7.2f} s  ratio {seconds / twin_s:5.2f}  peak {peak:6.0f} MB  (1-step call incl. encoding {encode_s:.2f} s)"
+                )
+    return rows
+
+
+def materialised_per_label(fusion, q, q_labels, s, s_labels):
+    """The official formulation: a loop over labels, each materialising (n, L, T, H) before the score."""
+    out = torch.empty_like(q)
+    w = fusion.score.weight[0]
+    for label in torch.unique(q_labels).tolist():
+        rows = q_labels == label
+        a = fusion.to_query(q[rows])  # (n, L, H)
+        b = fusion.to_memory(s[s_labels == label]).reshape(-1, a.shape[-1])  # (T, H)
+        scores = (torch.relu(a[:, :, None, :] + b[None, None]) * w).sum(-1)  # (n, L, T) from (n, L, T, H)
+        out[rows] = torch.softmax(scores, dim=-1) @ b
+    return out
+
+
+def fusion_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    unet = build_unet(args.config, fusion_type="additive").to(device).eval()
+    channels = unet.config.block_out_channels[-1]
+    fusion = unet.fusion
+    compiled = build_unet(args.config, fusion_type="additive").to(device).eval().fusion
+    compiled.load_state_dict(fusion.state_dict())
+    compiled.compile_scores(dynamic=True)
+    g = torch.Generator(device).manual_seed(0)
+    q = torch.randn(args.num_images, 16, channels, device=device, generator=g)
+    q_labels = torch.arange(args.num_images, device=device) % 10
+    rows = []
+    for size in args.memory_sizes:
+        per_class = args.whole_class if size == "whole" else int(size)
+        s = torch.randn(per_class * 10, 16, channels, device=device, generator=g)
+        s_labels = torch.arange(per_class * 10, device=device) % 10
+        row = {"memory_per_class": per_class}
+        with torch.no_grad():
+            compiled(q, q_labels, s, s_labels)  # compile outside the timing
+            for name, fn in (
+                ("materialised", materialised_per_label),
+                ("ours_eager", fusion),
+                ("ours_compiled", compiled),
+            ):
+                call = (fusion, q, q_labels, s, s_labels) if name == "materialised" else (q, q_labels, s, s_labels)
+                fn(*call)
+                seconds, peak, out = _timed(device, fn, *call)
+                row[f"{name}_s"], row[f"{name}_peak_mb"] = seconds, peak
+                row.setdefault("reference", out)
+                row[f"{name}_max_abs_err"] = (out - row["reference"]).abs().max().item()
+        del row["reference"]
+        rows.append(row)
+        print(
+            f"fusion, memory {per_class:>5}/class: materialised {row['materialised_s']:.3f} s ({row['materialised_peak_mb']:.0f} MB)"
+            f" | ours eager {row['ours_eager_s']:.3f} s ({row['ours_eager_peak_mb']:.0f} MB)"
+            f" | ours compiled {row['ours_compiled_s']:.3f} s ({row['ours_compiled_peak_mb']:.0f} MB)"
+            f" | speed-up {row['materialised_s'] / row['ours_eager_s']:.1f}x eager, {row['materialised_s'] / row['ours_compiled_s']:.1f}x compiled"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/digits.yaml")
+    parser.add_argument("--fusion-types", nargs="+", default=["dot", "additive"])
+    parser.add_argument("--memory-sizes", nargs="+", default=["100", "256", "1024", "whole"])
+    parser.add_argument("--whole-class", type=int, default=1500, help="items per class in the synthetic bank")
+    parser.add_argument("--unconditional-memory", nargs="+", default=["all", "class"])
+    parser.add_argument("--num-images", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--eager", action="store_true", help="do not compile the additive score in part 1")
+    parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--skip-fusion", action="store_true")
+    parser.add_argument("--json", help="write all numbers and settings here")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {name}; torch {torch.__version__}; config {args.config}; {args.num_images} images, {args.steps} DDIM steps"
+    )
+    results = {"settings": vars(args), "device": name}
+    if not args.skip_pipeline:
+        results["pipeline"] = pipeline_part(args, device)
+    if not args.skip_fusion:
+        results["fusion"] = fusion_part(args, device)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
