@@ -1,0 +1,196 @@
+"""The training config: a typed dataclass read from yaml, overridable with `--key value`, echoed as json."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import read_yaml
+from ..models.unet_spm import SPMUNet2DModel
+
+DATASETS = ("digits", "folder", "cifar10", "hf_disk")
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (defaults: a small digits SPM). See configs/*.yaml."""
+
+    output_dir: str = "runs/digits"
+    # data
+    dataset: str = "digits"
+    data_path: str | None = None
+    image_size: int = 16
+    channels: int = 1
+    exclude_ids: list[str] = field(default_factory=list)
+    exclude_classes: list[int] = field(default_factory=list)
+    # model: SPMUNet2DModel arguments (fusion_type "none" trains the parametric twin)
+    model: dict[str, Any] = field(default_factory=dict)
+    # the paper's memory sampling: N support images per batch, split evenly over the batch's labels,
+    # the queries' own images excluded, labels randomly permuted per batch, class-label dropout
+    memory_per_batch: int = 256
+    permute_labels: bool = True
+    class_dropout: float = 0.1
+    # diffusion
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    # optimisation
+    train_batch_size: int = 64
+    max_train_steps: int = 1000
+    learning_rate: float = 2e-4
+    lr_warmup_steps: int = 100
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"
+    use_ema: bool = True
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    seed: int = 0
+    # run folder
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int = 2
+    resume: str | None = None
+    sample_every: int = 500
+    num_sample_images: int = 20
+    sample_inference_steps: int = 50
+    guidance_scale: float = 0.3
+    log_every: int = 10
+    log_with: str | None = None
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad key (before any training starts)."""
+        checks = {
+            "dataset": self.dataset in DATASETS,
+            "data_path": self.dataset == "digits" or bool(self.data_path and os.path.exists(self.data_path)),
+            "image_size": self.image_size > 0,
+            "channels": self.channels in (1, 3),
+            "memory_per_batch": self.memory_per_batch > 0,
+            "class_dropout": 0.0 <= self.class_dropout < 1.0,
+            "num_train_timesteps": self.num_train_timesteps > 1,
+            "beta_start": 0 < self.beta_start < self.beta_end,
+            "beta_end": self.beta_end < 1,
+            "train_batch_size": self.train_batch_size > 0,
+            "max_train_steps": self.max_train_steps > 0,
+            "learning_rate": self.learning_rate > 0,
+            "lr_warmup_steps": self.lr_warmup_steps >= 0,
+            "weight_decay": self.weight_decay >= 0,
+            "max_grad_norm": self.max_grad_norm > 0,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps > 0,
+            "mixed_precision": self.mixed_precision in MIXED_PRECISIONS,
+            "ema_decay": 0 < self.ema_decay < 1,
+            "checkpointing_steps": self.checkpointing_steps > 0,
+            "checkpoints_total_limit": self.checkpoints_total_limit > 0,
+            "sample_every": self.sample_every > 0,
+            "num_sample_images": self.num_sample_images > 0,
+            "sample_inference_steps": self.sample_inference_steps > 0,
+            "guidance_scale": self.guidance_scale >= 0,
+            "log_every": self.log_every > 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                hint = f" (one of {DATASETS})" if key == "dataset" else ""
+                hint = f" (one of {MIXED_PRECISIONS})" if key == "mixed_precision" else hint
+                hint = " (the path does not exist)" if key == "data_path" else hint
+                raise ValueError(f"bad config value {key}={getattr(self, key)!r}{hint}")
+        allowed = set(inspect.signature(SPMUNet2DModel.__init__).parameters) - {"self"}
+        unknown = sorted(set(self.model) - allowed)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {unknown} (allowed: {sorted(allowed)})")
+        SPMUNet2DModel(**self.model)  # the model's own checks, e.g. fusion_type or memory_encoding
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_MODEL_KEYS = set(inspect.signature(SPMUNet2DModel.__init__).parameters) - {"self"}
+
+
+def _field_type(name: str) -> Any:
+    return typing.get_type_hints(TrainConfig)[name]
+
+
+def _parse_value(name: str, text: str | list[str], annotation: Any) -> Any:
+    """Converts command-line text to the field's type, naming the key on failure."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if isinstance(text, str) and text.lower() in ("none", "null"):
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    try:
+        if origin is list:
+            items = text if isinstance(text, list) else [t for t in text.split(",") if t]
+            return [args[0](item) for item in items]
+        text = text[0] if isinstance(text, list) and len(text) == 1 else text
+        if annotation is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        return annotation(text)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bad value for --{name}: {text!r} ({e})") from e
+
+
+def parse_overrides(argv: list[str]) -> dict[str, Any]:
+    """`--key value [value ...]` pairs; keys are TrainConfig fields or model arguments (also `model.key`)."""
+    overrides: dict[str, Any] = {}
+    key: str | None = None
+    values: list[str] = []
+
+    def flush() -> None:
+        if key is not None:
+            if not values:
+                raise ValueError(f"--{key} needs a value")
+            overrides[key] = values if len(values) > 1 else values[0]
+
+    for token in argv:
+        if token.startswith("--"):
+            flush()
+            key, values = token[2:].replace("-", "_"), []
+        else:
+            if key is None:
+                raise ValueError(f"unexpected argument {token!r} (overrides look like --key value)")
+            values.append(token)
+    flush()
+    return overrides
+
+
+def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Reads a yaml config (top-level TrainConfig keys, model arguments under `model:`), applies overrides
+    given as text (`{"max_train_steps": "200", "fusion_type": "none", ...}`) and validates the result.
+
+    Raises:
+        ValueError: an unknown key (named), a value of the wrong type, or a bad value (named).
+    """
+    data = read_yaml(path) if path else {}
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown config keys in '{path}': {unknown}")
+    model = dict(data.pop("model", {}) or {})
+    config = TrainConfig(**data, model=model)
+    for key, text in (overrides or {}).items():
+        name = key.removeprefix("model.")
+        if key.startswith("model.") or (key not in _FIELDS and name in _MODEL_KEYS):
+            model_default = inspect.signature(SPMUNet2DModel.__init__).parameters[name].default
+            if name not in _MODEL_KEYS:
+                raise ValueError(f"unknown config key --{key}")
+            annotation = list[int] if isinstance(model_default, tuple) else type(model_default)
+            model[name] = _parse_value(key, text, annotation)
+        elif key in _FIELDS and key != "model":
+            setattr(config, key, _parse_value(key, text, _field_type(key)))
+        else:
+            raise ValueError(f"unknown config key --{key}")
+    config.model = model
+    config.validate()
+    return config

@@ -1,0 +1,34 @@
+"""The training set of a run, with the oracle's exclusions applied."""
+
+from __future__ import annotations
+
+from ..data import ImageDataset, load_cifar10, load_digits_dataset, load_image_folder, load_saved_hf_dataset
+from .config import TrainConfig
+
+
+def load_training_dataset(config: TrainConfig) -> ImageDataset:
+    """The dataset named by `config` (digits: the seeded train split), minus `exclude_ids` and
+    `exclude_classes`, checked against the model's image shape and number of classes."""
+    if config.dataset == "digits":
+        dataset = load_digits_dataset(image_size=config.image_size, split="train", seed=config.seed)
+    elif config.dataset == "folder":
+        dataset = load_image_folder(config.data_path, image_size=config.image_size, channels=config.channels)
+    elif config.dataset == "cifar10":
+        dataset = load_cifar10(config.data_path, train=True)
+    else:
+        dataset = load_saved_hf_dataset(config.data_path, channels=config.channels)
+    if config.exclude_ids or config.exclude_classes:
+        dataset = dataset.exclude(ids=config.exclude_ids, classes=config.exclude_classes)
+    model = config.model
+    expected = (model.get("in_channels", 3), model.get("sample_size", 32), model.get("sample_size", 32))
+    if dataset.image_shape != expected:
+        raise ValueError(
+            f"the dataset's images are {dataset.image_shape}, the model expects {expected} "
+            "(set model.in_channels / model.sample_size or image_size / channels)"
+        )
+    num_classes = model.get("num_class_embeds", 10)
+    if int(dataset.labels.max()) >= num_classes:
+        raise ValueError(
+            f"the dataset has labels up to {int(dataset.labels.max())}, model.num_class_embeds={num_classes}"
+        )
+    return dataset

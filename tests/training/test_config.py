@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from scripts.train import main as train_main
+from spm_gen.training import load_config, parse_overrides
+
+
+def test_yaml_and_overrides():
+    cfg = load_config(
+        "configs/tiny.yaml",
+        parse_overrides(
+            ["--output_dir", "runs/x", "--max_train_steps", "200", "--exclude_classes", "3", "5",
+             "--fusion_type", "none", "--model.memory_encoding", "paper", "--use_ema", "false",
+             "--block_out_channels", "8,16"]
+        ),
+    )  # fmt: skip
+    assert cfg.output_dir == "runs/x" and cfg.max_train_steps == 200 and cfg.exclude_classes == [3, 5]
+    assert cfg.model["fusion_type"] == "none" and cfg.model["memory_encoding"] == "paper"
+    assert cfg.use_ema is False and cfg.model["block_out_channels"] == [8, 16]
+    assert cfg.memory_per_batch == 16  # from the yaml
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["--learning_rate", "-1"], "learning_rate=-1.0"),
+        (["--lr", "0.1"], "unknown config key --lr"),
+        (["--max_train_steps", "many"], "bad value for --max_train_steps"),
+        (["--dataset", "folder", "--data_path", "/nowhere"], "data_path='/nowhere'"),
+        (["--dataset", "imagenet"], "dataset='imagenet'"),
+        (["--fusion_type", "concat"], "fusion_type"),
+        (["--mixed_precision", "fp8"], "mixed_precision='fp8'"),
+        (["--use_ema", "maybe"], "bad value for --use_ema"),
+    ],
+)
+def test_bad_values_are_named(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        load_config("configs/tiny.yaml", parse_overrides(overrides))
+
+
+def test_unknown_yaml_key(tmp_path):
+    (tmp_path / "c.yaml").write_text("max_train_step: 3\n")
+    with pytest.raises(ValueError, match=r"unknown config keys .*\['max_train_step'\]"):
+        load_config(str(tmp_path / "c.yaml"))
+
+
+def test_dry_run_prints_the_resolved_config(capsys):
+    assert train_main(["--config", "configs/tiny.yaml", "--dry-run", "--max_train_steps", "7"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["max_train_steps"] == 7 and printed["model"]["sample_size"] == 8

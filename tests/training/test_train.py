@@ -1,0 +1,93 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spm_gen import SPMDiffusionPipeline
+from spm_gen.data import load_digits_dataset
+from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training.checkpoints import checkpoint_steps
+
+
+def _config(tmp_path, *extra):
+    return load_config("configs/tiny.yaml", parse_overrides(["--output_dir", str(tmp_path / "run"), *extra]))
+
+
+def test_tiny_run_ends_with_a_loadable_pipeline(tmp_path):
+    run = tmp_path / "run"
+    final = train(_config(tmp_path, "--sample_every", "2"))
+    pipe = SPMDiffusionPipeline.from_pretrained(final)
+    train_set = load_digits_dataset(image_size=8, split="train")
+    assert sorted(pipe.memory_bank.ids) == sorted(train_set.ids)
+    images = pipe(class_labels=[0, 7], num_inference_steps=2, output_type="pt").images
+    assert images.shape == (2, 1, 8, 8)
+    assert json.load(open(run / "config.json"))["max_train_steps"] == 4
+    losses = [json.loads(line) for line in open(run / "loss.jsonl")]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4] and all(r["loss"] > 0 for r in losses)
+    for picture in ("loss.png", "samples/step-000002.png", "samples/step-000004.png", "samples/final.png"):
+        assert (run / picture).stat().st_size > 100
+    assert checkpoint_steps(str(run)) == [2, 4]
+
+
+def test_resume_reaches_the_same_state(tmp_path):
+    full = train(_config(tmp_path / "a", "--use_ema", "true"))
+    partial_cfg = _config(tmp_path / "b", "--use_ema", "true", "--max_train_steps", "2")
+    train(partial_cfg)
+    assert checkpoint_steps(partial_cfg.output_dir) == [2]
+    resumed = train(_config(tmp_path / "b", "--use_ema", "true", "--resume", "latest"))
+    a = load_file(os.path.join(full, "unet", "diffusion_pytorch_model.safetensors"))
+    b = load_file(os.path.join(resumed, "unet", "diffusion_pytorch_model.safetensors"))
+    for name in a:  # EMA weights after 4 steps, straight through vs. 2 + resume 2
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
+    steps = [json.loads(line)["step"] for line in open(os.path.join(partial_cfg.output_dir, "loss.jsonl"))]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_oracle_excludes_a_class_from_memory_and_training(tmp_path, monkeypatch):
+    seen = []
+    import spm_gen.training.loop as loop
+
+    real = loop.diffusion_loss
+
+    def spy(*args, **kwargs):  # positional: (..., labels=4, ..., support_labels=8)
+        seen.append((args[4].clone(), args[8].clone()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "diffusion_loss", spy)
+    final = train(_config(tmp_path, "--exclude_classes", "3", "--permute_labels", "false"))
+    pipe = SPMDiffusionPipeline.from_pretrained(final)
+    assert 3 not in pipe.memory_bank.class_counts() and len(pipe.memory_bank.class_counts()) == 9
+    assert seen and all(3 not in labels.tolist() and 3 not in support.tolist() for labels, support in seen)
+
+
+def test_twin_trains_without_memory(tmp_path):
+    final = train(_config(tmp_path, "--fusion_type", "none"))
+    assert SPMDiffusionPipeline.from_pretrained(final).memory_bank is None
+
+
+def test_two_cpu_processes_train_and_only_rank_0_writes(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "scripts/train.py", "--config", "configs/tiny.yaml", "--output_dir", str(run),
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "pipeline" / "model_index.json").exists()
+    assert checkpoint_steps(str(run)) == [2, 4]
+    # rank 1 wrote nothing of its own: one loss log line per step, one sample grid, no stray files
+    assert len(open(run / "loss.jsonl").read().splitlines()) == 4
+    assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "loss.jsonl", "loss.png", "pipeline", "samples"]
+    assert "random_states_1.pkl" in os.listdir(run / "checkpoints" / "checkpoint-4")
+
+
+def test_bad_config_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="learning_rate"):
+        _config(tmp_path, "--learning_rate", "-0.1")
+    assert not (tmp_path / "run").exists()
