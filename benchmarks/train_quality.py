@@ -1,0 +1,130 @@
+"""Sample quality of the SPM against its parametric twin, trained with the same budget on the digits.
+
+Trains four models with configs/digits.yaml and the same steps and batch size: the SPM (additive fusion,
+clean memory), the twin (fusion_type none), the SPM with memory_encoding paper, and the SPM with dot fusion.
+Then, per model, samples `--per-class` images of every class and reports:
+
+- class consistency: accuracy of a small digits classifier (logistic regression on pixels, trained on the
+  digits train split, its test accuracy printed) on the samples, per class and overall;
+- the mean nearest-neighbour distance of the samples to the training set (RMS pixel distance in [0, 1]).
+
+    python benchmarks/train_quality.py [--steps 1500] [--per-class 20] [--out runs/train_quality]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from spm_gen import SPMDiffusionPipeline
+from spm_gen.data import load_digits_dataset, to_memory_bank
+from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.utils.images import save_image_grid
+
+VARIANTS = {
+    "spm (additive, clean)": [],
+    "twin (fusion none)": ["--fusion_type", "none"],
+    "spm (memory_encoding paper)": ["--memory_encoding", "paper"],
+    "spm (dot fusion)": ["--fusion_type", "dot"],
+}
+
+
+def digits_judge(image_size: int, seed: int) -> tuple[LogisticRegression, float]:
+    train_set = load_digits_dataset(image_size=image_size, split="train", seed=seed)
+    test_set = load_digits_dataset(image_size=image_size, split="test", seed=seed)
+    judge = LogisticRegression(max_iter=2000, C=0.5)
+    judge.fit(train_set.images.flatten(1).numpy() / 255.0, train_set.labels.numpy())
+    accuracy = judge.score(test_set.images.flatten(1).numpy() / 255.0, test_set.labels.numpy())
+    return judge, float(accuracy)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/digits.yaml")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--inference-steps", type=int, default=50)
+    parser.add_argument("--out", default="runs/train_quality")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    args = parser.parse_args()
+    base = load_config(args.config)
+    judge, judge_accuracy = digits_judge(base.image_size, base.seed)
+    print(f"judge: logistic regression on pixels, digits test accuracy {judge_accuracy:.3f}")
+    train_bank = to_memory_bank(load_digits_dataset(image_size=base.image_size, split="train", seed=base.seed))
+    results = {"settings": vars(args), "judge_test_accuracy": judge_accuracy, "models": {}}
+    labels = [c for c in range(10) for _ in range(args.per_class)]
+    for name in args.variants:
+        folder = os.path.join(
+            args.out,
+            name.split(" ")[0] + "_" + "_".join(VARIANTS[name][1::2])
+            if VARIANTS[name]
+            else os.path.join(args.out, "spm"),
+        )
+        overrides = [
+            "--output_dir",
+            folder,
+            "--max_train_steps",
+            str(args.steps),
+            "--sample_every",
+            str(args.steps * 10),
+            *VARIANTS[name],
+        ]
+        config = load_config(args.config, parse_overrides(overrides))
+        start = time.perf_counter()
+        pipeline_dir = train(config)
+        train_s = time.perf_counter() - start
+        pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir)
+        pipe.set_progress_bar_config(disable=True)
+        start = time.perf_counter()
+        images = pipe(
+            class_labels=labels,
+            num_inference_steps=args.inference_steps,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).images
+        sample_s = time.perf_counter() - start
+        save_image_grid(images, os.path.join(folder, "quality_samples.png"), nrow=args.per_class, upscale=3)
+        predicted = judge.predict(images.flatten(1).numpy())
+        per_class = [float(np.mean(predicted[np.array(labels) == c] == c)) for c in range(10)]
+        nn = train_bank.nearest_images(images, k=1).distances[:, 0]
+        row = {
+            "class_consistency": float(np.mean(predicted == np.array(labels))),
+            "class_consistency_per_class": per_class,
+            "mean_nn_distance": float(nn.mean()),
+            "train_s": train_s,
+            "sample_s": sample_s,
+            "final_loss": json.loads(open(os.path.join(folder, "loss.jsonl")).read().splitlines()[-1])["loss"],
+            "folder": folder,
+        }
+        results["models"][name] = row
+        print(
+            f"{name:<30s} consistency {row['class_consistency']:.3f}  NN distance {row['mean_nn_distance']:.4f}  train {train_s:.0f} s  sample {sample_s:.0f} s  final loss {row['final_loss']:.4f}"
+        )
+    lines = [
+        f"Digits at {base.image_size}x{base.image_size}, {args.steps} training steps (batch {base.train_batch_size}), "
+        f"{args.per_class} samples per class, {args.inference_steps} DDIM steps, guidance {base.guidance_scale}. "
+        f"Judge: logistic regression on pixels (test accuracy {judge_accuracy:.3f}).",
+        "",
+        "| model | class consistency | mean NN distance to train | final loss | train s | sample s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in results["models"].items():
+        lines.append(
+            f"| {name} | {row['class_consistency']:.3f} | {row['mean_nn_distance']:.4f} | {row['final_loss']:.4f} | {row['train_s']:.0f} | {row['sample_s']:.0f} |"
+        )
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "train_quality.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(args.out, "train_quality.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
