@@ -1,7 +1,7 @@
 """spm-gen: deep semi-parametric image models on Hugging Face diffusers."""
 
 from .memory import MemoryBank, PixelEncoder, RemovalReceipt, TransformersImageEncoder
-from .models import MemoryFusion, SPMUNet2DModel
+from .models import MemoryFusion, SPMClassifier, SPMUNet2DModel
 
 __version__ = "0.1.0"
 
@@ -10,6 +10,7 @@ __all__ = [
     "MemoryFusion",
     "PixelEncoder",
     "RemovalReceipt",
+    "SPMClassifier",
     "SPMDiffusionPipeline",
     "SPMUNet2DModel",
     "TransformersImageEncoder",

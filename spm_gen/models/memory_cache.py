@@ -20,12 +20,7 @@ from tqdm.auto import tqdm
 
 from ..memory.bank import MemoryBank
 from .unet_spm import SPMUNet2DModel
-
-
-def unet_weights_key(unet: torch.nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is replaced, moved, cast or modified in place."""
-    tensors = list(unet.parameters()) + list(unet.buffers())
-    return (id(unet), tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
+from .weights_key import weights_key
 
 
 class MemoryTokenCache:
@@ -75,7 +70,7 @@ class MemoryTokenCache:
         return torch.stack([self._tokens[key] for key in keys])
 
     def _refresh(self, unet: SPMUNet2DModel, bank: MemoryBank) -> None:
-        key = unet_weights_key(unet)
+        key = weights_key(unet)
         if key != self._unet_key:
             self._tokens.clear()
             self._unet_key = key

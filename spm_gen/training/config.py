@@ -9,18 +9,42 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..config import read_yaml
+from ..models.classifier_spm import SPMClassifier
 from ..models.unet_spm import SPMUNet2DModel
 
 DATASETS = ("digits", "folder", "cifar10", "hf_disk")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
+DATA_HINTS = {
+    "dataset": f" (one of {DATASETS})",
+    "mixed_precision": f" (one of {MIXED_PRECISIONS})",
+    "data_path": " (the path does not exist)",
+}
+
+
+def check_values(config: Any, checks: dict[str, bool], hints: dict[str, str] | None = None) -> None:
+    """Raises ValueError naming the first key whose check failed."""
+    for key, ok in checks.items():
+        if not ok:
+            hint = (hints or {}).get(key, "")
+            raise ValueError(f"bad config value {key}={getattr(config, key)!r}{hint}")
+
+
+def check_model(model_class: type, model: dict[str, Any]) -> None:
+    allowed = set(inspect.signature(model_class.__init__).parameters) - {"self"}
+    unknown = sorted(set(model) - allowed)
+    if unknown:
+        raise ValueError(f"unknown model config keys: {unknown} (allowed: {sorted(allowed)})")
+    model_class(**model)  # the model's own checks
 
 
 @dataclass
 class TrainConfig:
     """Every setting of a training run (defaults: a small digits SPM). See configs/*.yaml."""
+
+    model_class: ClassVar[type] = SPMUNet2DModel
 
     output_dir: str = "runs/digits"
     # data
@@ -69,55 +93,95 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad key (before any training starts)."""
-        checks = {
-            "dataset": self.dataset in DATASETS,
-            "data_path": self.dataset == "digits" or bool(self.data_path and os.path.exists(self.data_path)),
-            "image_size": self.image_size > 0,
-            "channels": self.channels in (1, 3),
-            "memory_per_batch": self.memory_per_batch > 0,
-            "class_dropout": 0.0 <= self.class_dropout < 1.0,
-            "num_train_timesteps": self.num_train_timesteps > 1,
-            "beta_start": 0 < self.beta_start < self.beta_end,
-            "beta_end": self.beta_end < 1,
-            "train_batch_size": self.train_batch_size > 0,
-            "max_train_steps": self.max_train_steps > 0,
-            "learning_rate": self.learning_rate > 0,
-            "lr_warmup_steps": self.lr_warmup_steps >= 0,
-            "weight_decay": self.weight_decay >= 0,
-            "max_grad_norm": self.max_grad_norm > 0,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps > 0,
-            "mixed_precision": self.mixed_precision in MIXED_PRECISIONS,
-            "ema_decay": 0 < self.ema_decay < 1,
-            "checkpointing_steps": self.checkpointing_steps > 0,
-            "checkpoints_total_limit": self.checkpoints_total_limit > 0,
-            "sample_every": self.sample_every > 0,
-            "num_sample_images": self.num_sample_images > 0,
-            "sample_inference_steps": self.sample_inference_steps > 0,
-            "guidance_scale": self.guidance_scale >= 0,
-            "log_every": self.log_every > 0,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                hint = f" (one of {DATASETS})" if key == "dataset" else ""
-                hint = f" (one of {MIXED_PRECISIONS})" if key == "mixed_precision" else hint
-                hint = " (the path does not exist)" if key == "data_path" else hint
-                raise ValueError(f"bad config value {key}={getattr(self, key)!r}{hint}")
-        allowed = set(inspect.signature(SPMUNet2DModel.__init__).parameters) - {"self"}
-        unknown = sorted(set(self.model) - allowed)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {unknown} (allowed: {sorted(allowed)})")
-        SPMUNet2DModel(**self.model)  # the model's own checks, e.g. fusion_type or memory_encoding
+        check_values(
+            self,
+            {
+                "dataset": self.dataset in DATASETS,
+                "data_path": self.dataset == "digits" or bool(self.data_path and os.path.exists(self.data_path)),
+                "image_size": self.image_size > 0,
+                "channels": self.channels in (1, 3),
+                "memory_per_batch": self.memory_per_batch > 0,
+                "class_dropout": 0.0 <= self.class_dropout < 1.0,
+                "num_train_timesteps": self.num_train_timesteps > 1,
+                "beta_start": 0 < self.beta_start < self.beta_end,
+                "beta_end": self.beta_end < 1,
+                "train_batch_size": self.train_batch_size > 0,
+                "max_train_steps": self.max_train_steps > 0,
+                "learning_rate": self.learning_rate > 0,
+                "lr_warmup_steps": self.lr_warmup_steps >= 0,
+                "weight_decay": self.weight_decay >= 0,
+                "max_grad_norm": self.max_grad_norm > 0,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps > 0,
+                "mixed_precision": self.mixed_precision in MIXED_PRECISIONS,
+                "ema_decay": 0 < self.ema_decay < 1,
+                "checkpointing_steps": self.checkpointing_steps > 0,
+                "checkpoints_total_limit": self.checkpoints_total_limit > 0,
+                "sample_every": self.sample_every > 0,
+                "num_sample_images": self.num_sample_images > 0,
+                "sample_inference_steps": self.sample_inference_steps > 0,
+                "guidance_scale": self.guidance_scale >= 0,
+                "log_every": self.log_every > 0,
+            },
+            DATA_HINTS,
+        )
+        check_model(self.model_class, self.model)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_MODEL_KEYS = set(inspect.signature(SPMUNet2DModel.__init__).parameters) - {"self"}
+@dataclass
+class ClassifierTrainConfig:
+    """Training of an SPMClassifier (or, with `head: linear`, the parametric classifier). See
+    configs/digits_classifier.yaml."""
+
+    model_class: ClassVar[type] = SPMClassifier
+
+    output_dir: str = "runs/digits_classifier"
+    dataset: str = "digits"
+    data_path: str | None = None
+    image_size: int = 16
+    channels: int = 1
+    exclude_ids: list[str] = field(default_factory=list)
+    exclude_classes: list[int] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=dict)
+    # the paper's recipe: memory sampled per batch, labels permuted per batch, the queries' images excluded
+    memory_per_batch: int = 100
+    permute_labels: bool = True
+    train_batch_size: int = 64
+    max_train_steps: int = 500
+    learning_rate: float = 1e-3
+    weight_decay: float = 5e-4
+    mixed_precision: str = "no"
+    seed: int = 0
+    log_every: int = 10
+
+    def validate(self) -> None:
+        check_values(
+            self,
+            {
+                "dataset": self.dataset in DATASETS,
+                "data_path": self.dataset == "digits" or bool(self.data_path and os.path.exists(self.data_path)),
+                "image_size": self.image_size > 0,
+                "channels": self.channels in (1, 3),
+                "memory_per_batch": self.memory_per_batch > 0,
+                "train_batch_size": self.train_batch_size > 0,
+                "max_train_steps": self.max_train_steps > 0,
+                "learning_rate": self.learning_rate > 0,
+                "weight_decay": self.weight_decay >= 0,
+                "mixed_precision": self.mixed_precision in MIXED_PRECISIONS,
+                "log_every": self.log_every > 0,
+            },
+            DATA_HINTS,
+        )
+        check_model(self.model_class, self.model)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
-def _field_type(name: str) -> Any:
-    return typing.get_type_hints(TrainConfig)[name]
+def _model_keys(config_class: type) -> set[str]:
+    return set(inspect.signature(config_class.model_class.__init__).parameters) - {"self"}
 
 
 def _parse_value(name: str, text: str | list[str], annotation: Any) -> Any:
@@ -143,7 +207,7 @@ def _parse_value(name: str, text: str | list[str], annotation: Any) -> Any:
 
 
 def parse_overrides(argv: list[str]) -> dict[str, Any]:
-    """`--key value [value ...]` pairs; keys are TrainConfig fields or model arguments (also `model.key`)."""
+    """`--key value [value ...]` pairs as text, keyed by name (checked by `load_config`)."""
     overrides: dict[str, Any] = {}
     key: str | None = None
     values: list[str] = []
@@ -166,29 +230,35 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Reads a yaml config (top-level TrainConfig keys, model arguments under `model:`), applies overrides
-    given as text (`{"max_train_steps": "200", "fusion_type": "none", ...}`) and validates the result.
+def load_config(
+    path: str | None = None, overrides: dict[str, Any] | None = None, config_class: type = TrainConfig
+) -> Any:
+    """Reads a yaml config (top-level fields of `config_class`, model arguments under `model:`), applies
+    overrides given as text (`{"max_train_steps": "200", "fusion_type": "none", ...}`; model arguments also
+    as `model.<key>`) and validates the result.
 
     Raises:
         ValueError: an unknown key (named), a value of the wrong type, or a bad value (named).
     """
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    model_keys = _model_keys(config_class)
+    hints = typing.get_type_hints(config_class)
     data = read_yaml(path) if path else {}
-    unknown = sorted(set(data) - set(_FIELDS))
+    unknown = sorted(set(data) - fields)
     if unknown:
         raise ValueError(f"unknown config keys in '{path}': {unknown}")
     model = dict(data.pop("model", {}) or {})
-    config = TrainConfig(**data, model=model)
+    config = config_class(**data, model=model)
+    defaults = inspect.signature(config_class.model_class.__init__).parameters
     for key, text in (overrides or {}).items():
         name = key.removeprefix("model.")
-        if key.startswith("model.") or (key not in _FIELDS and name in _MODEL_KEYS):
-            model_default = inspect.signature(SPMUNet2DModel.__init__).parameters[name].default
-            if name not in _MODEL_KEYS:
+        if key.startswith("model.") or (key not in fields and name in model_keys):
+            if name not in model_keys:
                 raise ValueError(f"unknown config key --{key}")
-            annotation = list[int] if isinstance(model_default, tuple) else type(model_default)
-            model[name] = _parse_value(key, text, annotation)
-        elif key in _FIELDS and key != "model":
-            setattr(config, key, _parse_value(key, text, _field_type(key)))
+            default = defaults[name].default
+            model[name] = _parse_value(key, text, list[int] if isinstance(default, tuple) else type(default))
+        elif key in fields and key != "model":
+            setattr(config, key, _parse_value(key, text, hints[key]))
         else:
             raise ValueError(f"unknown config key --{key}")
     config.model = model

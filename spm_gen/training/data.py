@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from ..data import ImageDataset, load_cifar10, load_digits_dataset, load_image_folder, load_saved_hf_dataset
-from .config import TrainConfig
+from .config import ClassifierTrainConfig, TrainConfig
 
 
-def load_training_dataset(config: TrainConfig) -> ImageDataset:
+def load_training_dataset(
+    config: TrainConfig | ClassifierTrainConfig, image_shape: tuple[int, int, int], num_classes: int
+) -> ImageDataset:
     """The dataset named by `config` (digits: the seeded train split), minus `exclude_ids` and
-    `exclude_classes`, checked against the model's image shape and number of classes."""
+    `exclude_classes`, checked against the model's image shape `(C, H, W)` and number of classes."""
     if config.dataset == "digits":
         dataset = load_digits_dataset(image_size=config.image_size, split="train", seed=config.seed)
     elif config.dataset == "folder":
@@ -19,16 +21,11 @@ def load_training_dataset(config: TrainConfig) -> ImageDataset:
         dataset = load_saved_hf_dataset(config.data_path, channels=config.channels)
     if config.exclude_ids or config.exclude_classes:
         dataset = dataset.exclude(ids=config.exclude_ids, classes=config.exclude_classes)
-    model = config.model
-    expected = (model.get("in_channels", 3), model.get("sample_size", 32), model.get("sample_size", 32))
-    if dataset.image_shape != expected:
+    if dataset.image_shape != tuple(image_shape):
         raise ValueError(
-            f"the dataset's images are {dataset.image_shape}, the model expects {expected} "
-            "(set model.in_channels / model.sample_size or image_size / channels)"
+            f"the dataset's images are {dataset.image_shape}, the model expects {tuple(image_shape)} "
+            "(set the model's channels and size, or image_size / channels)"
         )
-    num_classes = model.get("num_class_embeds", 10)
     if int(dataset.labels.max()) >= num_classes:
-        raise ValueError(
-            f"the dataset has labels up to {int(dataset.labels.max())}, model.num_class_embeds={num_classes}"
-        )
+        raise ValueError(f"the dataset has labels up to {int(dataset.labels.max())}, the model {num_classes} classes")
     return dataset

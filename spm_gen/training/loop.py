@@ -80,12 +80,13 @@ def train(config: TrainConfig) -> str | None:
     accelerator.wait_for_everyone()
     device, rank = accelerator.device, accelerator.process_index
 
-    dataset = load_training_dataset(config)
-    images_all = dataset.images  # uint8 on the CPU; batches move to the device
-    labels_all = dataset.labels
     set_seed(config.seed)  # the same initial weights on every process and in every run with this seed
     unet = SPMUNet2DModel(**config.model)
     num_classes = unet.config.num_class_embeds
+    cfg = unet.config
+    dataset = load_training_dataset(config, (cfg.in_channels, cfg.sample_size, cfg.sample_size), num_classes)
+    images_all = dataset.images  # uint8 on the CPU; batches move to the device
+    labels_all = dataset.labels
     sampler = SupportSampler(labels_all, num_classes)
     logger.info(f"training {unet.config.fusion_type} on {len(dataset)} images; {accelerator.num_processes} process(es)")
 

@@ -49,3 +49,17 @@ def test_dry_run_prints_the_resolved_config(capsys):
     assert train_main(["--config", "configs/tiny.yaml", "--dry-run", "--max_train_steps", "7"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["max_train_steps"] == 7 and printed["model"]["sample_size"] == 8
+
+
+def test_classifier_config(capsys):
+    from scripts.train_classifier import main as classifier_main
+    from spm_gen.training import ClassifierTrainConfig
+
+    cfg = load_config("configs/digits_classifier.yaml", parse_overrides(["--head", "linear"]), ClassifierTrainConfig)
+    assert cfg.model["head"] == "linear" and cfg.memory_per_batch == 100
+    with pytest.raises(ValueError, match="head must be one of"):
+        load_config("configs/digits_classifier.yaml", parse_overrides(["--head", "svm"]), ClassifierTrainConfig)
+    with pytest.raises(ValueError, match="unknown config key --fusion_type"):
+        load_config("configs/digits_classifier.yaml", parse_overrides(["--fusion_type", "dot"]), ClassifierTrainConfig)
+    assert classifier_main(["--config", "configs/digits_classifier.yaml", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["head"] == "prototype"

@@ -1,0 +1,150 @@
+"""Classification unlearning on the digits: SPM deletion against parametric baselines.
+
+For two forget requests (one class; a random 10% of the training items) it measures, per method, UA, RA,
+TA, MIA, the prediction gap to the oracle retrained without the forget set (hard and soft) and the time
+the unlearning took:
+
+- SPM deletion: `bank.remove(ids)` on a trained classifier SPM (prototype head), plus the first
+  prediction's memory update; its oracle is an SPM trained without the forget set.
+- Retrain: the parametric classifier (same encoder, linear head) trained from scratch without the forget
+  set; it is also the oracle of the parametric methods.
+- Fine-tune: the parametric classifier fine-tuned on the remaining data.
+- Gradient ascent: the parametric classifier trained to increase its loss on the forget data.
+
+    python benchmarks/classifier_unlearning.py [--steps 400] [--out runs/classifier_unlearning]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+
+import torch
+
+from spm_gen.data import load_digits_dataset
+from spm_gen.metrics.unlearning import probabilities, unlearning_metrics
+from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.training import ClassifierTrainConfig, load_config, parse_overrides
+from spm_gen.training.classifier_loop import train_classifier
+from spm_gen.unlearning.baselines import finetune, gradient_ascent
+from spm_gen.unlearning.requests import ForgetRequest, forget_ids
+
+COLUMNS = ("UA", "RA", "TA", "MIA", "PG_hard", "PG_soft", "seconds")
+
+
+def _train(args, name: str, head: str, exclude: list[str]) -> tuple[str, float]:
+    overrides = ["--output_dir", os.path.join(args.out, name), "--max_train_steps", str(args.steps), "--head", head]
+    config = load_config(args.config, parse_overrides(overrides), config_class=ClassifierTrainConfig)
+    config.exclude_ids = exclude
+    start = time.perf_counter()
+    folder = train_classifier(config)
+    return folder, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/digits_classifier.yaml")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--finetune-steps", type=int, default=40, help="10%% of the training steps by default")
+    parser.add_argument("--ascent-steps", type=int, default=10)
+    parser.add_argument("--out", default="runs/classifier_unlearning")
+    args = parser.parse_args()
+    base = load_config(args.config, config_class=ClassifierTrainConfig)
+    train_set = load_digits_dataset(image_size=base.image_size, split="train", seed=base.seed)
+    test_set = load_digits_dataset(image_size=base.image_size, split="test", seed=base.seed)
+
+    spm_dir, spm_train_s = _train(args, "spm_full", "prototype", [])
+    linear_dir, linear_train_s = _train(args, "linear_full", "linear", [])
+    print(f"trained: SPM {spm_train_s:.0f} s, parametric {linear_train_s:.0f} s")
+    tables = {}
+    for request in (ForgetRequest(forget_class=3), ForgetRequest(fraction=0.1, seed=0)):
+        ids = forget_ids(train_set, request)
+        forget_mask = torch.tensor([i in set(ids) for i in train_set.ids])
+        forget, remain = train_set.subset(forget_mask), train_set.subset(~forget_mask)
+        tag = request.name.replace(" ", "_").replace("%", "pct")
+        rows = {}
+
+        # SPM: deletion from memory, against an SPM trained without the forget set
+        oracle_dir, _ = _train(args, f"spm_oracle_{tag}", "prototype", ids)
+        oracle, oracle_bank = load_classifier(oracle_dir)
+        oracle_p = probabilities(oracle, oracle_bank, test_set)
+        spm, bank = load_classifier(spm_dir)
+        probabilities(spm, bank, test_set)  # memory embeddings cached, as in a serving model
+        start = time.perf_counter()
+        bank.remove(ids=ids, reason=f"benchmark: forget {request.name}")
+        spm.memory_cache.class_sums(bank)  # the memory update, proportional to the removed items
+        deletion_s = time.perf_counter() - start
+        rows["SPM deletion"] = {
+            **unlearning_metrics(spm, bank, forget, remain, test_set, oracle_p),
+            "seconds": deletion_s,
+        }
+        rows["SPM oracle (retrained SPM)"] = {
+            **unlearning_metrics(oracle, oracle_bank, forget, remain, test_set, oracle_p),
+            "seconds": float("nan"),
+        }
+
+        # parametric: retrain (= the oracle), fine-tune, gradient ascent
+        retrain_dir, retrain_s = _train(args, f"linear_retrain_{tag}", "linear", ids)
+        retrained, _ = load_classifier(retrain_dir)
+        retrain_p = probabilities(retrained, None, test_set)
+        rows["Retrain (parametric)"] = {
+            **unlearning_metrics(retrained, None, forget, remain, test_set, retrain_p),
+            "seconds": retrain_s,
+        }
+        original, _ = load_classifier(linear_dir)
+        tuned, tuned_s = finetune(original, remain, steps=args.finetune_steps)
+        rows["Fine-tune (parametric)"] = {
+            **unlearning_metrics(tuned, None, forget, remain, test_set, retrain_p),
+            "seconds": tuned_s,
+        }
+        ascended, ascent_s = gradient_ascent(copy.deepcopy(original), forget, steps=args.ascent_steps)
+        rows["Gradient ascent (parametric)"] = {
+            **unlearning_metrics(ascended, None, forget, remain, test_set, retrain_p),
+            "seconds": ascent_s,
+        }
+        rows["No unlearning (parametric)"] = {
+            **unlearning_metrics(original, None, forget, remain, test_set, retrain_p),
+            "seconds": 0.0,
+        }
+        tables[request.name] = rows
+
+    lines = [
+        f"Digits {base.image_size}x{base.image_size}, {len(train_set)} train / {len(test_set)} test images; "
+        f"{args.steps} training steps per model; fine-tune {args.finetune_steps} steps, gradient ascent "
+        f"{args.ascent_steps} steps. All values in %, except seconds. PG: prediction gap to the oracle "
+        "(the SPM's: an SPM retrained without the forget set; the parametric methods': the retrained "
+        "parametric classifier).",
+    ]
+    for name, rows in tables.items():
+        lines += [
+            "",
+            f"**Forget {name}**",
+            "",
+            "| method | " + " | ".join(COLUMNS) + " |",
+            "|---" * (len(COLUMNS) + 1) + "|",
+        ]
+        for method, row in rows.items():
+            cells = [
+                f"{row.get(c, float('nan')):.4f}" if c == "seconds" else f"{row.get(c, float('nan')):.2f}"
+                for c in COLUMNS
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        spm_s = rows["SPM deletion"]["seconds"]
+        fastest = min(
+            rows[m]["seconds"]
+            for m in ("Retrain (parametric)", "Fine-tune (parametric)", "Gradient ascent (parametric)")
+        )
+        lines.append(f"\nSPM deletion is {fastest / spm_s:.0f}x faster than the fastest parametric baseline.")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "classifier_unlearning.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(args.out, "classifier_unlearning.json"), "w") as f:
+        json.dump({"settings": vars(args), "tables": tables}, f, indent=2)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Measurements: unlearning quality (and, later, FID and memorization)."""

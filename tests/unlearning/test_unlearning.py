@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from spm_gen.data import load_digits_dataset
+from spm_gen.metrics.unlearning import membership_inference, unlearning_metrics
+from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.training import ClassifierTrainConfig, load_config, parse_overrides
+from spm_gen.training.classifier_loop import train_classifier
+from spm_gen.unlearning.baselines import finetune, gradient_ascent
+from spm_gen.unlearning.requests import ForgetRequest, forget_ids
+
+OVERRIDES = ["--image_size", "8", "--model.image_size", "8", "--stage_channels", "8,16", "--blocks_per_stage", "1,1",
+             "--embed_dim", "16", "--max_train_steps", "100", "--memory_per_batch", "30"]  # fmt: skip
+
+
+def _train(tmp_path, *extra):
+    config = load_config(
+        "configs/digits_classifier.yaml",
+        parse_overrides(["--output_dir", str(tmp_path), *OVERRIDES, *extra]),
+        config_class=ClassifierTrainConfig,
+    )
+    return load_classifier(train_classifier(config))
+
+
+def test_forget_requests():
+    ds = load_digits_dataset(split="train")
+    ids = forget_ids(ds, ForgetRequest(forget_class=3))
+    assert len(ids) == int((ds.labels == 3).sum())
+    random = forget_ids(ds, ForgetRequest(fraction=0.1, seed=1))
+    assert len(random) == round(0.1 * len(ds)) and random == forget_ids(ds, ForgetRequest(fraction=0.1, seed=1))
+    with pytest.raises(ValueError, match="exactly one"):
+        ForgetRequest()
+    with pytest.raises(ValueError, match="class 42"):
+        forget_ids(ds, ForgetRequest(forget_class=42))
+
+
+def test_classifier_training_and_spm_deletion(tmp_path):
+    model, bank = _train(tmp_path)
+    test = load_digits_dataset(image_size=8, split="test")
+    train = load_digits_dataset(image_size=8, split="train")
+    assert sorted(bank.ids) == sorted(train.ids)
+    before = model.predict(test.images.float() / 255, bank)
+    assert (before.argmax(1) == test.labels).float().mean() > 0.3  # learned something in 30 steps
+    ids = forget_ids(train, ForgetRequest(forget_class=3))
+    bank.remove(ids=ids)
+    mask = torch.tensor([i in set(ids) for i in train.ids])
+    metrics = unlearning_metrics(model, bank, train.subset(mask), train.subset(~mask), test, before)
+    assert metrics["UA"] == 0.0  # class 3 can no longer be predicted
+    assert 0 < metrics["PG_hard"] < 100 and set(metrics) == {"UA", "RA", "TA", "MIA", "PG_hard", "PG_soft"}
+
+
+def test_parametric_baselines_change_the_model(tmp_path):
+    model, bank = _train(tmp_path, "--head", "linear")
+    assert bank is None
+    train = load_digits_dataset(image_size=8, split="train")
+    forget = train.subset(train.labels == 3)
+    x = forget.images.float() / 255
+    ascended, seconds = gradient_ascent(model, forget, steps=5, lr=0.01)
+    assert seconds > 0
+    loss = torch.nn.functional.cross_entropy
+    assert loss(ascended(x), forget.labels) > loss(model(x), forget.labels)
+    tuned, _ = finetune(model, train.subset(train.labels != 3), steps=3)
+    assert not torch.equal(tuned(x), model(x))
+    with pytest.raises(ValueError, match="head='linear'"):
+        finetune(_train(tmp_path / "spm")[0], forget, steps=1)
+
+
+def test_membership_inference_separates_confident_members():
+    members = torch.tensor([[0.99, 0.01]] * 50)
+    non_members = torch.tensor([[0.6, 0.4]] * 50)
+    labels = torch.zeros(50, dtype=torch.long)
+    assert membership_inference(members, labels, non_members, labels, members[:10], labels[:10]) == 100.0
+    assert membership_inference(members, labels, non_members, labels, non_members[:10], labels[:10]) == 0.0
