@@ -257,6 +257,15 @@ class MemoryBank(ModelMixin, ConfigMixin):
         logger.debug("removed %d items from the memory bank (%d left)", len(rows), self._n)
         return receipt
 
+    def resolve_ids(
+        self,
+        ids: Sequence[str] | str | None = None,
+        labels: Sequence[int] | int | None = None,
+        hashes: Sequence[str] | str | None = None,
+    ) -> list[str]:
+        """The ids `remove` would delete for these arguments (a dry run); raises exactly as `remove` does."""
+        return [self._ids[r] for r in self._resolve_rows(ids, labels, hashes)]
+
     def set_embeddings(self, embeddings: torch.Tensor, info: dict | None = None) -> None:
         """Stores `(N, D)` embeddings aligned with `ids` and a json-able description of their encoder."""
         embeddings = self._check_embeddings(embeddings, self._n, any_dim=True)

@@ -1,0 +1,29 @@
+import torch
+
+from spm_gen import MemoryBank
+from spm_gen.metrics.memorization import memorization, near_copies, save_distance_histogram
+from tests.conftest import make_images
+
+
+def test_copies_are_memorized_and_fresh_images_are_not():
+    train = make_images(60, seed=1)
+    bank = MemoryBank.from_images(train, torch.arange(60) % 3)
+    copies = (train[:5] + 0.002).clamp(0, 1)  # near copies of training images
+    fresh = make_images(5, seed=99)
+    report = memorization(torch.cat([copies, fresh]), bank)
+    assert report.memorized.tolist() == [True] * 5 + [False] * 5
+    assert report.nearest_ids[:5] == ["0", "1", "2", "3", "4"]
+    assert (report.extraction_ratio[:5] < 0.1).all() and (report.extraction_ratio[5:] > 0.5).all()
+    assert report.memorization_rate == 0.5
+    # the documented scale: RMS pixel difference, of samples quantised to 8 bits like saved images
+    quantised = (copies[0] * 255).round() / 255
+    want = (quantised - train[0]).square().mean().sqrt()
+    torch.testing.assert_close(report.nearest_distance[0], want, atol=1e-5, rtol=1e-4)
+
+
+def test_near_copies_and_histogram(tmp_path):
+    targets = make_images(3, seed=2)
+    samples = torch.cat([targets[[0, 0, 2]], make_images(4, seed=7)])
+    assert near_copies(samples, targets, threshold=0.01).tolist() == [2, 0, 1]
+    path = save_distance_histogram({"before": torch.rand(20), "after": torch.rand(20)}, str(tmp_path / "h.png"))
+    assert (tmp_path / "h.png").stat().st_size > 1000 and path.endswith("h.png")
