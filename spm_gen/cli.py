@@ -9,13 +9,12 @@ import sys
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_memory_demo
+    from .demo import run_generation_demo, run_memory_demo, train_demo_spm
 
-    summary = run_memory_demo(output_dir=args.output, image_size=args.image_size, seed=args.seed)
-    receipts_path = f"{args.output}/receipts.json"
-    with open(receipts_path) as f:
-        receipts = json.load(f)
     log = logging.getLogger("spm_gen")
+    summary = run_memory_demo(output_dir=args.output, image_size=args.image_size, seed=args.seed)
+    with open(f"{args.output}/receipts.json") as f:
+        receipts = json.load(f)
     for receipt in receipts:
         shown = dict(receipt, removed_ids=receipt["removed_ids"][:8], hashes=[h[:16] for h in receipt["hashes"][:3]])
         shown["labels"] = sorted(set(receipt["labels"]))
@@ -27,6 +26,31 @@ def _demo(args: argparse.Namespace) -> int:
         not summary["class_still_in_memory"],
         summary["reload_identical"],
         summary["picture"],
+    )
+    if args.pipeline is None:
+        log.info("training the digits SPM for %d steps (configs/digits.yaml) ...", args.train_steps)
+        args.pipeline = train_demo_spm(args.output, steps=args.train_steps)
+    log.info("sampling from the trained SPM at %s ...", args.pipeline)
+    generation = run_generation_demo(
+        pipeline_dir=args.pipeline,
+        output_dir=args.output,
+        per_class=args.per_class,
+        num_inference_steps=args.steps,
+        seed=args.seed,
+    )
+    log.info(
+        "generation: %d samples per class in %.1f s; after removing class %d and %d images (%.2f ms): mean pixel "
+        "change %.3f for class %d, %.3f for the other classes; pictures: samples_before.png, samples_after.png, "
+        "forgotten_class.png in %s",
+        args.per_class,
+        generation["sampling_s"],
+        generation["settings"]["forget_class"],
+        generation["settings"]["num_removed_ids"],
+        sum(generation["removal_ms"]),
+        generation["mean_abs_change_forgotten_class"],
+        generation["settings"]["forget_class"],
+        generation["mean_abs_change_other_classes"],
+        args.output,
     )
     return 0
 
@@ -44,6 +68,33 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _remove(args: argparse.Namespace) -> int:
+    from .unlearning.removal import RemovalRequest, read_ids_file, remove_from_folder
+
+    request = RemovalRequest(
+        ids=list(args.ids or []) + (read_ids_file(args.ids_file) if args.ids_file else []),
+        labels=[args.label] if args.label is not None else [],
+        image_files=list(args.images or []),
+        similar_files=list(args.similar_to or []),
+        threshold=args.threshold,
+        reason=args.reason,
+    )
+    outcome = remove_from_folder(args.folder, request, dry_run=args.dry_run, output=args.output)
+    log = logging.getLogger("spm_gen")
+    counts = {label: outcome.labels.count(label) for label in sorted(set(outcome.labels))}
+    shown = ", ".join(outcome.ids[:10]) + (f" and {len(outcome.ids) - 10} more" if len(outcome.ids) > 10 else "")
+    if args.dry_run:
+        log.info("dry run: would remove %d items (per label %s): %s; nothing changed", len(outcome.ids), counts, shown)
+        return 0
+    receipt = outcome.receipt
+    log.info(
+        "removed %d items (per label %s) from %s in %.1f ms (removal %.2f ms); memory version %s -> %s; receipt: %s",
+        len(outcome.ids), counts, outcome.folder, 1e3 * outcome.seconds, 1e3 * receipt.duration_s,
+        receipt.version_before[:8], receipt.version_after[:8], outcome.receipt_path,
+    )  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spm-gen", description="Deep semi-parametric image models that forget.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -52,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--image-size", type=int, default=8, help="digit image size in pixels (default: 8)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--pipeline", default=None, help="use this trained SPMDiffusionPipeline instead of training one")
+    demo.add_argument("--train-steps", type=int, default=1000, help="training steps when no --pipeline (default: 1000)")
+    demo.add_argument("--per-class", type=int, default=8, help="samples per class (default: 8)")
+    demo.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
     demo.set_defaults(func=_demo)
     train = sub.add_parser(
         "train",
@@ -61,6 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True)
     train.add_argument("--dry-run", action="store_true", help="print the resolved config as json and exit")
     train.set_defaults(func=_train, takes_overrides=True)
+    remove = sub.add_parser(
+        "remove",
+        help="remove images from a saved pipeline's or classifier's memory",
+        description="Loads FOLDER/memory_bank, removes the requested items, saves atomically and writes the receipt.",
+    )
+    remove.add_argument("folder", help="a saved SPMDiffusionPipeline or classifier folder")
+    what = remove.add_mutually_exclusive_group(required=True)
+    what.add_argument("--ids", nargs="+", help="item ids")
+    what.add_argument("--ids-file", help="a file of ids (one per line, or a json list)")
+    what.add_argument("--class", dest="label", type=int, help="a whole class")
+    what.add_argument("--images", nargs="+", help="image files, matched by content hash")
+    what.add_argument("--similar-to", nargs="+", help="image files; removes items within --threshold of them")
+    remove.add_argument("--threshold", type=float, help="RMS pixel distance in [0, 1] for --similar-to")
+    remove.add_argument("--reason", default="", help="recorded in the receipt")
+    remove.add_argument("--dry-run", action="store_true", help="show what would be removed; change nothing")
+    remove.add_argument("--output", help="write the edited model to this new folder instead of editing in place")
+    remove.set_defaults(func=_remove)
     return parser
 
 
@@ -72,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stdout, force=True
     )
-    return args.func(args, rest) if getattr(args, "takes_overrides", False) else args.func(args)
+    try:
+        return args.func(args, rest) if getattr(args, "takes_overrides", False) else args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+        logging.getLogger("spm_gen").error("error: %s", e)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from ..memory.bank import MemoryBank
+from ..memory.retrieval import VectorSource, chunked_nearest
 from .classifier_memory import ClassifierMemoryCache
 from .resnet import ResNetEncoder
 
@@ -88,7 +89,8 @@ class SPMClassifier(ModelMixin, ConfigMixin):
             counts = torch.bincount(memory_labels, minlength=num_classes)
             return self.logits_from_prototypes(queries, sums, counts)
         k = min(self.config.num_neighbors, len(memory))
-        neighbours = torch.cdist(queries, memory).topk(k, largest=False).indices  # (B, k)
+        # the memory core's exact chunked top-k (what MemoryBank.nearest runs), bounded for large memories
+        _, neighbours = chunked_nearest(queries.detach().float(), VectorSource.from_tensor(memory.detach().float()), k)
         weights = torch.softmax((queries[:, None, :] * memory[neighbours]).sum(-1) * scale, dim=-1)
         probs = torch.zeros(len(queries), num_classes, dtype=weights.dtype, device=weights.device)
         probs.scatter_add_(1, memory_labels[neighbours], weights)

@@ -1,0 +1,99 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spm_gen import MemoryBank
+from spm_gen.cli import main
+from tests.conftest import make_images
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A model folder with a memory bank (the command reads only memory_bank/)."""
+    path = tmp_path / "model"
+    MemoryBank.from_images(make_images(12, seed=4), torch.arange(12) % 3).save_pretrained(path / "memory_bank")
+    (path / "model_index.json").write_text("{}")
+    return path
+
+
+def _bank(path):
+    return MemoryBank.from_pretrained(path / "memory_bank")
+
+
+def _png(path, image):
+    Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(path)
+    return str(path)
+
+
+def test_remove_ids_in_place_with_receipt(folder, capsys):
+    assert main(["remove", str(folder), "--ids", "1", "4", "--reason", "user 17"]) == 0
+    bank = _bank(folder)
+    assert "1" not in bank and "4" not in bank and len(bank) == 10
+    (receipt_file,) = os.listdir(folder / "receipts")
+    receipt = json.load(open(folder / "receipts" / receipt_file))
+    assert sorted(receipt["removed_ids"]) == ["1", "4"] and receipt["reason"] == "user 17"
+    assert receipt["version_after"] == bank.version and len(receipt["hashes"]) == 2
+    assert "removed 2 items" in capsys.readouterr().out
+
+
+def test_remove_class_to_a_new_folder(folder, tmp_path):
+    out = tmp_path / "edited"
+    assert main(["remove", str(folder), "--class", "2", "--output", str(out)]) == 0
+    assert 2 not in _bank(out).class_counts() and (out / "model_index.json").exists()
+    assert len(_bank(folder)) == 12  # the source is untouched
+
+
+def test_remove_by_image_file_and_similarity(folder, tmp_path):
+    images = make_images(12, seed=4)
+    assert main(["remove", str(folder), "--images", _png(tmp_path / "a.png", images[5])]) == 0
+    assert "5" not in _bank(folder)
+    near = (images[7] + 0.02).clamp(0, 1)
+    assert main(["remove", str(folder), "--similar-to", _png(tmp_path / "b.png", near), "--threshold", "0.05"]) == 0
+    assert "7" not in _bank(folder) and len(_bank(folder)) == 10
+
+
+def test_ids_file_and_dry_run(folder, tmp_path, capsys):
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("# request 3\n2\n3\n")
+    assert main(["remove", str(folder), "--ids-file", str(ids_file), "--dry-run"]) == 0
+    assert "would remove 2 items" in capsys.readouterr().out and len(_bank(folder)) == 12
+    assert not (folder / "receipts").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ids", "nope"], "Unknown ids: ['nope']"),
+        (["--class", "7"], "Unknown labels"),
+        (["--images", "missing.png"], "cannot read image"),
+        (["--similar-to", "x.png"], "needs --threshold"),
+    ],
+)
+def test_bad_requests_change_nothing(folder, capsys, args, message):
+    before = _bank(folder)
+    assert main(["remove", str(folder), *args]) == 2
+    assert message in capsys.readouterr().out
+    after = _bank(folder)
+    assert after.version == before.version and after.ids == before.ids
+
+
+def test_unreadable_image_changes_nothing(folder, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert main(["remove", str(folder), "--images", str(bad)]) == 2
+    assert "cannot read image" in capsys.readouterr().out and len(_bank(folder)) == 12
+
+
+def test_works_on_a_classifier_folder(tmp_path):
+    from spm_gen import SPMClassifier
+    from spm_gen.models.classifier_spm import load_classifier, save_classifier
+
+    model = SPMClassifier(image_size=8, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=8, num_classes=3)
+    save_classifier(model, MemoryBank.from_images(make_images(9), torch.arange(9) % 3), str(tmp_path / "clf"))
+    assert main(["remove", str(tmp_path / "clf"), "--class", "1"]) == 0
+    _, bank = load_classifier(str(tmp_path / "clf"))
+    assert 1 not in bank.class_counts()
