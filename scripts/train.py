@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training import TrainConfig, configure, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,11 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="a yaml config, e.g. configs/digits.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config as json and exit")
     args, rest = parser.parse_known_args(argv)
-    config = load_config(args.config, parse_overrides(rest))
-    if args.dry_run:
-        print(config.to_json())
-        return 0
-    train(config)
+    config = configure(args.config, rest, TrainConfig, args.dry_run)
+    if config is not None:
+        train(config)
     return 0
 
 

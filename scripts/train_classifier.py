@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spm_gen.training import ClassifierTrainConfig, load_config, parse_overrides
+from spm_gen.training import ClassifierTrainConfig, configure
 from spm_gen.training.classifier_loop import train_classifier
 
 
@@ -17,11 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="a yaml config, e.g. configs/digits_classifier.yaml")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config as json and exit")
     args, rest = parser.parse_known_args(argv)
-    config = load_config(args.config, parse_overrides(rest), config_class=ClassifierTrainConfig)
-    if args.dry_run:
-        print(config.to_json())
-        return 0
-    train_classifier(config)
+    config = configure(args.config, rest, ClassifierTrainConfig, args.dry_run)
+    if config is not None:
+        train_classifier(config)
     return 0
 
 

@@ -56,15 +56,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, rest: list[str]) -> int:
-    from .training import load_config, parse_overrides, train
+    from .training import TrainConfig, configure, train
 
-    config = load_config(args.config, parse_overrides(rest))
-    if args.dry_run:
-        sys.stdout.write(config.to_json() + "\n")
-        return 0
-    final = train(config)
-    if final:
-        logging.getLogger("spm_gen").info("pipeline: %s", final)
+    config = configure(args.config, rest, TrainConfig, args.dry_run)
+    if config is not None:
+        logging.getLogger("spm_gen").info("pipeline: %s", train(config))
     return 0
 
 

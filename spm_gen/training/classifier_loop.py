@@ -46,27 +46,25 @@ def train_classifier(config: ClassifierTrainConfig) -> str | None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     sampler = SupportSampler(dataset.labels, cfg.num_classes)
-    images_all, labels_all = dataset.images, dataset.labels
+    images_all = dataset.images
     running = []
     progress = tqdm(
         range(config.max_train_steps), desc="training classifier", disable=not accelerator.is_local_main_process
     )
     for step in progress:
         generator = step_generator(config.seed, step, rank, torch.device("cpu"))
-        idx = torch.randint(0, len(dataset), (config.train_batch_size,), generator=generator)
-        labels = labels_all[idx]
+        idx, labels, support, support_labels = sampler.draw(
+            config.train_batch_size,
+            config.memory_per_batch if model.uses_memory else None,
+            config.permute_labels,
+            generator,
+        )
         images = images_all[idx].to(device).float() / 255
-        if model.uses_memory:
-            support = sampler.sample(idx, config.memory_per_batch, generator)
-            support_labels = labels_all[support]
-            if config.permute_labels:
-                perm = sampler.permutation(generator)
-                labels, support_labels = perm[labels], perm[support_labels]
-            with accelerator.autocast():
-                logits = wrapped(images, images_all[support].to(device).float() / 255, support_labels.to(device))
-        else:
-            with accelerator.autocast():
+        with accelerator.autocast():
+            if support is None:
                 logits = wrapped(images)
+            else:
+                logits = wrapped(images, images_all[support].to(device).float() / 255, support_labels.to(device))
         loss = F.cross_entropy(logits.float(), labels.to(device))
         accelerator.backward(loss)
         optimizer.step()

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import json
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,45 +42,79 @@ def check_model(model_class: type, model: dict[str, Any]) -> None:
 
 
 @dataclass
-class TrainConfig:
-    """Every setting of a training run (defaults: a small digits SPM). See configs/*.yaml."""
+class RunConfig:
+    """Fields every training run has: run folder, data (with the oracle's exclusions), model arguments,
+    the paper's per-batch memory sampling, and the basic optimisation settings."""
 
-    model_class: ClassVar[type] = SPMUNet2DModel
+    model_class: ClassVar[type]
 
-    output_dir: str = "runs/digits"
-    # data
+    output_dir: str = "runs/run"
     dataset: str = "digits"
     data_path: str | None = None
     image_size: int = 16
     channels: int = 1
     exclude_ids: list[str] = field(default_factory=list)
     exclude_classes: list[int] = field(default_factory=list)
-    # model: SPMUNet2DModel arguments (fusion_type "none" trains the parametric twin)
+    # model arguments of `model_class`
     model: dict[str, Any] = field(default_factory=dict)
     # the paper's memory sampling: N support images per batch, split evenly over the batch's labels,
-    # the queries' own images excluded, labels randomly permuted per batch, class-label dropout
+    # the queries' own images excluded, labels randomly permuted per batch
     memory_per_batch: int = 256
     permute_labels: bool = True
-    class_dropout: float = 0.1
+    train_batch_size: int = 64
+    max_train_steps: int = 1000
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    mixed_precision: str = "no"
+    seed: int = 0
+    log_every: int = 10
+
+    def checks(self) -> dict[str, bool]:
+        """Key -> whether its value is valid; subclasses add their own."""
+        return {
+            "dataset": self.dataset in DATASETS,
+            "data_path": self.dataset == "digits" or bool(self.data_path and os.path.exists(self.data_path)),
+            "image_size": self.image_size > 0,
+            "channels": self.channels in (1, 3),
+            "memory_per_batch": self.memory_per_batch > 0,
+            "train_batch_size": self.train_batch_size > 0,
+            "max_train_steps": self.max_train_steps > 0,
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "mixed_precision": self.mixed_precision in MIXED_PRECISIONS,
+            "log_every": self.log_every > 0,
+        }
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad key (before any training starts)."""
+        check_values(self, self.checks(), DATA_HINTS)
+        check_model(self.model_class, self.model)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """A diffusion training run (defaults: a small digits SPM). See configs/digits.yaml."""
+
+    model_class: ClassVar[type] = SPMUNet2DModel
+
+    output_dir: str = "runs/digits"
+    class_dropout: float = 0.1  # class-label dropout for guidance
     # diffusion
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
     # optimisation
-    train_batch_size: int = 64
-    max_train_steps: int = 1000
-    learning_rate: float = 2e-4
     lr_warmup_steps: int = 100
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
-    weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"
     use_ema: bool = True
     ema_decay: float = 0.9999
     ema_warmup: bool = True
-    seed: int = 0
     # run folder
     checkpointing_steps: int = 500
     checkpoints_total_limit: int = 2
@@ -88,96 +123,40 @@ class TrainConfig:
     num_sample_images: int = 20
     sample_inference_steps: int = 50
     guidance_scale: float = 0.3
-    log_every: int = 10
     log_with: str | None = None
 
-    def validate(self) -> None:
-        """Raises ValueError naming the first bad key (before any training starts)."""
-        check_values(
-            self,
-            {
-                "dataset": self.dataset in DATASETS,
-                "data_path": self.dataset == "digits" or bool(self.data_path and os.path.exists(self.data_path)),
-                "image_size": self.image_size > 0,
-                "channels": self.channels in (1, 3),
-                "memory_per_batch": self.memory_per_batch > 0,
-                "class_dropout": 0.0 <= self.class_dropout < 1.0,
-                "num_train_timesteps": self.num_train_timesteps > 1,
-                "beta_start": 0 < self.beta_start < self.beta_end,
-                "beta_end": self.beta_end < 1,
-                "train_batch_size": self.train_batch_size > 0,
-                "max_train_steps": self.max_train_steps > 0,
-                "learning_rate": self.learning_rate > 0,
-                "lr_warmup_steps": self.lr_warmup_steps >= 0,
-                "weight_decay": self.weight_decay >= 0,
-                "max_grad_norm": self.max_grad_norm > 0,
-                "gradient_accumulation_steps": self.gradient_accumulation_steps > 0,
-                "mixed_precision": self.mixed_precision in MIXED_PRECISIONS,
-                "ema_decay": 0 < self.ema_decay < 1,
-                "checkpointing_steps": self.checkpointing_steps > 0,
-                "checkpoints_total_limit": self.checkpoints_total_limit > 0,
-                "sample_every": self.sample_every > 0,
-                "num_sample_images": self.num_sample_images > 0,
-                "sample_inference_steps": self.sample_inference_steps > 0,
-                "guidance_scale": self.guidance_scale >= 0,
-                "log_every": self.log_every > 0,
-            },
-            DATA_HINTS,
-        )
-        check_model(self.model_class, self.model)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+    def checks(self) -> dict[str, bool]:
+        return {
+            **super().checks(),
+            "class_dropout": 0.0 <= self.class_dropout < 1.0,
+            "num_train_timesteps": self.num_train_timesteps > 1,
+            "beta_start": 0 < self.beta_start < self.beta_end,
+            "beta_end": self.beta_end < 1,
+            "lr_warmup_steps": self.lr_warmup_steps >= 0,
+            "max_grad_norm": self.max_grad_norm > 0,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps > 0,
+            "ema_decay": 0 < self.ema_decay < 1,
+            "checkpointing_steps": self.checkpointing_steps > 0,
+            "checkpoints_total_limit": self.checkpoints_total_limit > 0,
+            "sample_every": self.sample_every > 0,
+            "num_sample_images": self.num_sample_images > 0,
+            "sample_inference_steps": self.sample_inference_steps > 0,
+            "guidance_scale": self.guidance_scale >= 0,
+        }
 
 
 @dataclass
-class ClassifierTrainConfig:
+class ClassifierTrainConfig(RunConfig):
     """Training of an SPMClassifier (or, with `head: linear`, the parametric classifier). See
     configs/digits_classifier.yaml."""
 
     model_class: ClassVar[type] = SPMClassifier
 
     output_dir: str = "runs/digits_classifier"
-    dataset: str = "digits"
-    data_path: str | None = None
-    image_size: int = 16
-    channels: int = 1
-    exclude_ids: list[str] = field(default_factory=list)
-    exclude_classes: list[int] = field(default_factory=list)
-    model: dict[str, Any] = field(default_factory=dict)
-    # the paper's recipe: memory sampled per batch, labels permuted per batch, the queries' images excluded
     memory_per_batch: int = 100
-    permute_labels: bool = True
-    train_batch_size: int = 64
     max_train_steps: int = 500
     learning_rate: float = 1e-3
     weight_decay: float = 5e-4
-    mixed_precision: str = "no"
-    seed: int = 0
-    log_every: int = 10
-
-    def validate(self) -> None:
-        check_values(
-            self,
-            {
-                "dataset": self.dataset in DATASETS,
-                "data_path": self.dataset == "digits" or bool(self.data_path and os.path.exists(self.data_path)),
-                "image_size": self.image_size > 0,
-                "channels": self.channels in (1, 3),
-                "memory_per_batch": self.memory_per_batch > 0,
-                "train_batch_size": self.train_batch_size > 0,
-                "max_train_steps": self.max_train_steps > 0,
-                "learning_rate": self.learning_rate > 0,
-                "weight_decay": self.weight_decay >= 0,
-                "mixed_precision": self.mixed_precision in MIXED_PRECISIONS,
-                "log_every": self.log_every > 0,
-            },
-            DATA_HINTS,
-        )
-        check_model(self.model_class, self.model)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
 def _model_keys(config_class: type) -> set[str]:
@@ -263,4 +242,14 @@ def load_config(
             raise ValueError(f"unknown config key --{key}")
     config.model = model
     config.validate()
+    return config
+
+
+def configure(path: str, override_argv: list[str], config_class: type = TrainConfig, dry_run: bool = False) -> Any:
+    """The validated run config of a command line (`--config PATH --key value ...`); with `dry_run` it is
+    printed as json and None is returned, so that the caller trains only when a config comes back."""
+    config = load_config(path, parse_overrides(override_argv), config_class)
+    if dry_run:
+        sys.stdout.write(config.to_json() + "\n")
+        return None
     return config

@@ -86,8 +86,7 @@ def train(config: TrainConfig) -> str | None:
     cfg = unet.config
     dataset = load_training_dataset(config, (cfg.in_channels, cfg.sample_size, cfg.sample_size), num_classes)
     images_all = dataset.images  # uint8 on the CPU; batches move to the device
-    labels_all = dataset.labels
-    sampler = SupportSampler(labels_all, num_classes)
+    sampler = SupportSampler(dataset.labels, num_classes)
     logger.info(f"training {unet.config.fusion_type} on {len(dataset)} images; {accelerator.num_processes} process(es)")
 
     ema = None
@@ -146,16 +145,15 @@ def train(config: TrainConfig) -> str | None:
         device_generator = step_generator(config.seed, step, rank, device)
         for _ in range(config.gradient_accumulation_steps):
             with accelerator.accumulate(model):
-                idx = torch.randint(0, len(dataset), (config.train_batch_size,), generator=generator)
-                labels = labels_all[idx]
+                idx, labels, support, support_labels = sampler.draw(
+                    config.train_batch_size,
+                    config.memory_per_batch if unet.uses_memory else None,
+                    config.permute_labels,
+                    generator,
+                )
                 images = images_all[idx].to(device).float() / 127.5 - 1
-                support_images = support_labels = None
-                if unet.uses_memory:
-                    support = sampler.sample(idx, config.memory_per_batch, generator)
-                    support_labels = labels_all[support]
-                    if config.permute_labels:
-                        perm = sampler.permutation(generator)
-                        labels, support_labels = perm[labels], perm[support_labels]
+                support_images = None
+                if support is not None:
                     support_images = images_all[support].to(device).float() / 127.5 - 1
                     support_labels = support_labels.to(device)
                 with accelerator.autocast():

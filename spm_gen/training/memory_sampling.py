@@ -32,6 +32,25 @@ class SupportSampler:
             chosen.append(pool[torch.randperm(len(pool), generator=generator)[:per_label]])
         return torch.cat(chosen)
 
+    def draw(
+        self, batch_size: int, num_support: int | None, permute: bool, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One training batch: `(query indices, query labels, support indices, support labels)`.
+
+        Without `num_support` (a model that reads no memory) there is no support and no permutation;
+        otherwise, with `permute`, queries and support are relabelled by the same random permutation.
+        """
+        idx = torch.randint(0, len(self.labels), (batch_size,), generator=generator)
+        labels = self.labels[idx]
+        if num_support is None:
+            return idx, labels, None, None
+        support = self.sample(idx, num_support, generator)
+        support_labels = self.labels[support]
+        if permute:
+            perm = self.permutation(generator)
+            labels, support_labels = perm[labels], perm[support_labels]
+        return idx, labels, support, support_labels
+
     def permutation(self, generator: torch.Generator) -> torch.Tensor:
         """A random relabelling of the classes for one batch, applied to queries and support alike."""
         return torch.randperm(self.num_classes, generator=generator)
