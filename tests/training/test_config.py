@@ -63,3 +63,15 @@ def test_classifier_config(capsys):
         load_config("configs/digits_classifier.yaml", parse_overrides(["--fusion_type", "dot"]), ClassifierTrainConfig)
     assert classifier_main(["--config", "configs/digits_classifier.yaml", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["head"] == "prototype"
+
+
+def test_cifar10_recipe_needs_the_data_on_disk(tmp_path):
+    with pytest.raises(ValueError, match="data_path='data/cifar10' \\(the path does not exist\\)"):
+        load_config("configs/cifar10_ddpm.yaml")
+    (tmp_path / "cifar").mkdir()
+    cfg = load_config("configs/cifar10_ddpm.yaml", parse_overrides(["--data_path", str(tmp_path / "cifar")]))
+    assert (
+        cfg.train_batch_size == 128
+        and cfg.memory_per_batch == 256
+        and cfg.model["block_out_channels"] == [128, 256, 256, 256]
+    )
