@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--inference-steps", type=int, default=50)
     parser.add_argument("--out", default="runs/train_quality")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[0.3, 1.0])
     args = parser.parse_args()
     base = load_config(args.config)
     judge, judge_accuracy = digits_judge(base.image_size, base.seed)
@@ -60,12 +61,8 @@ def main() -> None:
     results = {"settings": vars(args), "judge_test_accuracy": judge_accuracy, "models": {}}
     labels = [c for c in range(10) for _ in range(args.per_class)]
     for name in args.variants:
-        folder = os.path.join(
-            args.out,
-            name.split(" ")[0] + "_" + "_".join(VARIANTS[name][1::2])
-            if VARIANTS[name]
-            else os.path.join(args.out, "spm"),
-        )
+        tag = name.split(" ")[0] + "_" + "_".join(VARIANTS[name][1::2]) if VARIANTS[name] else "spm"
+        folder = os.path.join(args.out, tag)
         overrides = [
             "--output_dir",
             folder,
@@ -81,43 +78,47 @@ def main() -> None:
         train_s = time.perf_counter() - start
         pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir)
         pipe.set_progress_bar_config(disable=True)
-        start = time.perf_counter()
-        images = pipe(
-            class_labels=labels,
-            num_inference_steps=args.inference_steps,
-            generator=torch.Generator().manual_seed(0),
-            output_type="pt",
-        ).images
-        sample_s = time.perf_counter() - start
-        save_image_grid(images, os.path.join(folder, "quality_samples.png"), nrow=args.per_class, upscale=3)
-        predicted = judge.predict(images.flatten(1).numpy())
-        per_class = [float(np.mean(predicted[np.array(labels) == c] == c)) for c in range(10)]
-        nn = train_bank.nearest_images(images, k=1).distances[:, 0]
-        row = {
-            "class_consistency": float(np.mean(predicted == np.array(labels))),
-            "class_consistency_per_class": per_class,
-            "mean_nn_distance": float(nn.mean()),
-            "train_s": train_s,
-            "sample_s": sample_s,
-            "final_loss": json.loads(open(os.path.join(folder, "loss.jsonl")).read().splitlines()[-1])["loss"],
-            "folder": folder,
-        }
-        results["models"][name] = row
-        print(
-            f"{name:<30s} consistency {row['class_consistency']:.3f}  NN distance {row['mean_nn_distance']:.4f}  train {train_s:.0f} s  sample {sample_s:.0f} s  final loss {row['final_loss']:.4f}"
-        )
+        final_loss = json.loads(open(os.path.join(folder, "loss.jsonl")).read().splitlines()[-1])["loss"]
+        results["models"][name] = {"train_s": train_s, "final_loss": final_loss, "folder": folder, "by_guidance": {}}
+        for w in args.guidance_scales:
+            start = time.perf_counter()
+            images = pipe(
+                class_labels=labels,
+                num_inference_steps=args.inference_steps,
+                guidance_scale=w,
+                generator=torch.Generator().manual_seed(0),
+                output_type="pt",
+            ).images
+            sample_s = time.perf_counter() - start
+            save_image_grid(images, os.path.join(folder, f"quality_samples_w{w}.png"), nrow=args.per_class, upscale=3)
+            predicted = judge.predict(images.flatten(1).numpy())
+            row = {
+                "class_consistency": float(np.mean(predicted == np.array(labels))),
+                "class_consistency_per_class": [
+                    float(np.mean(predicted[np.array(labels) == c] == c)) for c in range(10)
+                ],
+                "mean_nn_distance": float(train_bank.nearest_images(images, k=1).distances[:, 0].mean()),
+                "sample_s": sample_s,
+            }
+            results["models"][name]["by_guidance"][str(w)] = row
+            print(
+                f"{name:<30s} w={w:<4} consistency {row['class_consistency']:.3f}  NN distance {row['mean_nn_distance']:.4f}"
+                f"  train {train_s:.0f} s  sample {sample_s:.0f} s  final loss {final_loss:.4f}"
+            )
     lines = [
         f"Digits at {base.image_size}x{base.image_size}, {args.steps} training steps (batch {base.train_batch_size}), "
-        f"{args.per_class} samples per class, {args.inference_steps} DDIM steps, guidance {base.guidance_scale}. "
+        f"{args.per_class} samples per class, {args.inference_steps} DDIM steps. "
         f"Judge: logistic regression on pixels (test accuracy {judge_accuracy:.3f}).",
         "",
-        "| model | class consistency | mean NN distance to train | final loss | train s | sample s |",
-        "|---|---|---|---|---|---|",
+        "| model | guidance w | class consistency | mean NN distance to train | final loss | train s | sample s |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, row in results["models"].items():
-        lines.append(
-            f"| {name} | {row['class_consistency']:.3f} | {row['mean_nn_distance']:.4f} | {row['final_loss']:.4f} | {row['train_s']:.0f} | {row['sample_s']:.0f} |"
-        )
+    for name, model in results["models"].items():
+        for w, row in model["by_guidance"].items():
+            lines.append(
+                f"| {name} | {w} | {row['class_consistency']:.3f} | {row['mean_nn_distance']:.4f} | "
+                f"{model['final_loss']:.4f} | {model['train_s']:.0f} | {row['sample_s']:.0f} |"
+            )
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "train_quality.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

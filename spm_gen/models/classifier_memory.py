@@ -58,11 +58,12 @@ class ClassifierMemoryCache:
             return
         chain = self._removals_since(bank) if self._bank_id == id(bank) else None
         if chain is not None:
-            for receipt in chain:
-                for item_key in zip(receipt.removed_ids, receipt.hashes):
-                    label = self._label.pop(item_key)
-                    self._sums[label] -= self._emb.pop(item_key).double()
-                    self._counts[label] -= 1
+            removed = [key for receipt in chain for key in zip(receipt.removed_ids, receipt.hashes)]
+            if removed:
+                labels = torch.tensor([self._label.pop(key) for key in removed], device=self._sums.device)
+                embedded = torch.stack([self._emb.pop(key) for key in removed]).double()
+                self._sums.index_add_(0, labels, -embedded)
+                self._counts -= torch.bincount(labels, minlength=len(self._counts))
             self.last_sync = "incremental"
         else:
             self._full_sync(bank)
