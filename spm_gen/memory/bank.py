@@ -205,7 +205,10 @@ class MemoryBank(BankSearchMixin, ModelMixin, ConfigMixin):
             embeddings = self._check_embeddings(embeddings, count)
         elif embeddings is not None and self._n > 0:
             raise ValueError("this bank stores no embeddings; add the images, then call compute_embeddings()")
-        self._append(images_u8, labels_np, new_ids, content_hashes(images_u8), embeddings)
+        starts_store = self._embeddings is None and embeddings is not None  # an empty bank's first embeddings
+        self._append(images_u8, labels_np, new_ids, content_hashes(images_u8), None if starts_store else embeddings)
+        if starts_store:
+            self.set_embeddings(embeddings)
         self._version = _new_version()
         return new_ids
 

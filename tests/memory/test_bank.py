@@ -240,3 +240,13 @@ def test_find_similar_with_an_encoder(tiny_bank, tiny_images):
     tiny_bank.compute_embeddings(encoder)
     assert tiny_bank.embedding_info == {"type": "pixel", "size": 4}
     assert tiny_bank.find_similar(tiny_images[[6]], threshold=1e-4, encoder=encoder) == ["6"]
+
+
+def test_an_empty_bank_grows_from_add():
+    bank = MemoryBank(image_shape=(1, 8, 8))
+    assert len(bank) == 0 and bank.find_similar(make_images(1), k=1) == []
+    with pytest.raises(ValueError, match="empty"):
+        bank.select(0, 1)
+    emb = torch.randn(3, 5)
+    assert bank.add(make_images(3, seed=8), [0, 1, 1], embeddings=emb) == ["0", "1", "2"]
+    assert torch.equal(bank.embeddings, emb) and bank.nearest(emb[[2]], k=1).ids == [["2"]]
