@@ -1,1 +1,1 @@
-"""Measurements: unlearning quality (and, later, FID and memorization)."""
+"""Measurements: FID/KID (clean-fid), memorization, and classification unlearning."""
