@@ -38,14 +38,18 @@ def kid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return float(cleanfid.kernel_distance(features_a, features_b))
 
 
+def save_png(image: torch.Tensor, path: str) -> str:
+    """Writes one float image `(C, H, W)` in [0, 1] as an 8-bit PNG (grayscale for one channel)."""
+    array = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path)
+    return path
+
+
 def save_images(images: torch.Tensor, folder: str, prefix: str = "img") -> str:
     """Writes float images `(N, C, H, W)` in [0, 1] as PNG files (clean-fid reads folders)."""
     os.makedirs(folder, exist_ok=True)
-    arrays = (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for i, array in enumerate(arrays):
-        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(
-            os.path.join(folder, f"{prefix}{i:06d}.png")
-        )
+    for i, image in enumerate(images):
+        save_png(image, os.path.join(folder, f"{prefix}{i:06d}.png"))
     return folder
 
 

@@ -71,3 +71,13 @@ def unlearning_metrics(
         result["PG_hard"] = 100.0 * (test_p.argmax(1) != oracle_test_probs.argmax(1)).float().mean().item()
         result["PG_soft"] = 100.0 * 0.5 * (test_p - oracle_test_probs).abs().sum(1).mean().item()
     return result
+
+
+def generation_unlearning_accuracy(
+    judge: SPMClassifier, judge_bank: MemoryBank | None, images: torch.Tensor, forgotten_class: int
+) -> float:
+    """UA of generation (the paper): 100 x (1 - the judge's accuracy on generations of the forgotten class)."""
+    if len(images) == 0:
+        raise ValueError("no generated images to judge")
+    predicted = judge.predict(images, judge_bank).argmax(1)
+    return 100.0 * (1.0 - (predicted == forgotten_class).float().mean().item())

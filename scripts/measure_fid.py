@@ -1,0 +1,37 @@
+"""FID of a saved SPM pipeline's samples (remaining classes) against the digits test split, and FID_O
+against an oracle retrained without the removed data; features from a trained classifier (domain FID).
+
+    accelerate launch scripts/measure_fid.py --pipeline P --classifier C --out outputs/fid \
+        [--exclude-classes 3] [--oracle O]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from spm_gen.measure import measure_fid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", required=True)
+    parser.add_argument("--classifier", required=True, help="a classifier folder (scripts/train_classifier.py)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--num-images", type=int, default=500)
+    parser.add_argument("--exclude-classes", type=int, nargs="*", default=[])
+    parser.add_argument("--oracle", help="a pipeline retrained without the removed data (for FID_O)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    result = measure_fid(args.pipeline, args.classifier, args.out, args.num_images, args.exclude_classes,
+                         args.oracle, args.steps, args.seed, args.batch_size)  # fmt: skip
+    if result is not None:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

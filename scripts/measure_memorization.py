@@ -1,0 +1,31 @@
+"""Memorization of a saved SPM pipeline's samples against its memory (the training set).
+
+accelerate launch scripts/measure_memorization.py --pipeline runs/digits/pipeline --out outputs/mem [--num-images 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from spm_gen.measure import measure_memorization
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--num-images", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    result = measure_memorization(args.pipeline, args.out, args.num_images, args.steps, args.seed, args.batch_size)
+    if result is not None:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
