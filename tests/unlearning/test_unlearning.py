@@ -71,3 +71,29 @@ def test_membership_inference_separates_confident_members():
     labels = torch.zeros(50, dtype=torch.long)
     assert membership_inference(members, labels, non_members, labels, members[:10], labels[:10]) == 100.0
     assert membership_inference(members, labels, non_members, labels, non_members[:10], labels[:10]) == 0.0
+
+
+def test_diffusion_gradient_ascent_raises_the_forget_loss():
+    from diffusers import DDPMScheduler
+
+    from spm_gen.config import build_unet
+    from spm_gen.training.losses import diffusion_loss
+    from spm_gen.unlearning.diffusion_baselines import diffusion_gradient_ascent
+
+    torch.manual_seed(0)
+    twin = build_unet("configs/tiny.yaml", fusion_type="none")
+    scheduler = DDPMScheduler(num_train_timesteps=100)
+    data = load_digits_dataset(image_size=8, split="train")
+    forget = data.subset(data.labels == 3)
+
+    def forget_loss(model):
+        images = forget.images[:64].float() / 127.5 - 1
+        with torch.no_grad():
+            return diffusion_loss(model.eval(), model, scheduler, images, forget.labels[:64],
+                                  torch.Generator().manual_seed(5), 0.0).item()  # fmt: skip
+
+    unlearned, seconds = diffusion_gradient_ascent(twin, scheduler, forget, steps=5, lr=1e-3,
+                                                   remain=data.subset(data.labels != 3))  # fmt: skip
+    assert seconds > 0 and forget_loss(unlearned) > forget_loss(twin)
+    with pytest.raises(ValueError, match="parametric twin"):
+        diffusion_gradient_ascent(build_unet("configs/tiny.yaml"), scheduler, forget, steps=1)
