@@ -196,16 +196,16 @@ def train(config: TrainConfig) -> str | None:
 
 
 class _ema_weights:
-    """A copy of the unet holding the EMA weights (or the unet itself without EMA), in eval mode."""
+    """A float32 copy of the unet holding the EMA weights (the current weights without EMA), in eval mode;
+    the training model is never touched."""
 
     def __init__(self, unet: SPMUNet2DModel, ema: EMAModel | None) -> None:
         self.unet, self.ema = unet, ema
 
     def __enter__(self) -> SPMUNet2DModel:
-        if self.ema is None:
-            return self.unet
-        copy_ = copy.deepcopy(self.unet)
-        self.ema.copy_to(copy_.parameters())
+        copy_ = copy.deepcopy(self.unet).float()
+        if self.ema is not None:
+            self.ema.copy_to(copy_.parameters())
         return copy_.eval()
 
     def __exit__(self, *exc) -> None:
@@ -216,7 +216,7 @@ def export_pipeline(unet, ema, noise_scheduler, dataset, config: TrainConfig, ru
     """Writes `<run>/pipeline` (EMA weights, DDIM scheduler, memory = training set) and a sample grid per class."""
     final, tmp = os.path.join(run_dir, "pipeline"), os.path.join(run_dir, "pipeline.tmp")
     with _ema_weights(unet, ema) as weights:
-        pipe = build_pipeline(copy.deepcopy(weights).float(), noise_scheduler, dataset)
+        pipe = build_pipeline(weights, noise_scheduler, dataset)
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
         pipe.save_pretrained(tmp)
