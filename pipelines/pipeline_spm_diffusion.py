@@ -111,14 +111,12 @@ class SPMDiffusionPipeline(DiffusionPipeline):
 
         Returns:
             `(class_labels (B,), ids, memory_labels (M,), memory_query_labels (B,), ids read per sample)`.
-            `"random"`: each class reads `memory_size` seeded items of its class (all when None); memory is
-            grouped by class label. `"nearest"`: sample i reads the items nearest to `reference_images[i]`
-            (of its class when given); memory is grouped per sample.
+            `"random"` (labels given): each class reads `memory_size` seeded items of its class (all when
+            None); memory is grouped by class label. `"nearest"`: sample i reads the items nearest to
+            `reference_images[i]` (of its class when given); memory is grouped per sample.
         """
         bank = self.memory_bank
         if memory_selection == "random":
-            if labels is None:
-                labels = torch.arange(batch_size) % self.unet.config.num_class_embeds
             per_class = {c: bank.select(c, memory_size, generator=generator) for c in sorted(set(labels.tolist()))}
             ids = list(dict.fromkeys(i for chosen in per_class.values() for i in chosen))
             memory_labels = bank.get_labels(ids)
@@ -217,6 +215,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
     ) -> SPMPipelineOutput | tuple:
         device, dtype = self._execution_device, self.unet.dtype
         labels = self._class_labels(class_labels, batch_size, torch.device("cpu"))
+        if labels is None and (memory_selection == "random" or not self.unet.uses_memory):
+            labels = torch.arange(batch_size) % self.unet.config.num_class_embeds  # classes cycling
         selection_generator = generator[0] if isinstance(generator, list) else generator
 
         memory = None
@@ -229,8 +229,6 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             position = {item_id: i for i, item_id in enumerate(unique_ids)}
             gather = torch.tensor([position[i] for i in ids], device=device)
             memory = (unique_ids, gather, memory_labels.to(device), query_labels.to(device))
-        elif labels is None:
-            labels = torch.arange(batch_size) % self.unet.config.num_class_embeds
         labels = labels.to(device)
         batch = len(labels)
 

@@ -169,6 +169,10 @@ class MemoryBank(BankSearchMixin, ModelMixin, ConfigMixin):
     def get_labels(self, ids: Sequence[str]) -> torch.Tensor:
         return torch.from_numpy(self._labels[self.row_indices(ids).numpy()])
 
+    def get_hashes(self, ids: Sequence[str]) -> list[str]:
+        """Content hashes of `ids`, in that order."""
+        return [self._hashes[r] for r in self.row_indices(ids).tolist()]
+
     # ------------------------------------------------------------------ modification
 
     def add(

@@ -56,9 +56,7 @@ class MemoryTokenCache:
         With a `timestep` (the paper's memory encoding at sampling time) tokens are encoded for that step and
         not cached.
         """
-        rows = bank.row_indices(ids)
-        hashes, labels = bank.hashes, bank.labels
-        keys = [(hashes[r], int(labels[r])) for r in rows.tolist()]
+        keys = list(zip(bank.get_hashes(ids), bank.get_labels(ids).tolist()))
         if timestep is not None:
             return self._encode(unet, bank, ids, keys, timestep)
         self._refresh(unet, bank)
