@@ -91,6 +91,34 @@ def _remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .reporting import ReportConfig, run_report
+    from .unlearning.removal import read_ids_file
+
+    config = ReportConfig(
+        pipeline_dir=args.pipeline,
+        output_dir=args.output,
+        remove_classes=list(args.remove_class or []),
+        remove_ids=list(args.remove_ids or []) + (read_ids_file(args.remove_ids_file) if args.remove_ids_file else []),
+        classifier_dir=args.classifier,
+        oracle_dir=args.oracle,
+        twin_dir=args.twin,
+        num_images=args.num_images,
+        num_inference_steps=args.steps,
+        memory_size=args.memory_size,
+        near_copy_threshold=args.threshold,
+        twin_steps=args.twin_steps,
+        twin_lr=args.twin_lr,
+        seed=args.seed,
+    )
+    summary = run_report(config)
+    log = logging.getLogger("spm_gen")
+    for row in summary["rows"]:
+        log.info("%s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+    log.info("report: %s/report.md", args.output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spm-gen", description="Deep semi-parametric image models that forget.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -129,6 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--dry-run", action="store_true", help="show what would be removed; change nothing")
     remove.add_argument("--output", help="write the edited model to this new folder instead of editing in place")
     remove.set_defaults(func=_remove)
+    report = sub.add_parser(
+        "report",
+        help="measure a removal: sample before and after, compare with the twin and the oracle, write report.md",
+        description="Removes from a copy of the pipeline's memory (the folder is not changed) and writes pictures, "
+        "report.json and report.md to --output.",
+    )
+    report.add_argument("pipeline", help="a saved SPMDiffusionPipeline folder")
+    report.add_argument("--remove-class", type=int, action="append", help="a class to remove (repeatable)")
+    report.add_argument("--remove-ids", nargs="+", help="item ids to remove")
+    report.add_argument("--remove-ids-file", help="a file of ids to remove (one per line, or a json list)")
+    report.add_argument("--classifier", help="the judge classifier folder (UA and the FID features)")
+    report.add_argument("--oracle", help="a pipeline retrained without the removed data (FID_O)")
+    report.add_argument("--twin", help="the parametric twin's pipeline, unlearned by gradient ascent for comparison")
+    report.add_argument("--num-images", type=int, default=500, help="generations per model (default: 500)")
+    report.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
+    report.add_argument("--memory-size", type=int, default=64, help="memory items read per class (default: 64)")
+    report.add_argument("--threshold", type=float, default=0.04, help="near-copy RMS distance (default: 0.04)")
+    report.add_argument("--twin-steps", type=int, default=100, help="gradient ascent steps (default: 100)")
+    report.add_argument("--twin-lr", type=float, default=1e-4, help="gradient ascent learning rate (default: 1e-4)")
+    report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--output", default="outputs/report", help="report folder (default: outputs/report)")
+    report.set_defaults(func=_report)
     return parser
 
 

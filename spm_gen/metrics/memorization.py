@@ -44,17 +44,28 @@ def memorization(samples: torch.Tensor, training: MemoryBank, neighbours: int = 
     return MemorizationReport(d[:, 0], [ids[0] for ids in result.ids], memorized, ratio)
 
 
-def near_copies(samples: torch.Tensor, targets: torch.Tensor, threshold: float) -> torch.Tensor:
-    """For each target image `(T, C, H, W)`, the number of samples `(S, C, H, W)` within `threshold` of it."""
+def rms_distances(targets: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """Exact RMS pixel distances `(T, S)` between target images `(T, C, H, W)` and samples `(S, C, H, W)`."""
     if samples.shape[1:] != targets.shape[1:]:
         raise ValueError(f"samples {tuple(samples.shape[1:])} and targets {tuple(targets.shape[1:])} differ in shape")
     scale = samples[0].numel() ** 0.5
     d = torch.cdist(targets.flatten(1).float(), samples.flatten(1).float(), compute_mode="donot_use_mm_for_euclid_dist")
-    return (d / scale <= threshold).sum(dim=1)
+    return d / scale
 
 
-def save_distance_histogram(distances: dict[str, torch.Tensor], path: str, title: str = "") -> str:
-    """Overlaid histograms of nearest-neighbour distances (one per entry), as a PNG."""
+def near_copies(samples: torch.Tensor, targets: torch.Tensor, threshold: float) -> torch.Tensor:
+    """For each target image `(T, C, H, W)`, the number of samples `(S, C, H, W)` within `threshold` of it."""
+    return (rms_distances(targets, samples) <= threshold).sum(dim=1)
+
+
+def save_distance_histogram(
+    distances: dict[str, torch.Tensor],
+    path: str,
+    title: str = "",
+    xlabel: str = "distance to the nearest training image (RMS pixel difference)",
+    threshold: float | None = None,
+) -> str:
+    """Overlaid histograms of nearest-neighbour distances (one per entry), as a PNG; `threshold` draws a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,8 +77,10 @@ def save_distance_histogram(distances: dict[str, torch.Tensor], path: str, title
     bins = torch.linspace(0, top, 41).tolist()
     for name, v in zip(distances, values):
         ax.hist(v.tolist(), bins=bins, alpha=0.55, label=name)
-    ax.set_xlabel("distance to the nearest training image (RMS pixel difference)")
-    ax.set_ylabel("samples")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"near-copy threshold {threshold}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

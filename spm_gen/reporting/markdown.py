@@ -1,0 +1,69 @@
+"""`report.md`: one table of the numbers, the pictures, the settings and what each metric means."""
+
+from __future__ import annotations
+
+import os
+
+COLUMNS = [
+    ("model", "model"),
+    ("fid_remaining", "FID (remaining classes) ↓"),
+    ("fid_oracle", "FID_O ↓"),
+    ("ua", "UA (%) ↑"),
+    ("memorization_rate", "memorization rate"),
+    ("near_copies", "near-copies of removed"),
+    ("removal_s", "removal time (s)"),
+]
+
+METRICS = """\
+- **FID (remaining classes)**: Fréchet distance between generations of the classes that were not removed and
+  the training images of those classes, in the judge classifier's feature space (clean-fid); unlearning
+  should not raise it.
+- **FID_O**: the same distance to the generations of the oracle retrained without the removed data; lower
+  means closer to a model that never saw it.
+- **UA**: 100 x (1 - the judge's accuracy on generations of the removed class); high after forgetting a class.
+- **Memorization rate** (Gu et al.): the share of generations whose nearest training image is closer than a
+  third of the distance to the second nearest (pixel space).
+- **Near-copies of removed**: generations within {threshold} RMS pixel distance of some removed image.
+- **Removal time**: memory deletion for the SPM; the unlearning method's run time for the twin.
+"""
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> str:
+    """Writes `report.md` next to its pictures (linked relative to it)."""
+    base = os.path.dirname(os.path.abspath(path))
+    removal = summary["removal"]
+    lines = [
+        "# Removal report",
+        "",
+        f"Removed {removal['num_items']} memory items: classes {removal['classes'] or 'none'}, "
+        f"{len(removal['individual_ids'])} individual ids. {summary['config']['num_images']} generations per model "
+        f"(classes cycling), {summary['config']['num_inference_steps']} DDIM steps, guidance "
+        f"{summary['config']['guidance_scale']}, seed {summary['config']['seed']}; the same seeds before and after.",
+        "",
+        table(summary["rows"]),
+        "",
+        "## Pictures",
+    ]
+    for title, files in pictures.items():
+        lines += ["", f"### {title}", ""]
+        lines += [f"![{os.path.basename(f)}]({os.path.relpath(f, base)})" for f in files]
+    lines += ["", "## Metrics", "", METRICS.format(threshold=summary["config"]["near_copy_threshold"])]
+    lines += ["Numbers and settings: `report.json`. Machine: " + summary["machine"], ""]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    return path

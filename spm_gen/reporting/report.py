@@ -1,0 +1,147 @@
+"""`spm-gen report`: sample the SPM (and its twin, and the oracle) before and after a removal, measure,
+and write a folder of pictures, `report.json` and `report.md`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+
+import torch
+from accelerate import PartialState
+from diffusers import DDPMScheduler
+
+from ..data import ImageDataset
+from ..memory.bank import MemoryBank
+from ..metrics.memorization import save_distance_histogram
+from ..models.classifier_spm import load_classifier
+from ..unlearning.diffusion_baselines import diffusion_gradient_ascent
+from .config import ReportConfig
+from .generations import Generations, sample_generations
+from .markdown import write_report
+from .measures import Judge, RemovedData, measure_row
+from .pictures import save_class_grids, save_removed_gallery
+
+logger = logging.getLogger(__name__)
+
+
+def _load(pipeline_dir: str):
+    from pipelines import SPMDiffusionPipeline
+
+    pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir).to(PartialState().device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def machine() -> str:
+    device = PartialState().device
+    cpu = f"{os.cpu_count()}-core {platform.machine()} CPU"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    return f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def removed_data(bank: MemoryBank, config: ReportConfig) -> RemovedData:
+    """The items the request names, read before anything changes (unknown ids or classes: ValueError)."""
+    ids = bank.resolve_ids(ids=config.remove_ids or None, labels=config.remove_classes or None)
+    return RemovedData(ids, bank.get_images(ids).cpu(), bank.get_labels(ids), sorted(config.remove_classes))
+
+
+def unlearn_twin(twin, training: MemoryBank, removed: RemovedData, config: ReportConfig):
+    """The twin after `config.twin_method` for the same removal, and the seconds it took."""
+    keep = [i for i in training.ids if i not in set(removed.ids)]
+    forget = ImageDataset(removed.images, removed.labels, removed.ids)
+    remain = ImageDataset(training.get_images(keep).cpu(), training.get_labels(keep), keep)
+    unet, seconds = diffusion_gradient_ascent(
+        twin.unet, DDPMScheduler.from_config(twin.scheduler.config), forget, steps=config.twin_steps,
+        lr=config.twin_lr, remain=remain, remain_weight=config.twin_remain_weight, seed=config.seed,
+    )  # fmt: skip
+    unlearned = type(twin)(unet=unet, scheduler=twin.scheduler, memory_bank=None)
+    unlearned.set_progress_bar_config(disable=True)
+    return unlearned, seconds
+
+
+def run_report(config: ReportConfig) -> dict:
+    """Runs the whole report into `config.output_dir`; returns the summary also written to `report.json`."""
+    config.check()
+    out = config.output_dir
+    os.makedirs(out, exist_ok=True)
+    spm = _load(config.pipeline_dir)
+    if spm.memory_bank is None:
+        raise ValueError(f"'{config.pipeline_dir}' has no memory bank: give the SPM pipeline, not its twin")
+    training = MemoryBank.from_pretrained(os.path.join(config.pipeline_dir, "memory_bank"))
+    removed = removed_data(training, config)
+    judge = Judge(*load_classifier(config.classifier_dir)) if config.classifier_dir else None
+    num_classes = spm.unet.config.num_class_embeds
+    labels = [i % num_classes for i in range(config.num_images)]
+    kwargs = {"num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
+              "batch_size": config.batch_size, "seed": config.seed}  # fmt: skip
+    samples = os.path.join(out, "samples")
+
+    def sample(name: str, pipe, folder: str) -> Generations:
+        logger.info("sampling %d images: %s", len(labels), name)
+        extra = {"memory_size": config.memory_size} if pipe.memory_bank is not None else {}
+        return sample_generations(name, pipe, labels, os.path.join(samples, folder), **kwargs, **extra)
+
+    models = [sample("SPM before removal", spm, "spm_before")]
+    receipt = spm.memory_bank.remove(ids=removed.ids, reason="spm-gen report")
+    logger.info("removed %d memory items in %.2f ms", len(removed.ids), 1e3 * receipt.duration_s)
+    spm.save_pretrained(os.path.join(out, "spm_after_removal"))
+    models.append(sample("SPM after removal", spm, "spm_after"))
+    times = {models[0].name: None, models[1].name: receipt.duration_s}
+    if config.twin_dir:
+        twin = _load(config.twin_dir)
+        models.append(sample("twin before", twin, "twin_before"))
+        logger.info("unlearning the twin: %s, %d steps", config.twin_method, config.twin_steps)
+        unlearned, seconds = unlearn_twin(twin, training, removed, config)
+        models.append(sample(f"twin after {config.twin_method.replace('_', ' ')}", unlearned, "twin_after"))
+        times.update({models[2].name: None, models[3].name: seconds})
+    oracle = sample("oracle (retrained without)", _load(config.oracle_dir), "oracle") if config.oracle_dir else None
+
+    rows, distances = [], {}
+    for gen in models + ([oracle] if oracle else []):
+        row, d = measure_row(gen, training, removed, os.path.join(out, "fid_inputs"), config.near_copy_threshold,
+                             judge, oracle if gen is not oracle else None, config.seed)  # fmt: skip
+        row["removal_s"] = times.get(gen.name)
+        rows.append(row)
+        distances[gen.name] = d
+    pictures = {
+        "Samples per class (rows: models; same seeds)": save_class_grids(
+            models + ([oracle] if oracle else []), num_classes, os.path.join(out, "grids")
+        ),
+        "Removed images and their nearest generations": [
+            save_removed_gallery(
+                removed, models[i], models[i + 1], os.path.join(out, f"gallery_{tag}.png"), count=config.gallery_size
+            )
+            for i, tag in ((0, "spm"), (2, "twin"))
+            if i + 1 < len(models)
+        ],  # fmt: skip
+        "Distances": [
+            save_distance_histogram(
+                {n: d["nearest_training"] for n, d in distances.items()},
+                os.path.join(out, "hist_nearest_training.png"),
+                title="each generation's distance to its nearest training image",
+            ),
+            save_distance_histogram(
+                {n: d["nearest_removed"] for n, d in distances.items()},
+                os.path.join(out, "hist_nearest_removed.png"),
+                title="each generation's distance to its nearest removed image",
+                xlabel="distance to the nearest removed image (RMS pixel difference)",
+                threshold=config.near_copy_threshold,
+            ),
+        ],  # fmt: skip
+    }
+    summary = {
+        "rows": rows,
+        "removal": {"num_items": len(removed.ids), "classes": removed.classes,
+                    "individual_ids": [i for i, lab in zip(removed.ids, removed.labels.tolist())
+                                       if lab not in removed.classes],
+                    "receipt": receipt.to_dict()},
+        "config": config.to_dict(),
+        "machine": machine(),
+    }  # fmt: skip
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    write_report(os.path.join(out, "report.md"), summary, pictures)
+    logger.info("report: %s", os.path.join(out, "report.md"))
+    return summary

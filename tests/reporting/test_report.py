@@ -1,0 +1,94 @@
+import json
+import os
+
+import pytest
+import torch
+
+from spm_gen import MemoryBank, SPMClassifier
+from spm_gen.cli import main
+from spm_gen.models.classifier_spm import save_classifier
+from spm_gen.reporting import ReportConfig, run_report
+from spm_gen.reporting.generations import Generations
+from spm_gen.reporting.measures import RemovedData, measure_row
+from spm_gen.sampling import read_sample_folder
+from spm_gen.training import load_config, parse_overrides, train
+
+
+def _train(root, name: str, *extra: str) -> str:
+    overrides = ["--output_dir", str(root / name), *extra]
+    return train(load_config("configs/tiny.yaml", parse_overrides(overrides)))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    judge = SPMClassifier(image_size=8, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6, head="linear")
+    save_classifier(judge, None, str(root / "judge"))
+    return {
+        "spm": _train(root, "spm"),
+        "twin": _train(root, "twin", "--fusion_type", "none"),
+        "oracle": _train(root, "oracle", "--fusion_type", "none", "--exclude_classes", "3"),
+        "judge": str(root / "judge"),
+    }
+
+
+def test_report_end_to_end(models, tmp_path):
+    bank_before = MemoryBank.from_pretrained(os.path.join(models["spm"], "memory_bank"))
+    others = [i for i, label in zip(bank_before.ids, bank_before.labels.tolist()) if label != 3][:2]
+    config = ReportConfig(
+        models["spm"], str(tmp_path / "report"), remove_classes=[3], remove_ids=others, classifier_dir=models["judge"],
+        oracle_dir=models["oracle"], twin_dir=models["twin"], num_images=20, num_inference_steps=2, memory_size=4,
+        twin_steps=2, batch_size=8,
+    )  # fmt: skip
+    summary = run_report(config)
+
+    names = [row["model"] for row in summary["rows"]]
+    assert names == ["SPM before removal", "SPM after removal", "twin before", "twin after gradient ascent",
+                     "oracle (retrained without)"]  # fmt: skip
+    removed = summary["removal"]
+    assert removed["num_items"] == int((bank_before.labels == 3).sum()) + 2 and removed["individual_ids"] == others
+    for row in summary["rows"]:
+        assert row["num_images"] == 20 and 0 <= row["memorization_rate"] <= 1 and 0 <= row["ua"] <= 100
+        assert row["fid_remaining"] is not None
+    assert summary["rows"][1]["removal_s"] > 0 and summary["rows"][3]["removal_s"] > 0
+    assert summary["rows"][0]["fid_oracle"] is not None and summary["rows"][4]["fid_oracle"] is None
+    # the input pipeline is untouched; the edited copy holds none of the removed items
+    assert MemoryBank.from_pretrained(os.path.join(models["spm"], "memory_bank")).version == bank_before.version
+    after = MemoryBank.from_pretrained(str(tmp_path / "report" / "spm_after_removal" / "memory_bank"))
+    assert 3 not in after.class_counts() and not set(others) & set(after.ids)
+    # the same seeds: the twin's generations changed under gradient ascent
+    twin_before, twin_after = (read_sample_folder(str(tmp_path / "report" / "samples" / f), 1)[0]
+                               for f in ("twin_before", "twin_after"))  # fmt: skip
+    assert not torch.equal(twin_before, twin_after)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert report.count("\n| ") == 6 and "FID_O" in report and "![class_3.png](grids/class_3.png)" in report
+    for picture in ["grids/class_3.png", "gallery_spm.png", "gallery_twin.png", "hist_nearest_removed.png"]:
+        assert (tmp_path / "report" / picture).stat().st_size > 2000, picture
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["rows"] == summary["rows"]
+
+
+def test_measure_row_counts_near_copies_and_memorized_samples(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    training_images = torch.randint(0, 256, (12, 1, 8, 8), generator=g).float() / 255
+    training = MemoryBank.from_images(training_images, torch.arange(12) % 3)
+    removed = RemovedData(["0", "1"], training.get_images(["0", "1"]), torch.tensor([0, 1]), [])
+    noise = torch.rand(3, 1, 8, 8, generator=g)
+    images = torch.cat([training.get_images(["0"]), training.get_images(["0"]) + 0.01, training.get_images(["5"]),
+                        noise])  # fmt: skip
+    gen = Generations("m", str(tmp_path), images.clamp(0, 1), torch.zeros(6, dtype=torch.long), 1.0)
+    row, distances = measure_row(gen, training, removed, str(tmp_path / "w"), threshold=0.05)
+    assert row["near_copies"] == 2  # the copy and the near copy of item 0; item 5 was not removed
+    assert row["memorization_rate"] == pytest.approx(3 / 6)  # three copies of training images, three noise images
+    assert row["ua"] is None and row["fid_remaining"] is None  # no judge
+    assert distances["nearest_removed"][:2].max() <= 0.011
+
+
+def test_bad_requests_fail_before_sampling(models, tmp_path, capsys):
+    out = tmp_path / "r"
+    with pytest.raises(ValueError, match="remove_classes"):
+        run_report(ReportConfig(models["spm"], str(out)))
+    code = main(["report", models["spm"], "--remove-class", "42", "--output", str(out), "--num-images", "2"])
+    assert code == 2 and "42" in capsys.readouterr().out
+    assert not (out / "samples").exists()
+    with pytest.raises(ValueError, match="give the SPM pipeline"):
+        run_report(ReportConfig(models["twin"], str(out), remove_classes=[3]))
