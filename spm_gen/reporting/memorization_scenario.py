@@ -1,0 +1,131 @@
+"""The memorization scenario: do samples copy particular images, and does removal stop it?
+
+(a) Trained-on duplicates: some training images appear many times in the training data (so in the SPM's
+    memory too). Near-copies of them in samples of the SPM before and after removing every copy from its
+    memory (by content hash), and of the parametric twin before and after gradient ascent on them.
+(b) Memory-only images: images added to a trained SPM's memory (`MemoryBank.add`, several copies each),
+    so no parameter ever saw them. Near-copies before and after removal, and in a pipeline whose memory
+    never held them (equal to "after", sample for sample: removal is exact).
+
+Each target's class is sampled `per_target` times with the same seeds in every measurement.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from ..data import ImageDataset
+from ..memory.bank import MemoryBank
+from ..metrics.memorization import rms_distances
+from .generations import Generations, sample_generations
+from .measures import RemovedData
+from .pictures import save_removed_gallery
+
+
+@dataclass
+class ScenarioSettings:
+    per_target: int = 50  # samples of each target's class
+    threshold: float = 0.04  # near-copy RMS pixel distance
+    num_inference_steps: int = 50
+    guidance_scale: float = 0.3
+    memory_size: int | None = 64
+    twin_steps: int = 100
+    twin_lr: float = 1e-4
+    batch_size: int = 100
+    seed: int = 0
+
+
+def write_duplicated_folder(dataset: ImageDataset, ids: list[str], copies: int, root: str) -> list[str]:
+    """Writes `dataset` as an image folder (`root/<label>/<id>.png`) with `copies` copies of each of `ids`
+    (the original plus `copies - 1` files `<id>_copy<k>.png`). Returns the folder ids of the originals."""
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, got {copies}")
+    unknown = sorted(set(ids) - set(dataset.ids))
+    if unknown:
+        raise ValueError(f"ids not in the dataset: {unknown[:5]}")
+    wanted = set(ids)
+    folder_ids = {}
+    for image, label, item in zip(dataset.images, dataset.labels.tolist(), dataset.ids):
+        os.makedirs(os.path.join(root, str(label)), exist_ok=True)
+        array = image.permute(1, 2, 0).numpy()
+        picture = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+        picture.save(os.path.join(root, str(label), f"{item}.png"))
+        folder_ids[item] = f"{label}/{item}.png"
+        for k in range(1, copies if item in wanted else 1):
+            picture.save(os.path.join(root, str(label), f"{item}_copy{k}.png"))
+    return [folder_ids[i] for i in ids]
+
+
+def count_near_copies(
+    name: str, pipe, targets: torch.Tensor, labels: torch.Tensor, settings: ScenarioSettings, folder: str
+) -> tuple[list[int], Generations]:
+    """Samples `per_target` images of each target's class; returns, per target, the samples within the
+    threshold of it, and the generations."""
+    sample_labels = [int(label) for label in labels for _ in range(settings.per_target)]
+    extra = {"memory_size": settings.memory_size} if pipe.memory_bank is not None else {}
+    gen = sample_generations(
+        name, pipe, sample_labels, folder, settings.seed, settings.batch_size,
+        num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale, **extra,
+    )  # fmt: skip
+    counts = (rms_distances(targets, gen.images) <= settings.threshold).sum(dim=1)
+    return counts.tolist(), gen
+
+
+def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings, out: str) -> dict:
+    """Case (a) on an SPM and a twin trained on data where `target_ids` are duplicated (the SPM's memory
+    holds every copy). The SPM loses every copy (matched by content hash); the twin runs gradient ascent."""
+    from diffusers import DDPMScheduler
+
+    from ..unlearning.diffusion_baselines import diffusion_gradient_ascent
+
+    bank: MemoryBank = spm.memory_bank
+    targets, labels = bank.get_images(target_ids).cpu(), bank.get_labels(target_ids)
+    training = MemoryBank.from_images(bank.get_images().cpu(), bank.labels, bank.ids)
+    result = {"targets": target_ids, "labels": labels.tolist()}
+    result["spm_before"], spm_before = count_near_copies("SPM before", spm, targets, labels, settings,
+                                                         os.path.join(out, "spm_before"))  # fmt: skip
+    receipt = bank.remove(hashes=bank.get_hashes(target_ids), reason="memorization scenario (a)")
+    result["copies_removed"], result["removal_s"] = len(receipt.removed_ids), receipt.duration_s
+    result["spm_after"], spm_after = count_near_copies("SPM after removal", spm, targets, labels, settings,
+                                                       os.path.join(out, "spm_after"))  # fmt: skip
+    result["twin_before"], twin_before = count_near_copies("twin before", twin, targets, labels, settings,
+                                                           os.path.join(out, "twin_before"))  # fmt: skip
+    keep = [i for i in training.ids if i not in set(receipt.removed_ids)]
+    unet, result["twin_unlearning_s"] = diffusion_gradient_ascent(
+        twin.unet, DDPMScheduler.from_config(twin.scheduler.config), ImageDataset(targets, labels, target_ids),
+        steps=settings.twin_steps, lr=settings.twin_lr,
+        remain=ImageDataset(training.get_images(keep), training.get_labels(keep), keep), seed=settings.seed,
+    )  # fmt: skip
+    unlearned = type(twin)(unet=unet, scheduler=twin.scheduler, memory_bank=None)
+    unlearned.set_progress_bar_config(disable=True)
+    result["twin_after"], twin_after = count_near_copies("twin after gradient ascent", unlearned, targets, labels,
+                                                         settings, os.path.join(out, "twin_after"))  # fmt: skip
+    removed = RemovedData(target_ids, targets, labels, [])
+    save_removed_gallery(removed, spm_before, spm_after, os.path.join(out, "gallery_spm.png"), count=len(target_ids))
+    save_removed_gallery(removed, twin_before, twin_after, os.path.join(out, "gallery_twin.png"), count=len(target_ids))
+    return result
+
+
+def memory_only_case(
+    spm, never, images: torch.Tensor, labels: torch.Tensor, copies: int, settings: ScenarioSettings, out: str
+) -> dict:
+    """Case (b): `copies` copies of each of `images` `(T, C, H, W)` added to `spm`'s memory after training,
+    then removed. `never` is the same pipeline, loaded separately, whose memory never held them."""
+    ids = spm.memory_bank.add(images.repeat_interleave(copies, 0), labels.repeat_interleave(copies))
+    result = {"labels": labels.tolist(), "copies_added": len(ids)}
+    result["spm_before"], before = count_near_copies("SPM with them in memory", spm, images, labels, settings,
+                                                     os.path.join(out, "spm_before"))  # fmt: skip
+    receipt = spm.memory_bank.remove(ids=ids, reason="memorization scenario (b)")
+    result["removal_s"] = receipt.duration_s
+    result["spm_after"], after = count_near_copies("SPM after removal", spm, images, labels, settings,
+                                                   os.path.join(out, "spm_after"))  # fmt: skip
+    result["never_added"], never_gen = count_near_copies("SPM that never held them", never, images, labels, settings,
+                                                         os.path.join(out, "never"))  # fmt: skip
+    result["after_equals_never_added"] = torch.equal(after.images, never_gen.images)
+    removed = RemovedData([f"memory-only {i}" for i in range(len(images))], images, labels, [])
+    save_removed_gallery(removed, before, after, os.path.join(out, "gallery_memory_only.png"), count=len(images))
+    return result
