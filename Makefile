@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo demo-train test lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/spm-gen demo --output outputs/demo
+
+# the full run: trains the demo's four models (about 25 minutes on 2 CPU cores), then the demo on them
+demo-train: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/train_demo_models.sh runs/demo_models
+	$(BIN)/spm-gen demo --models runs/demo_models --output outputs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

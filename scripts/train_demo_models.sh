@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Trains the four digits models `make demo` loads: the SPM, its parametric twin, the oracle twin retrained
-# without class 3, and the judge classifier SPM. `make demo-train` runs this into runs/demo_models and
-# then the demo on them; the models shipped under assets/digits/ were made by exactly this script
-# (`bash scripts/train_demo_models.sh assets/digits`), then pruned to their pipeline/ and classifier folders.
+# Trains the four digits models the demo loads: the SPM, its parametric twin, the twin retrained without
+# class 3 (the oracle) and the judge classifier SPM, then lays them out as DIR/spm, twin, oracle, judge.
+# `make demo-train` runs this into runs/demo_models and the demo on them. The models shipped in
+# assets/digits/ were made by exactly this script: `bash scripts/train_demo_models.sh assets/digits`
+# (then `rm -r assets/digits/*_run`).
 set -euo pipefail
 OUT=${1:-runs/demo_models}
 STEPS=${STEPS:-2000}
@@ -13,3 +14,7 @@ $PY scripts/train.py --config configs/digits.yaml --output_dir "$OUT/twin_run" -
 $PY scripts/train.py --config configs/digits.yaml --output_dir "$OUT/oracle_twin_run" --fusion_type none \
   --exclude_classes 3 "${common[@]}"
 $PY scripts/train_classifier.py --config configs/digits_classifier.yaml --output_dir "$OUT/judge_run"
+for pair in spm:spm_run/pipeline twin:twin_run/pipeline oracle:oracle_twin_run/pipeline judge:judge_run/classifier; do
+  rm -rf "${OUT:?}/${pair%%:*}"
+  cp -r "$OUT/${pair#*:}" "$OUT/${pair%%:*}"
+done

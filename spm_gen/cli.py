@@ -3,55 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
+from .demo import DIGITS_MODELS
+
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_generation_demo, run_memory_demo, train_demo_spm
+    from .demo import run_forgetting_demo, run_memory_demo
 
     log = logging.getLogger("spm_gen")
     summary = run_memory_demo(output_dir=args.output, image_size=args.image_size, seed=args.seed)
-    with open(f"{args.output}/receipts.json") as f:
-        receipts = json.load(f)
-    for receipt in receipts:
-        shown = dict(receipt, removed_ids=receipt["removed_ids"][:8], hashes=[h[:16] for h in receipt["hashes"][:3]])
-        shown["labels"] = sorted(set(receipt["labels"]))
-        log.info("receipt: %s", json.dumps(shown))
     log.info(
-        "memory: %d -> %d items; class removed: %s; reload identical: %s; picture: %s",
-        summary["items_before"],
-        summary["items_after"],
-        not summary["class_still_in_memory"],
-        summary["reload_identical"],
-        summary["picture"],
-    )
-    if args.pipeline is None:
-        log.info("training the digits SPM for %d steps (configs/digits.yaml) ...", args.train_steps)
-        args.pipeline = train_demo_spm(args.output, steps=args.train_steps)
-    log.info("sampling from the trained SPM at %s ...", args.pipeline)
-    generation = run_generation_demo(
-        pipeline_dir=args.pipeline,
-        output_dir=args.output,
-        per_class=args.per_class,
-        num_inference_steps=args.steps,
-        seed=args.seed,
-    )
-    log.info(
-        "generation: %d samples per class in %.1f s; after removing class %d and %d images (%.2f ms): mean pixel "
-        "change %.3f for class %d, %.3f for the other classes; pictures: samples_before.png, samples_after.png, "
-        "forgotten_class.png in %s",
-        args.per_class,
-        generation["sampling_s"],
-        generation["settings"]["forget_class"],
-        generation["settings"]["num_removed_ids"],
-        sum(generation["removal_ms"]),
-        generation["mean_abs_change_forgotten_class"],
-        generation["settings"]["forget_class"],
-        generation["mean_abs_change_other_classes"],
-        args.output,
-    )
+        "memory bank: %d -> %d items after removing class 3 and 5 ids in %.2f ms; reload identical: %s; picture: %s",
+        summary["items_before"], summary["items_after"], sum(summary["removal_ms"].values()),
+        summary["reload_identical"], summary["picture"],
+    )  # fmt: skip
+    log.info("the removal report on the digits models in %s ...", args.models)
+    report = run_forgetting_demo(args.models, args.output, num_images=args.num_images,
+                                 num_inference_steps=args.steps, seed=args.seed)  # fmt: skip
+    for row in report["rows"]:
+        log.info("%s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+    log.info("report: %s/report.md", args.output)
     return 0
 
 
@@ -123,14 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spm-gen", description="Deep semi-parametric image models that forget.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="build, read, remove from, save and reload a memory bank of the digits")
+    demo = sub.add_parser(
+        "demo",
+        help="the forgetting demo on the digits: a memory bank, then the removal report on trained models",
+        description="Removes class 3 and 20 images from the shipped digits SPM (assets/digits) and writes "
+        "report.md with the twin (gradient ascent) and the oracle for comparison.",
+    )
     demo.add_argument("--output", default="outputs/demo", help="output folder (default: outputs/demo)")
-    demo.add_argument("--image-size", type=int, default=8, help="digit image size in pixels (default: 8)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--pipeline", default=None, help="use this trained SPMDiffusionPipeline instead of training one")
-    demo.add_argument("--train-steps", type=int, default=1000, help="training steps when no --pipeline (default: 1000)")
-    demo.add_argument("--per-class", type=int, default=8, help="samples per class (default: 8)")
+    demo.add_argument("--models", default=DIGITS_MODELS, help="spm/, twin/, oracle/, judge/ (default: assets/digits)")
+    demo.add_argument("--image-size", type=int, default=8, help="digit size of the memory-bank part (default: 8)")
+    demo.add_argument("--num-images", type=int, default=500, help="generations per model (default: 500)")
     demo.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
+    demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
     train = sub.add_parser(
         "train",

@@ -1,5 +1,5 @@
-"""The demo on the bundled digits: sample from a trained SPM, remove a class and a few images from its
-memory, sample again, save, reload and show what changed."""
+"""The demo on the bundled digits: a bare memory bank (select, remove, save, reload), then the removal
+report on a trained SPM, its parametric twin, the oracle and the judge classifier."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import torch
 
 from .data import load_digits_dataset, to_memory_bank
 from .memory import MemoryBank
-from .utils.images import save_image_grid, save_titled_rows
+from .utils.images import save_titled_rows
 
 logger = logging.getLogger(__name__)
 
-DIGITS_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "digits.yaml")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS_MODELS = os.path.join(REPO, "assets", "digits")  # shipped: see assets/digits/README.md
 
 
 def run_memory_demo(
@@ -114,96 +115,44 @@ def run_memory_demo(
     return summary
 
 
-def train_demo_spm(output_dir: str, steps: int = 1000, config_path: str = DIGITS_CONFIG) -> str:
-    """Trains the digits SPM of `configs/digits.yaml` for `steps` steps into `<output_dir>/run`."""
-    from .training import load_config, parse_overrides, train
-
-    overrides = ["--output_dir", os.path.join(output_dir, "run"), "--max_train_steps", str(steps)]
-    overrides += ["--sample_every", str(steps), "--checkpointing_steps", str(steps)]
-    return train(load_config(config_path, parse_overrides(overrides)))
+MODEL_FOLDERS = {"spm": "the SPM", "twin": "its parametric twin", "oracle": "the twin retrained without class 3",
+                 "judge": "the judge classifier"}  # fmt: skip
 
 
-def run_generation_demo(
-    pipeline_dir: str,
+def run_forgetting_demo(
+    models_dir: str = DIGITS_MODELS,
     output_dir: str = "outputs/demo",
     forget_class: int = 3,
     num_removed_ids: int = 20,
-    per_class: int = 8,
-    memory_size: int | None = 64,
+    num_images: int = 500,
     num_inference_steps: int = 50,
     seed: int = 0,
 ) -> dict:
-    """Samples `per_class` images of every class from a trained SPM, removes `forget_class` and
-    `num_removed_ids` other training images from its memory, samples again with the same seed, saves the
-    edited pipeline and reloads it. Writes `samples_before.png`, `samples_after.png` (one row per class),
-    `forgotten_class.png`, `pipeline_after_removal/`, `generation_receipts.json`, `generation_summary.json`.
-    """
-    from pipelines import SPMDiffusionPipeline
+    """The removal report of `spm_gen.reporting` on the demo models in `models_dir` (`spm/`, `twin/`,
+    `oracle/`, `judge/`: made by scripts/train_demo_models.sh): removes `forget_class` and
+    `num_removed_ids` seeded training images of other classes, and writes `report.md` to `output_dir`."""
+    from .reporting import ReportConfig, run_report
 
-    if not os.path.isfile(os.path.join(pipeline_dir, "model_index.json")):
+    missing = [f"{name}/ ({what})" for name, what in MODEL_FOLDERS.items()
+               if not os.path.isdir(os.path.join(models_dir, name))]  # fmt: skip
+    if missing:
         raise FileNotFoundError(
-            f"no trained pipeline at '{pipeline_dir}': train one with scripts/train.py (or run `spm-gen demo` "
-            "without --pipeline)"
+            f"'{models_dir}' lacks {', '.join(missing)}: train them with `make demo-train` "
+            "(bash scripts/train_demo_models.sh DIR)"
         )
-    os.makedirs(output_dir, exist_ok=True)
-    pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir)
-    num_classes = pipe.unet.config.num_class_embeds
-    labels = [c for c in range(num_classes) for _ in range(per_class)]
-
-    def sample() -> torch.Tensor:
-        return pipe(
-            class_labels=labels,
-            num_inference_steps=num_inference_steps,
-            memory_size=memory_size,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pt",
-        ).images
-
-    t0 = time.perf_counter()
-    before = sample()
-    sample_s = time.perf_counter() - t0
-    save_image_grid(before, os.path.join(output_dir, "samples_before.png"), nrow=per_class, upscale=4)
-    bank = pipe.memory_bank
-    receipts = [bank.remove(labels=[forget_class], reason=f"demo: forget class {forget_class}")]
-    others = [i for i, lab in zip(bank.ids, bank.labels.tolist()) if lab != forget_class]
+    bank = MemoryBank.from_pretrained(os.path.join(models_dir, "spm", "memory_bank"))
+    others = [i for i, label in zip(bank.ids, bank.labels.tolist()) if label != forget_class]
     chosen = torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))[:num_removed_ids]
-    receipts.append(bank.remove(ids=[others[i] for i in chosen.tolist()], reason="demo: individual removal requests"))
-    after = sample()
-    save_image_grid(after, os.path.join(output_dir, "samples_after.png"), nrow=per_class, upscale=4)
-    rows = slice(forget_class * per_class, (forget_class + 1) * per_class)
-    save_titled_rows(
-        {
-            f"class {forget_class}, memory holds class {forget_class}": before[rows],
-            f"class {forget_class}, after `remove(labels=[{forget_class}])` (same seed)": after[rows],
-        },
-        os.path.join(output_dir, "forgotten_class.png"),
-        title=f"Forgetting class {forget_class}: no parameter changed, only the memory",
+    config = ReportConfig(
+        pipeline_dir=os.path.join(models_dir, "spm"),
+        output_dir=output_dir,
+        remove_classes=[forget_class],
+        remove_ids=[others[i] for i in sorted(chosen.tolist())],
+        classifier_dir=os.path.join(models_dir, "judge"),
+        oracle_dir=os.path.join(models_dir, "oracle"),
+        twin_dir=os.path.join(models_dir, "twin"),
+        num_images=num_images,
+        num_inference_steps=num_inference_steps,
+        seed=seed,
     )
-    save_dir = os.path.join(output_dir, "pipeline_after_removal")
-    pipe.save_pretrained(save_dir)
-    reloaded = SPMDiffusionPipeline.from_pretrained(save_dir).memory_bank
-    with open(os.path.join(output_dir, "generation_receipts.json"), "w") as f:
-        json.dump([r.to_dict() for r in receipts], f, indent=2)
-    other_rows = [i for i in range(len(labels)) if labels[i] != forget_class]
-    summary = {
-        "settings": {
-            "pipeline": pipeline_dir,
-            "forget_class": forget_class,
-            "num_removed_ids": num_removed_ids,
-            "per_class": per_class,
-            "memory_size": memory_size,
-            "num_inference_steps": num_inference_steps,
-            "seed": seed,
-            "guidance_scale": 0.3,
-            "unconditional_memory": "all",
-        },  # fmt: skip
-        "sampling_s": sample_s,
-        "removal_ms": [1e3 * r.duration_s for r in receipts],
-        "memory_items_after": len(reloaded),
-        "class_in_saved_memory": forget_class in reloaded.class_counts(),
-        "mean_abs_change_forgotten_class": (after[rows] - before[rows]).abs().mean().item(),
-        "mean_abs_change_other_classes": (after[other_rows] - before[other_rows]).abs().mean().item(),
-    }
-    with open(os.path.join(output_dir, "generation_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+    return run_report(config)

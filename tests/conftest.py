@@ -32,3 +32,23 @@ def tiny_bank() -> MemoryBank:
 @pytest.fixture
 def rgb_images() -> torch.Tensor:
     return make_images(6, channels=3, size=16, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """The demo's four models at test size, laid out as the demo expects (`root/spm`, `twin`, `oracle`, `judge`):
+    the tiny SPM, its twin and the twin retrained without class 3 (a few steps each), and an untrained judge."""
+    import shutil
+
+    from spm_gen import SPMClassifier
+    from spm_gen.models.classifier_spm import save_classifier
+    from spm_gen.training import load_config, parse_overrides, train
+
+    root = tmp_path_factory.mktemp("models")
+    runs = {"spm": [], "twin": ["--fusion_type", "none"], "oracle": ["--fusion_type", "none", "--exclude_classes", "3"]}
+    for name, extra in runs.items():
+        overrides = parse_overrides(["--output_dir", str(root / f"{name}_run"), *extra])
+        shutil.copytree(train(load_config("configs/tiny.yaml", overrides)), root / name)
+    judge = SPMClassifier(image_size=8, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6, head="linear")
+    save_classifier(judge, None, str(root / "judge"))
+    return {name: str(root / name) for name in ("spm", "twin", "oracle", "judge")} | {"root": str(root)}

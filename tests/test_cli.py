@@ -4,18 +4,11 @@ import pytest
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.cli import main
-from spm_gen.training import load_config, parse_overrides, train
 
 
-@pytest.fixture(scope="module")
-def tiny_trained_pipeline(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    return train(load_config("configs/tiny.yaml", parse_overrides(["--output_dir", str(run)])))
-
-
-def test_demo_builds_removes_saves_and_reloads(tmp_path, tiny_trained_pipeline):
+def test_demo_runs_the_memory_bank_part_and_the_report(tmp_path, tiny_models):
     out = tmp_path / "demo"
-    args = ["demo", "--output", str(out), "--pipeline", tiny_trained_pipeline, "--per-class", "1", "--steps", "2"]
+    args = ["demo", "--output", str(out), "--models", tiny_models["root"], "--num-images", "20", "--steps", "2"]
     assert main(args) == 0
     summary = json.load(open(out / "summary.json"))
     assert summary["items_before"] == 1797
@@ -25,20 +18,19 @@ def test_demo_builds_removes_saves_and_reloads(tmp_path, tiny_trained_pipeline):
     assert 3 not in bank.class_counts() and len(bank.receipts) == 2
     assert (out / "before_after.png").stat().st_size > 1000
     assert json.load(open(out / "receipts.json"))[0]["reason"] == "demo: forget class 3"
-    # the generation part: the saved pipeline has forgotten class 3 and 20 more images
-    generation = json.load(open(out / "generation_summary.json"))
-    assert generation["class_in_saved_memory"] is False
-    edited = SPMDiffusionPipeline.from_pretrained(out / "pipeline_after_removal").memory_bank
-    original = SPMDiffusionPipeline.from_pretrained(tiny_trained_pipeline).memory_bank
-    removed = original.class_counts()[3] + 20
-    assert len(edited) == len(original) - removed == generation["memory_items_after"]
-    for picture in ("samples_before.png", "samples_after.png", "forgotten_class.png"):
-        assert (out / picture).stat().st_size > 100
+    # the report: class 3 and 20 more images removed from a copy of the SPM; all five models measured
+    report = json.load(open(out / "report.json"))
+    original = SPMDiffusionPipeline.from_pretrained(tiny_models["spm"]).memory_bank
+    assert report["removal"]["num_items"] == original.class_counts()[3] + 20
+    assert len(report["removal"]["individual_ids"]) == 20 and len(report["rows"]) == 5
+    edited = SPMDiffusionPipeline.from_pretrained(out / "spm_after_removal").memory_bank
+    assert len(edited) == len(original) - report["removal"]["num_items"] and 3 not in edited.class_counts()
+    assert "| SPM after removal |" in (out / "report.md").read_text()
 
 
-def test_demo_without_a_pipeline_says_how_to_make_one(tmp_path, capsys):
-    assert main(["demo", "--output", str(tmp_path), "--pipeline", str(tmp_path / "none")]) == 2
-    assert "train one with scripts/train.py" in capsys.readouterr().out
+def test_demo_without_models_says_how_to_make_them(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path), "--models", str(tmp_path / "none")]) == 2
+    assert "make demo-train" in capsys.readouterr().out
 
 
 def test_unknown_command_fails():

@@ -4,40 +4,21 @@ import os
 import pytest
 import torch
 
-from spm_gen import MemoryBank, SPMClassifier
+from spm_gen import MemoryBank
 from spm_gen.cli import main
-from spm_gen.models.classifier_spm import save_classifier
 from spm_gen.reporting import ReportConfig, run_report
 from spm_gen.reporting.generations import Generations
 from spm_gen.reporting.measures import RemovedData, measure_row
 from spm_gen.sampling import read_sample_folder
-from spm_gen.training import load_config, parse_overrides, train
 
 
-def _train(root, name: str, *extra: str) -> str:
-    overrides = ["--output_dir", str(root / name), *extra]
-    return train(load_config("configs/tiny.yaml", parse_overrides(overrides)))
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    judge = SPMClassifier(image_size=8, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6, head="linear")
-    save_classifier(judge, None, str(root / "judge"))
-    return {
-        "spm": _train(root, "spm"),
-        "twin": _train(root, "twin", "--fusion_type", "none"),
-        "oracle": _train(root, "oracle", "--fusion_type", "none", "--exclude_classes", "3"),
-        "judge": str(root / "judge"),
-    }
-
-
-def test_report_end_to_end(models, tmp_path):
-    bank_before = MemoryBank.from_pretrained(os.path.join(models["spm"], "memory_bank"))
+def test_report_end_to_end(tiny_models, tmp_path):
+    bank_before = MemoryBank.from_pretrained(os.path.join(tiny_models["spm"], "memory_bank"))
     others = [i for i, label in zip(bank_before.ids, bank_before.labels.tolist()) if label != 3][:2]
+    m = tiny_models
     config = ReportConfig(
-        models["spm"], str(tmp_path / "report"), remove_classes=[3], remove_ids=others, classifier_dir=models["judge"],
-        oracle_dir=models["oracle"], twin_dir=models["twin"], num_images=20, num_inference_steps=2, memory_size=4,
+        m["spm"], str(tmp_path / "report"), remove_classes=[3], remove_ids=others, classifier_dir=m["judge"],
+        oracle_dir=m["oracle"], twin_dir=m["twin"], num_images=20, num_inference_steps=2, memory_size=4,
         twin_steps=2, batch_size=8,
     )  # fmt: skip
     summary = run_report(config)
@@ -53,7 +34,7 @@ def test_report_end_to_end(models, tmp_path):
     assert summary["rows"][1]["removal_s"] > 0 and summary["rows"][3]["removal_s"] > 0
     assert summary["rows"][0]["fid_oracle"] is not None and summary["rows"][4]["fid_oracle"] is None
     # the input pipeline is untouched; the edited copy holds none of the removed items
-    assert MemoryBank.from_pretrained(os.path.join(models["spm"], "memory_bank")).version == bank_before.version
+    assert MemoryBank.from_pretrained(os.path.join(m["spm"], "memory_bank")).version == bank_before.version
     after = MemoryBank.from_pretrained(str(tmp_path / "report" / "spm_after_removal" / "memory_bank"))
     assert 3 not in after.class_counts() and not set(others) & set(after.ids)
     # the same seeds: the twin's generations changed under gradient ascent
@@ -83,12 +64,12 @@ def test_measure_row_counts_near_copies_and_memorized_samples(tmp_path):
     assert distances["nearest_removed"][:2].max() <= 0.011
 
 
-def test_bad_requests_fail_before_sampling(models, tmp_path, capsys):
+def test_bad_requests_fail_before_sampling(tiny_models, tmp_path, capsys):
     out = tmp_path / "r"
     with pytest.raises(ValueError, match="remove_classes"):
-        run_report(ReportConfig(models["spm"], str(out)))
-    code = main(["report", models["spm"], "--remove-class", "42", "--output", str(out), "--num-images", "2"])
+        run_report(ReportConfig(tiny_models["spm"], str(out)))
+    code = main(["report", tiny_models["spm"], "--remove-class", "42", "--output", str(out), "--num-images", "2"])
     assert code == 2 and "42" in capsys.readouterr().out
     assert not (out / "samples").exists()
     with pytest.raises(ValueError, match="give the SPM pipeline"):
-        run_report(ReportConfig(models["twin"], str(out), remove_classes=[3]))
+        run_report(ReportConfig(tiny_models["twin"], str(out), remove_classes=[3]))
