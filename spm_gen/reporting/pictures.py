@@ -42,11 +42,11 @@ def save_removed_gallery(
     after the removal, titled with the distance to the nearest."""
     rows = {}
     for i in gallery_indices(removed, count):
-        target = removed.images[i : i + 1]
+        name = f"id {removed.ids[i]} (class {int(removed.labels[i])})"
         for gen in (before, after):
+            target = removed.images[i : i + 1].to(gen.images.dtype)
             d = rms_distances(target, gen.images)[0]
             order = d.argsort()[:k]
-            name = f"id {removed.ids[i]} (class {int(removed.labels[i])})"
             title = f"{name} | {gen.name}: nearest {float(d[order[0]]):.3f}"
-            rows[title] = torch.cat([target.to(gen.images.dtype), gen.images[order]])
+            rows[title] = torch.cat([target, torch.ones_like(target), gen.images[order]])  # a white gap after it
     return save_titled_rows(rows, path, title="Removed images (first column) and their nearest generations")

@@ -7,7 +7,9 @@ import copy
 import time
 
 import torch
+from accelerate import PartialState
 from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
 
 from ..data import ImageDataset
 from ..models.unet_spm import SPMUNet2DModel
@@ -43,7 +45,7 @@ def diffusion_gradient_ascent(
         step_generator = torch.Generator(device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
         return diffusion_loss(model, model, scheduler, images, data.labels[idx].to(device), step_generator, 0.0)
 
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="gradient ascent", disable=not PartialState().is_local_main_process):
         loss = -batch_loss(forget)
         if remain is not None and len(remain):
             loss = loss + remain_weight * batch_loss(remain)
