@@ -80,8 +80,11 @@ def _report(args: argparse.Namespace) -> int:
         num_inference_steps=args.steps,
         memory_size=args.memory_size,
         near_copy_threshold=args.threshold,
+        twin_method=args.twin_method,
         twin_steps=args.twin_steps,
         twin_lr=args.twin_lr,
+        twin_remain_weight=args.twin_remain_weight,
+        compile_fusion=args.compile_fusion,
         seed=args.seed,
     )
     summary = run_report(config)
@@ -105,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--models", default=DIGITS_MODELS, help="spm/, twin/, oracle/, judge/ (default: assets/digits)")
     demo.add_argument("--image-size", type=int, default=8, help="digit size of the memory-bank part (default: 8)")
-    demo.add_argument("--num-images", type=int, default=500, help="generations per model (default: 500)")
+    demo.add_argument("--num-images", type=int, default=300, help="generations per model (default: 300)")
     demo.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
@@ -146,13 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--remove-ids-file", help="a file of ids to remove (one per line, or a json list)")
     report.add_argument("--classifier", help="the judge classifier folder (UA and the FID features)")
     report.add_argument("--oracle", help="a pipeline retrained without the removed data (FID_O)")
-    report.add_argument("--twin", help="the parametric twin's pipeline, unlearned by gradient ascent for comparison")
+    report.add_argument("--twin", help="the parametric twin's pipeline, unlearned for comparison (--twin-method)")
     report.add_argument("--num-images", type=int, default=500, help="generations per model (default: 500)")
     report.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
     report.add_argument("--memory-size", type=int, default=64, help="memory items read per class (default: 64)")
     report.add_argument("--threshold", type=float, default=0.04, help="near-copy RMS distance (default: 0.04)")
-    report.add_argument("--twin-steps", type=int, default=100, help="gradient ascent steps (default: 100)")
-    report.add_argument("--twin-lr", type=float, default=1e-4, help="gradient ascent learning rate (default: 1e-4)")
+    report.add_argument(
+        "--twin-method",
+        choices=["random_label", "gradient_ascent"],
+        default="random_label",
+        help="the twin's unlearning: SalUn's random-label fine-tuning (default) or gradient ascent",
+    )
+    report.add_argument("--twin-steps", type=int, default=100, help="unlearning steps for the twin (default: 100)")
+    report.add_argument("--twin-lr", type=float, default=1e-4, help="their learning rate (default: 1e-4)")
+    report.add_argument(
+        "--twin-remain-weight", type=float, default=1.0, help="weight of the descent on the remaining data (default: 1)"
+    )
+    report.add_argument("--compile-fusion", action="store_true", help="torch.compile the SPM's additive score")
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--output", default="outputs/report", help="report folder (default: outputs/report)")
     report.set_defaults(func=_report)

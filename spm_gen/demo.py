@@ -124,8 +124,9 @@ def run_forgetting_demo(
     output_dir: str = "outputs/demo",
     forget_class: int = 3,
     num_removed_ids: int = 20,
-    num_images: int = 500,
+    num_images: int = 300,
     num_inference_steps: int = 50,
+    compile_fusion: bool = True,
     seed: int = 0,
 ) -> dict:
     """The removal report of `spm_gen.reporting` on the demo models in `models_dir` (`spm/`, `twin/`,
@@ -153,6 +154,7 @@ def run_forgetting_demo(
         twin_dir=os.path.join(models_dir, "twin"),
         num_images=num_images,
         num_inference_steps=num_inference_steps,
+        compile_fusion=compile_fusion,
         seed=seed,
     )
     return run_report(config)

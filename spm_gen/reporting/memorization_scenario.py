@@ -33,8 +33,11 @@ class ScenarioSettings:
     num_inference_steps: int = 50
     guidance_scale: float = 0.3
     memory_size: int | None = 64
+    twin_method: str = "random_label"  # as in the report (see ReportConfig)
     twin_steps: int = 100
     twin_lr: float = 1e-4
+    twin_remain_weight: float = 1.0
+    twin_saliency: float = 0.5
     batch_size: int = 100
     seed: int = 0
 
@@ -77,10 +80,8 @@ def count_near_copies(
 
 def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings, out: str) -> dict:
     """Case (a) on an SPM and a twin trained on data where `target_ids` are duplicated (the SPM's memory
-    holds every copy). The SPM loses every copy (matched by content hash); the twin runs gradient ascent."""
-    from diffusers import DDPMScheduler
-
-    from ..unlearning.diffusion_baselines import diffusion_gradient_ascent
+    holds every copy). The SPM loses every copy (matched by content hash); the twin runs `twin_method`."""
+    from .report import unlearn_twin
 
     bank: MemoryBank = spm.memory_bank
     targets, labels = bank.get_images(target_ids).cpu(), bank.get_labels(target_ids)
@@ -95,15 +96,13 @@ def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings
     result["twin_before"], twin_before = count_near_copies("twin before", twin, targets, labels, settings,
                                                            os.path.join(out, "twin_before"))  # fmt: skip
     keep = [i for i in training.ids if i not in set(receipt.removed_ids)]
-    unet, result["twin_unlearning_s"] = diffusion_gradient_ascent(
-        twin.unet, DDPMScheduler.from_config(twin.scheduler.config), ImageDataset(targets, labels, target_ids),
-        steps=settings.twin_steps, lr=settings.twin_lr,
-        remain=ImageDataset(training.get_images(keep), training.get_labels(keep), keep), seed=settings.seed,
+    unlearned, result["twin_unlearning_s"] = unlearn_twin(
+        twin, ImageDataset(targets, labels, target_ids),
+        ImageDataset(training.get_images(keep), training.get_labels(keep), keep), settings.twin_method,
+        settings.twin_steps, settings.twin_lr, settings.twin_remain_weight, settings.twin_saliency, settings.seed,
     )  # fmt: skip
-    unlearned = type(twin)(unet=unet, scheduler=twin.scheduler, memory_bank=None)
-    unlearned.set_progress_bar_config(disable=True)
-    result["twin_after"], twin_after = count_near_copies("twin after gradient ascent", unlearned, targets, labels,
-                                                         settings, os.path.join(out, "twin_after"))  # fmt: skip
+    result["twin_after"], twin_after = count_near_copies(f"twin after {settings.twin_method}", unlearned, targets,
+                                                         labels, settings, os.path.join(out, "twin_after"))  # fmt: skip
     removed = RemovedData(target_ids, targets, labels, [])
     save_removed_gallery(removed, spm_before, spm_after, os.path.join(out, "gallery_spm.png"), count=len(target_ids))
     save_removed_gallery(removed, twin_before, twin_after, os.path.join(out, "gallery_twin.png"), count=len(target_ids))

@@ -16,8 +16,8 @@ from ..data import ImageDataset
 from ..memory.bank import MemoryBank
 from ..metrics.memorization import save_distance_histogram
 from ..models.classifier_spm import load_classifier
-from ..unlearning.diffusion_baselines import diffusion_gradient_ascent
-from .config import ReportConfig
+from ..unlearning.diffusion_baselines import diffusion_gradient_ascent, diffusion_random_label
+from .config import TWIN_METHODS, ReportConfig
 from .generations import Generations, sample_generations
 from .markdown import write_report
 from .measures import Judge, RemovedData, measure_row
@@ -47,15 +47,19 @@ def removed_data(bank: MemoryBank, config: ReportConfig) -> RemovedData:
     return RemovedData(ids, bank.get_images(ids).cpu(), bank.get_labels(ids), sorted(config.remove_classes))
 
 
-def unlearn_twin(twin, training: MemoryBank, removed: RemovedData, config: ReportConfig):
-    """The twin after `config.twin_method` for the same removal, and the seconds it took."""
-    keep = [i for i in training.ids if i not in set(removed.ids)]
-    forget = ImageDataset(removed.images, removed.labels, removed.ids)
-    remain = ImageDataset(training.get_images(keep).cpu(), training.get_labels(keep), keep)
-    unet, seconds = diffusion_gradient_ascent(
-        twin.unet, DDPMScheduler.from_config(twin.scheduler.config), forget, steps=config.twin_steps,
-        lr=config.twin_lr, remain=remain, remain_weight=config.twin_remain_weight, seed=config.seed,
-    )  # fmt: skip
+def unlearn_twin(
+    twin, forget: ImageDataset, remain: ImageDataset, method: str, steps: int, lr: float, remain_weight: float,
+    saliency: float, seed: int,
+):  # fmt: skip
+    """The twin pipeline after `method` ("random_label" or "gradient_ascent") on `forget`, and the seconds."""
+    scheduler = DDPMScheduler.from_config(twin.scheduler.config)
+    common = {"steps": steps, "lr": lr, "remain": remain, "remain_weight": remain_weight, "seed": seed}
+    if method == "random_label":
+        unet, seconds = diffusion_random_label(twin.unet, scheduler, forget, saliency=saliency, **common)
+    elif method == "gradient_ascent":
+        unet, seconds = diffusion_gradient_ascent(twin.unet, scheduler, forget, **common)
+    else:
+        raise ValueError(f"unknown twin unlearning method {method!r} (choose from {list(TWIN_METHODS)})")
     unlearned = type(twin)(unet=unet, scheduler=twin.scheduler, memory_bank=None)
     unlearned.set_progress_bar_config(disable=True)
     return unlearned, seconds
@@ -69,6 +73,8 @@ def run_report(config: ReportConfig) -> dict:
     spm = _load(config.pipeline_dir)
     if spm.memory_bank is None:
         raise ValueError(f"'{config.pipeline_dir}' has no memory bank: give the SPM pipeline, not its twin")
+    if config.compile_fusion and spm.unet.config.fusion_type == "additive":
+        spm.unet.compile_fusion()
     training = MemoryBank.from_pretrained(os.path.join(config.pipeline_dir, "memory_bank"))
     removed = removed_data(training, config)
     judge = Judge(*load_classifier(config.classifier_dir)) if config.classifier_dir else None
@@ -93,8 +99,13 @@ def run_report(config: ReportConfig) -> dict:
         twin = _load(config.twin_dir)
         models.append(sample("twin before", twin, "twin_before"))
         logger.info("unlearning the twin: %s, %d steps", config.twin_method, config.twin_steps)
-        unlearned, seconds = unlearn_twin(twin, training, removed, config)
-        models.append(sample(f"twin after {config.twin_method.replace('_', ' ')}", unlearned, "twin_after"))
+        keep = [i for i in training.ids if i not in set(removed.ids)]
+        unlearned, seconds = unlearn_twin(
+            twin, ImageDataset(removed.images, removed.labels, removed.ids),
+            ImageDataset(training.get_images(keep).cpu(), training.get_labels(keep), keep), config.twin_method,
+            config.twin_steps, config.twin_lr, config.twin_remain_weight, config.twin_saliency, config.seed,
+        )  # fmt: skip
+        models.append(sample(f"twin after {TWIN_METHODS[config.twin_method]}", unlearned, "twin_after"))
         times.update({models[2].name: None, models[3].name: seconds})
     oracle = sample("oracle (retrained without)", _load(config.oracle_dir), "oracle") if config.oracle_dir else None
 

@@ -1,12 +1,19 @@
-"""Parametric unlearning for a diffusion model (the twin): gradient ascent on the denoising loss of the
-forget data, optionally mixed with descent on remaining data to keep the rest of the distribution."""
+"""Parametric unlearning for a diffusion model (the twin), each mixed with descent on remaining data:
+
+- gradient ascent on the denoising loss of the forget data;
+- random-label fine-tuning with a saliency mask (SalUn, Fan et al. 2024): on forget images, the prediction
+  under their own label is trained towards the original model's prediction under a random other label, and
+  only the weights with the largest forget-loss gradients (the salient `saliency` share) are updated.
+"""
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from accelerate import PartialState
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
@@ -14,6 +21,78 @@ from tqdm.auto import tqdm
 from ..data import ImageDataset
 from ..models.unet_spm import SPMUNet2DModel
 from ..training.losses import diffusion_loss
+
+# (model, images in [-1, 1], labels, generator) -> the loss on a forget batch
+ForgetLoss = Callable[[SPMUNet2DModel, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _check(unet: SPMUNet2DModel, forget: ImageDataset) -> None:
+    if unet.uses_memory:
+        raise ValueError("parametric unlearning applies to the parametric twin (fusion_type='none'), not to an SPM")
+    if len(forget) == 0:
+        raise ValueError("the forget set is empty")
+
+
+def _unlearn(
+    unet: SPMUNet2DModel,
+    scheduler: DDPMScheduler,
+    forget: ImageDataset,
+    forget_loss: ForgetLoss,
+    steps: int,
+    lr: float,
+    remain: ImageDataset | None,
+    remain_weight: float,
+    batch_size: int,
+    seed: int,
+    saliency: float | None = None,
+    desc: str = "unlearning",
+) -> tuple[SPMUNet2DModel, float]:
+    """A copy of `unet` after `steps` AdamW steps on `forget_loss` (+ `remain_weight` x the denoising loss
+    of `remain`), updating only the salient weights when `saliency` is given. Returns `(unet, seconds)`."""
+    start = time.perf_counter()
+    model = copy.deepcopy(unet).train()
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+
+    def batch(data: ImageDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+        idx = torch.randint(0, len(data), (min(batch_size, len(data)),), generator=generator)
+        step_generator = torch.Generator(device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        return data.images[idx].to(device).float() / 127.5 - 1, data.labels[idx].to(device), step_generator
+
+    def denoising(images: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return diffusion_loss(model, model, scheduler, images, labels, g, 0.0)
+
+    masks = saliency_masks(model, lambda: denoising(*batch(forget)), saliency) if saliency else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)  # masked weights stay put
+    for _ in tqdm(range(steps), desc=desc, disable=not PartialState().is_local_main_process):
+        loss = forget_loss(model, *batch(forget))
+        if remain is not None and len(remain) and remain_weight:
+            loss = loss + remain_weight * denoising(*batch(remain))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if masks is not None:
+            for p, m in zip(model.parameters(), masks):
+                if p.grad is not None:
+                    p.grad.mul_(m)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return model.eval(), time.perf_counter() - start
+
+
+def saliency_masks(model: torch.nn.Module, loss: Callable[[], torch.Tensor], share: float, batches: int = 4):
+    """SalUn's weight saliency: masks (one per parameter) keeping the `share` of all weights with the largest
+    gradient magnitude of the forget loss, accumulated over `batches` batches."""
+    if not 0 < share <= 1:
+        raise ValueError(f"saliency must be in (0, 1], got {share}")
+    model.zero_grad(set_to_none=True)
+    for _ in range(batches):
+        loss().backward()
+    grads = [p.grad.abs() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+    flat = torch.cat([g.flatten() for g in grads])
+    k = max(1, int(round((1 - share) * len(flat))))
+    threshold = torch.kthvalue(flat.cpu(), k).values.to(flat.device)
+    model.zero_grad(set_to_none=True)
+    return [(g >= threshold).to(g.dtype) for g in grads]
 
 
 def diffusion_gradient_ascent(
@@ -29,28 +108,45 @@ def diffusion_gradient_ascent(
 ) -> tuple[SPMUNet2DModel, float]:
     """A copy of the twin `unet` after `steps` steps of ascent on the forget data's loss (and descent on
     `remain`'s, weighted by `remain_weight`, when given). Returns `(unet, seconds)`."""
-    if unet.uses_memory:
-        raise ValueError("diffusion_gradient_ascent applies to the parametric twin (fusion_type='none')")
-    if len(forget) == 0:
-        raise ValueError("the forget set is empty")
-    start = time.perf_counter()
-    model = copy.deepcopy(unet).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
+    _check(unet, forget)
 
-    def batch_loss(data: ImageDataset) -> torch.Tensor:
-        idx = torch.randint(0, len(data), (min(batch_size, len(data)),), generator=generator)
-        images = data.images[idx].to(device).float() / 127.5 - 1
-        step_generator = torch.Generator(device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
-        return diffusion_loss(model, model, scheduler, images, data.labels[idx].to(device), step_generator, 0.0)
+    def ascent(model, images, labels, g):
+        return -diffusion_loss(model, model, scheduler, images, labels, g, 0.0)
 
-    for _ in tqdm(range(steps), desc="gradient ascent", disable=not PartialState().is_local_main_process):
-        loss = -batch_loss(forget)
-        if remain is not None and len(remain):
-            loss = loss + remain_weight * batch_loss(remain)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-    return model.eval(), time.perf_counter() - start
+    return _unlearn(unet, scheduler, forget, ascent, steps, lr, remain, remain_weight, batch_size, seed,
+                    desc="gradient ascent")  # fmt: skip
+
+
+def diffusion_random_label(
+    unet: SPMUNet2DModel,
+    scheduler: DDPMScheduler,
+    forget: ImageDataset,
+    steps: int,
+    lr: float = 1e-4,
+    remain: ImageDataset | None = None,
+    remain_weight: float = 1.0,
+    saliency: float | None = 0.5,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> tuple[SPMUNet2DModel, float]:
+    """SalUn's random-label unlearning for a class-conditional twin: for forget images `x` of label `c`, the
+    prediction `eps(x_t | c)` is trained towards the original model's `eps(x_t | c')` for a random other
+    label `c'`, updating only the `saliency` share of weights most salient to the forget loss (None: all).
+    Returns `(unet, seconds)`."""
+    _check(unet, forget)
+    frozen = copy.deepcopy(unet).eval().requires_grad_(False)
+    num_classes = unet.config.num_class_embeds
+    if num_classes is None or num_classes < 2:
+        raise ValueError("random-label unlearning needs a class-conditional model with at least two classes")
+
+    def random_label(model, images, labels, g):
+        noise = torch.randn(images.shape, generator=g, device=images.device, dtype=images.dtype)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=g, device=images.device)
+        noisy = scheduler.add_noise(images, noise, t)
+        other = (labels + torch.randint(1, num_classes, labels.shape, generator=g, device=labels.device)) % num_classes
+        with torch.no_grad():
+            target = frozen(noisy, t, other).sample
+        return F.mse_loss(model(noisy, t, labels).sample.float(), target.float())
+
+    return _unlearn(unet, scheduler, forget, random_label, steps, lr, remain, remain_weight, batch_size, seed,
+                    saliency, desc="random-label (SalUn)")  # fmt: skip

@@ -24,7 +24,7 @@ def test_report_end_to_end(tiny_models, tmp_path):
     summary = run_report(config)
 
     names = [row["model"] for row in summary["rows"]]
-    assert names == ["SPM before removal", "SPM after removal", "twin before", "twin after gradient ascent",
+    assert names == ["SPM before removal", "SPM after removal", "twin before", "twin after random-label (SalUn)",
                      "oracle (retrained without)"]  # fmt: skip
     removed = summary["removal"]
     assert removed["num_items"] == int((bank_before.labels == 3).sum()) + 2 and removed["individual_ids"] == others

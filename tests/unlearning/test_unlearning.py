@@ -97,3 +97,36 @@ def test_diffusion_gradient_ascent_raises_the_forget_loss():
     assert seconds > 0 and forget_loss(unlearned) > forget_loss(twin)
     with pytest.raises(ValueError, match="parametric twin"):
         diffusion_gradient_ascent(build_unet("configs/tiny.yaml"), scheduler, forget, steps=1)
+
+
+def test_diffusion_random_label_moves_only_salient_weights_towards_other_labels():
+    from diffusers import DDPMScheduler
+
+    from spm_gen.config import build_unet
+    from spm_gen.unlearning.diffusion_baselines import diffusion_random_label
+
+    torch.manual_seed(0)
+    twin = build_unet("configs/tiny.yaml", fusion_type="none").eval()
+    with torch.no_grad():  # make label 3 behave very differently from the others
+        twin.class_embedding.weight[3].mul_(50)
+    scheduler = DDPMScheduler(num_train_timesteps=100)
+    data = load_digits_dataset(image_size=8, split="train")
+    forget = data.subset(data.labels == 3)
+    images = forget.images[:32].float() / 127.5 - 1
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(0, 100, (32,), generator=g)
+    noisy = scheduler.add_noise(images, torch.randn(images.shape, generator=g), t)
+    with torch.no_grad():  # the mean prediction under the other labels: what label 3 should now behave like
+        others = torch.stack([twin(noisy, t, torch.full((32,), c)).sample for c in range(10) if c != 3]).mean(0)
+
+    def gap(model):
+        with torch.no_grad():
+            return (model(noisy, t, torch.full((32,), 3)).sample - others).pow(2).mean().item()
+
+    unlearned, seconds = diffusion_random_label(twin, scheduler, forget, steps=30, lr=1e-3, saliency=0.2)
+    assert seconds > 0 and gap(unlearned) < 0.5 * gap(twin)
+    changed = sum(int((a != b).sum()) for a, b in zip(unlearned.parameters(), twin.parameters()))
+    total = sum(p.numel() for p in twin.parameters())
+    assert 0 < changed <= 0.2 * total + 10  # only the salient fifth of the weights moved
+    with pytest.raises(ValueError, match="saliency"):
+        diffusion_random_label(twin, scheduler, forget, steps=1, saliency=1.5)
