@@ -119,6 +119,13 @@ MODEL_FOLDERS = {"spm": "the SPM", "twin": "its parametric twin", "oracle": "the
                  "judge": "the judge classifier"}  # fmt: skip
 
 
+def individual_removals(bank: MemoryBank, forget_class: int, count: int, seed: int = 0) -> list[str]:
+    """The demo's individual removal requests: `count` seeded ids of items outside `forget_class`."""
+    others = [i for i, label in zip(bank.ids, bank.labels.tolist()) if label != forget_class]
+    chosen = torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))[:count]
+    return [others[i] for i in sorted(chosen.tolist())]
+
+
 def run_forgetting_demo(
     models_dir: str = DIGITS_MODELS,
     output_dir: str = "outputs/demo",
@@ -142,13 +149,11 @@ def run_forgetting_demo(
             "(bash scripts/train_demo_models.sh DIR)"
         )
     bank = MemoryBank.from_pretrained(os.path.join(models_dir, "spm", "memory_bank"))
-    others = [i for i, label in zip(bank.ids, bank.labels.tolist()) if label != forget_class]
-    chosen = torch.randperm(len(others), generator=torch.Generator().manual_seed(seed))[:num_removed_ids]
     config = ReportConfig(
         pipeline_dir=os.path.join(models_dir, "spm"),
         output_dir=output_dir,
         remove_classes=[forget_class],
-        remove_ids=[others[i] for i in sorted(chosen.tolist())],
+        remove_ids=individual_removals(bank, forget_class, num_removed_ids, seed),
         classifier_dir=os.path.join(models_dir, "judge"),
         oracle_dir=os.path.join(models_dir, "oracle"),
         twin_dir=os.path.join(models_dir, "twin"),
