@@ -41,6 +41,12 @@ def one_per_class(labels: torch.Tensor, classes: list[int]) -> list[int]:
     return [int((labels == c).nonzero()[0]) for c in classes]
 
 
+def report_counts(result: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        nearest = ", ".join(f"{d:.3f}" for d in result["nearest_distance"][key])
+        print(f"    {key:<12} near-copies {result[key]} total {sum(result[key]):>3}; nearest sample at {nearest}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="training steps of the case (a) models")
@@ -53,6 +59,7 @@ def main() -> None:
     parser.add_argument("--pipeline", default="assets/digits/spm", help="the trained SPM for case (b)")
     parser.add_argument("--out", default="runs/memorization_scenario")
     parser.add_argument("--json", default="benchmarks/memorization_scenario_cpu.json")
+    parser.add_argument("--reuse", action="store_true", help="reuse the case (a) models already trained in --out")
     args = parser.parse_args()
     settings = ScenarioSettings(per_target=args.per_target, threshold=args.threshold, memory_size=args.memory_size)
     results = {"settings": {**vars(args), **settings.__dict__},
@@ -64,6 +71,9 @@ def main() -> None:
     targets = write_duplicated_folder(train_set, [train_set.ids[i] for i in picks], args.copies, data_dir)
     dirs = {}
     for name, extra in (("spm", []), ("twin", ["--fusion_type", "none"])):
+        if args.reuse and os.path.isdir(os.path.join(args.out, name, "pipeline")):
+            dirs[name] = os.path.join(args.out, name, "pipeline")
+            continue
         overrides = ["--output_dir", os.path.join(args.out, name), "--dataset", "folder", "--data_path", data_dir,
                      "--max_train_steps", str(args.steps), "--sample_every", str(args.steps),
                      "--checkpointing_steps", str(args.steps), *extra]  # fmt: skip
@@ -84,13 +94,11 @@ def main() -> None:
     print(f"\nnear-copies (samples within {args.threshold} RMS of the target, of {n} samples of its class), "
           f"targets of classes {args.classes}")  # fmt: skip
     print(f"(a) {args.copies} copies each in the training data")
-    for key in ("spm_before", "spm_after", "twin_before", "twin_after"):
-        print(f"    {key:<12} {results['a'][key]}  total {sum(results['a'][key])}")
+    report_counts(results["a"], ("spm_before", "spm_after", "twin_before", "twin_after"))
     print(f"    SPM removal of {results['a']['copies_removed']} copies: {1e3 * results['a']['removal_s']:.2f} ms; "
-          f"twin gradient ascent: {results['a']['twin_unlearning_s']:.1f} s")  # fmt: skip
+          f"twin {settings.twin_method}: {results['a']['twin_unlearning_s']:.1f} s")  # fmt: skip
     print(f"(b) {args.memory_copies} copies each added to the memory after training")
-    for key in ("spm_before", "spm_after", "never_added"):
-        print(f"    {key:<12} {results['b'][key]}  total {sum(results['b'][key])}")
+    report_counts(results["b"], ("spm_before", "spm_after", "never_added"))
     print(f"    after removal == never added, sample for sample: {results['b']['after_equals_never_added']}")
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)

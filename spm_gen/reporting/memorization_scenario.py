@@ -65,17 +65,17 @@ def write_duplicated_folder(dataset: ImageDataset, ids: list[str], copies: int, 
 
 def count_near_copies(
     name: str, pipe, targets: torch.Tensor, labels: torch.Tensor, settings: ScenarioSettings, folder: str
-) -> tuple[list[int], Generations]:
-    """Samples `per_target` images of each target's class; returns, per target, the samples within the
-    threshold of it, and the generations."""
+) -> tuple[list[int], list[float], Generations]:
+    """Samples `per_target` images of each target's class; returns, per target, the number of samples within
+    the threshold of it and the distance of its nearest sample, and the generations."""
     sample_labels = [int(label) for label in labels for _ in range(settings.per_target)]
     extra = {"memory_size": settings.memory_size} if pipe.memory_bank is not None else {}
     gen = sample_generations(
         name, pipe, sample_labels, folder, settings.seed, settings.batch_size,
         num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale, **extra,
     )  # fmt: skip
-    counts = (rms_distances(targets, gen.images) <= settings.threshold).sum(dim=1)
-    return counts.tolist(), gen
+    distances = rms_distances(targets, gen.images)
+    return (distances <= settings.threshold).sum(dim=1).tolist(), distances.min(dim=1).values.tolist(), gen
 
 
 def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings, out: str) -> dict:
@@ -86,23 +86,25 @@ def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings
     bank: MemoryBank = spm.memory_bank
     targets, labels = bank.get_images(target_ids).cpu(), bank.get_labels(target_ids)
     training = MemoryBank.from_images(bank.get_images().cpu(), bank.labels, bank.ids)
-    result = {"targets": target_ids, "labels": labels.tolist()}
-    result["spm_before"], spm_before = count_near_copies("SPM before", spm, targets, labels, settings,
-                                                         os.path.join(out, "spm_before"))  # fmt: skip
+    result = {"targets": target_ids, "labels": labels.tolist(), "nearest_distance": {}}
+
+    def measure(key: str, name: str, pipe) -> Generations:
+        result[key], result["nearest_distance"][key], gen = count_near_copies(name, pipe, targets, labels, settings,
+                                                                              os.path.join(out, key))  # fmt: skip
+        return gen
+
+    spm_before = measure("spm_before", "SPM before", spm)
     receipt = bank.remove(hashes=bank.get_hashes(target_ids), reason="memorization scenario (a)")
     result["copies_removed"], result["removal_s"] = len(receipt.removed_ids), receipt.duration_s
-    result["spm_after"], spm_after = count_near_copies("SPM after removal", spm, targets, labels, settings,
-                                                       os.path.join(out, "spm_after"))  # fmt: skip
-    result["twin_before"], twin_before = count_near_copies("twin before", twin, targets, labels, settings,
-                                                           os.path.join(out, "twin_before"))  # fmt: skip
+    spm_after = measure("spm_after", "SPM after removal", spm)
+    twin_before = measure("twin_before", "twin before", twin)
     keep = [i for i in training.ids if i not in set(receipt.removed_ids)]
     unlearned, result["twin_unlearning_s"] = unlearn_twin(
         twin, ImageDataset(targets, labels, target_ids),
         ImageDataset(training.get_images(keep), training.get_labels(keep), keep), settings.twin_method,
         settings.twin_steps, settings.twin_lr, settings.twin_remain_weight, settings.twin_saliency, settings.seed,
     )  # fmt: skip
-    result["twin_after"], twin_after = count_near_copies(f"twin after {settings.twin_method}", unlearned, targets,
-                                                         labels, settings, os.path.join(out, "twin_after"))  # fmt: skip
+    twin_after = measure("twin_after", f"twin after {settings.twin_method}", unlearned)
     removed = RemovedData(target_ids, targets, labels, [])
     save_removed_gallery(removed, spm_before, spm_after, os.path.join(out, "gallery_spm.png"), count=len(target_ids))
     save_removed_gallery(removed, twin_before, twin_after, os.path.join(out, "gallery_twin.png"), count=len(target_ids))
@@ -115,15 +117,18 @@ def memory_only_case(
     """Case (b): `copies` copies of each of `images` `(T, C, H, W)` added to `spm`'s memory after training,
     then removed. `never` is the same pipeline, loaded separately, whose memory never held them."""
     ids = spm.memory_bank.add(images.repeat_interleave(copies, 0), labels.repeat_interleave(copies))
-    result = {"labels": labels.tolist(), "copies_added": len(ids)}
-    result["spm_before"], before = count_near_copies("SPM with them in memory", spm, images, labels, settings,
-                                                     os.path.join(out, "spm_before"))  # fmt: skip
+    result = {"labels": labels.tolist(), "copies_added": len(ids), "nearest_distance": {}}
+
+    def measure(key: str, name: str, pipe) -> Generations:
+        result[key], result["nearest_distance"][key], gen = count_near_copies(name, pipe, images, labels, settings,
+                                                                              os.path.join(out, key))  # fmt: skip
+        return gen
+
+    before = measure("spm_before", "SPM with them in memory", spm)
     receipt = spm.memory_bank.remove(ids=ids, reason="memorization scenario (b)")
     result["removal_s"] = receipt.duration_s
-    result["spm_after"], after = count_near_copies("SPM after removal", spm, images, labels, settings,
-                                                   os.path.join(out, "spm_after"))  # fmt: skip
-    result["never_added"], never_gen = count_near_copies("SPM that never held them", never, images, labels, settings,
-                                                         os.path.join(out, "never"))  # fmt: skip
+    after = measure("spm_after", "SPM after removal", spm)
+    never_gen = measure("never_added", "SPM that never held them", never)
     result["after_equals_never_added"] = torch.equal(after.images, never_gen.images)
     removed = RemovedData([f"memory-only {i}" for i in range(len(images))], images, labels, [])
     save_removed_gallery(removed, before, after, os.path.join(out, "gallery_memory_only.png"), count=len(images))
