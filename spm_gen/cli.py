@@ -9,6 +9,13 @@ import sys
 from .demo import DIGITS_MODELS
 
 
+def _log_report(summary: dict, output: str) -> None:
+    log = logging.getLogger("spm_gen")
+    for row in summary["rows"]:
+        log.info("%s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+    log.info("report: %s/report.md", output)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_forgetting_demo, run_memory_demo
 
@@ -22,9 +29,7 @@ def _demo(args: argparse.Namespace) -> int:
     log.info("the removal report on the digits models in %s ...", args.models)
     report = run_forgetting_demo(args.models, args.output, num_images=args.num_images,
                                  num_inference_steps=args.steps, seed=args.seed)  # fmt: skip
-    for row in report["rows"]:
-        log.info("%s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
-    log.info("report: %s/report.md", args.output)
+    _log_report(report, args.output)
     return 0
 
 
@@ -87,11 +92,7 @@ def _report(args: argparse.Namespace) -> int:
         compile_fusion=args.compile_fusion,
         seed=args.seed,
     )
-    summary = run_report(config)
-    log = logging.getLogger("spm_gen")
-    for row in summary["rows"]:
-        log.info("%s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
-    log.info("report: %s/report.md", args.output)
+    _log_report(run_report(config), args.output)
     return 0
 
 
