@@ -19,7 +19,7 @@ from spm_gen.demo import DIGITS_MODELS, individual_removals
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.generations import sample_generations
-from spm_gen.reporting.measures import Judge, RemovedData, measure_row
+from spm_gen.reporting.measures import Judge, RemovedData, fid_references, measure_row
 from spm_gen.reporting.report import _load, unlearn_twin
 
 # (method, steps, lr, remain_weight)
@@ -51,6 +51,7 @@ def main() -> None:
     judge = Judge(*load_classifier(os.path.join(args.models, "judge")))
     twin = _load(os.path.join(args.models, "twin"))
     labels = [i % 10 for i in range(args.num_images)]
+    references = fid_references(training, removed, os.path.join(args.out, "fid"))
     rows = []
     print(f"{'method':<16} {'steps':>5} {'lr':>7} {'remain w':>8} {'seconds':>8} {'UA':>6} {'FID':>8}")
     for method, steps, lr, weight in SETTINGS:
@@ -58,7 +59,7 @@ def main() -> None:
             twin, forget, remain, method, steps, lr, weight, 0.5, 0
         )  # fmt: skip
         gen = sample_generations(method, pipe, labels, os.path.join(args.out, f"{method}_{steps}_{lr}_{weight}"), 0)
-        row, _ = measure_row(gen, training, removed, os.path.join(args.out, "fid"), 0.04, judge)
+        row, _ = measure_row(gen, training, removed, os.path.join(args.out, "fid"), 0.04, judge, references)
         rows.append({"method": method, "steps": steps, "lr": lr, "remain_weight": weight, "seconds": seconds,
                      "ua": row["ua"], "fid_remaining": row["fid_remaining"]})  # fmt: skip
         print(f"{method:<16} {steps:>5} {lr:>7.0e} {weight:>8} {seconds:>8.1f} {row['ua']:>6.1f} "

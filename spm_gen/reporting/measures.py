@@ -48,6 +48,21 @@ def _write(images: torch.Tensor, folder: str) -> str:
     return save_images(images, folder, prefix="img")
 
 
+def fid_references(
+    training: MemoryBank, removed: RemovedData, work_dir: str, oracle: Generations | None = None
+) -> dict[str, str]:
+    """The FID reference folders, written once per report: `"training"`, the training images of the
+    remaining classes, and `"oracle"`, the oracle's generations of them (when an oracle is given)."""
+    forgotten = torch.tensor(removed.classes, dtype=torch.long)
+    images = training.get_images()[~torch.isin(training.labels, forgotten)].cpu()
+    folders = {"training": _write(images, os.path.join(work_dir, "training_remaining"))}
+    if oracle is not None:
+        folders["oracle"] = _write(
+            oracle.of_classes(set(removed.classes), keep=False), os.path.join(work_dir, "oracle")
+        )
+    return folders
+
+
 def measure_row(
     generations: Generations,
     training: MemoryBank,
@@ -55,12 +70,13 @@ def measure_row(
     work_dir: str,
     threshold: float,
     judge: Judge | None = None,
-    oracle: Generations | None = None,
+    references: dict[str, str] | None = None,
     seed: int = 0,
 ) -> tuple[dict, dict[str, torch.Tensor | None]]:
     """The report's numbers for one model's generations, and the per-sample distances that the histograms
-    show (`nearest_training`, `nearest_removed`). FID, FID_O and UA are None without a judge (FID_O also
-    without an oracle, UA without a removed class). `training` is the training set before the removal."""
+    show (`nearest_training`, `nearest_removed`). `training` is the training set before the removal;
+    `references` comes from `fid_references` (without `"oracle"` for the oracle's own row). FID and FID_O
+    need a judge and their reference, UA a judge and a removed class; otherwise they are None."""
     forgotten = set(removed.classes)
     remaining = generations.of_classes(forgotten, keep=False)
     report = memorization(generations.images, training)
@@ -75,15 +91,12 @@ def measure_row(
         "near_copies": int((to_removed <= threshold).sum()) if to_removed is not None else 0,
         "sampling_s": generations.seconds,
     }
-    if judge is not None and len(remaining):
+    if judge is not None and len(remaining) and references:
         slug = generations.name.lower().replace(" ", "_").replace("(", "").replace(")", "")
         ours = _write(remaining, os.path.join(work_dir, slug))
-        training_remaining = training.get_images()[~torch.isin(training.labels, torch.tensor(sorted(forgotten)))]
-        reference = _write(training_remaining.cpu(), os.path.join(work_dir, "training_remaining"))
-        row["fid_remaining"] = compute_fid(ours, reference, classifier=judge.model, seed=seed)["fid"]
-        if oracle is not None:
-            theirs = _write(oracle.of_classes(forgotten, keep=False), os.path.join(work_dir, "oracle"))
-            row["fid_oracle"] = compute_fid(ours, theirs, classifier=judge.model, seed=seed)["fid"]
+        for key, reference in (("fid_remaining", "training"), ("fid_oracle", "oracle")):
+            if reference in references:
+                row[key] = compute_fid(ours, references[reference], classifier=judge.model, seed=seed)["fid"]
     if judge is not None and forgotten:
         uas = [
             generation_unlearning_accuracy(judge.model, judge.bank, generations.of_classes({c}), c)

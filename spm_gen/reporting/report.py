@@ -20,7 +20,7 @@ from ..unlearning.diffusion_baselines import diffusion_gradient_ascent, diffusio
 from .config import TWIN_METHODS, ReportConfig
 from .generations import Generations, sample_generations
 from .markdown import write_report
-from .measures import Judge, RemovedData, measure_row
+from .measures import Judge, RemovedData, fid_references, measure_row
 from .pictures import save_class_grids, save_removed_gallery
 
 logger = logging.getLogger(__name__)
@@ -110,9 +110,11 @@ def run_report(config: ReportConfig) -> dict:
     oracle = sample("oracle (retrained without)", _load(config.oracle_dir), "oracle") if config.oracle_dir else None
 
     rows, distances = [], {}
+    work = os.path.join(out, "fid_inputs")
+    references = fid_references(training, removed, work, oracle) if judge is not None else {}
     for gen in models + ([oracle] if oracle else []):
-        row, d = measure_row(gen, training, removed, os.path.join(out, "fid_inputs"), config.near_copy_threshold,
-                             judge, oracle if gen is not oracle else None, config.seed)  # fmt: skip
+        own = {k: v for k, v in references.items() if gen is not oracle or k != "oracle"}
+        row, d = measure_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
         row["removal_s"] = times.get(gen.name)
         rows.append(row)
         distances[gen.name] = d
