@@ -20,7 +20,6 @@ import time
 
 import torch
 
-from spm_gen import SPMDiffusionPipeline
 from spm_gen.data import load_digits_dataset
 from spm_gen.reporting.memorization_scenario import (
     ScenarioSettings,
@@ -28,13 +27,8 @@ from spm_gen.reporting.memorization_scenario import (
     memory_only_case,
     write_duplicated_folder,
 )
+from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
-
-
-def load(path: str) -> SPMDiffusionPipeline:
-    pipe = SPMDiffusionPipeline.from_pretrained(path)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def one_per_class(labels: torch.Tensor, classes: list[int]) -> list[int]:
@@ -81,13 +75,13 @@ def main() -> None:
         dirs[name] = train(load_config("configs/digits.yaml", parse_overrides(overrides)))
         print(f"trained {name} on {len(train_set) + len(picks) * (args.copies - 1)} images in "
               f"{time.perf_counter() - start:.0f} s")  # fmt: skip
-    results["a"] = duplicates_case(load(dirs["spm"]), load(dirs["twin"]), targets, settings,
+    results["a"] = duplicates_case(load_pipeline(dirs["spm"]), load_pipeline(dirs["twin"]), targets, settings,
                                    os.path.join(args.out, "a"))  # fmt: skip
 
     test_set = load_digits_dataset(image_size=16, split="test")
     picks = one_per_class(test_set.labels, args.classes)
     images, labels = test_set.images[picks].float() / 255, test_set.labels[picks]
-    results["b"] = memory_only_case(load(args.pipeline), load(args.pipeline), images, labels, args.memory_copies,
+    results["b"] = memory_only_case(load_pipeline(args.pipeline), load_pipeline(args.pipeline), images, labels, args.memory_copies,
                                     settings, os.path.join(args.out, "b"))  # fmt: skip
 
     n = args.per_target

@@ -20,7 +20,8 @@ from spm_gen.memory.bank import MemoryBank
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.generations import sample_generations
 from spm_gen.reporting.measures import Judge, RemovedData, fid_references, measure_row
-from spm_gen.reporting.report import _load, unlearn_twin
+from spm_gen.reporting.report import unlearn_twin
+from spm_gen.sampling import load_pipeline
 
 # (method, steps, lr, remain_weight)
 SETTINGS = [
@@ -49,7 +50,7 @@ def main() -> None:
     forget = ImageDataset(removed.images, removed.labels, ids)
     remain = ImageDataset(training.get_images(keep), training.get_labels(keep), keep)
     judge = Judge(*load_classifier(os.path.join(args.models, "judge")))
-    twin = _load(os.path.join(args.models, "twin"))
+    twin = load_pipeline(os.path.join(args.models, "twin"))
     labels = [i % 10 for i in range(args.num_images)]
     references = fid_references(training, removed, os.path.join(args.out, "fid"))
     rows = []

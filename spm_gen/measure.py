@@ -13,15 +13,7 @@ from .data import load_digits_dataset
 from .metrics.fid import compute_fid, save_images
 from .metrics.memorization import memorization, save_distance_histogram
 from .models.classifier_spm import load_classifier
-from .sampling import read_sample_folder, sample_to_folder
-
-
-def _load_pipeline(pipeline_dir: str):
-    from pipelines import SPMDiffusionPipeline
-
-    pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir).to(PartialState().device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+from .sampling import load_pipeline, read_sample_folder, sample_to_folder
 
 
 def _labels(num_images: int, classes: list[int]) -> list[int]:
@@ -34,7 +26,7 @@ def measure_memorization(
     """Samples `num_images` (classes cycling) and measures them against the pipeline's memory (its training
     set): memorization rate, extraction ratios, nearest-neighbour distances. Returns the result on the main
     process (None elsewhere); writes `memorization.json` and `nn_distances.png` to `out`."""
-    pipe = _load_pipeline(pipeline_dir)
+    pipe = load_pipeline(pipeline_dir)
     classes = list(range(pipe.unet.config.num_class_embeds))
     sample_to_folder(pipe, _labels(num_images, classes), os.path.join(out, "samples"), batch_size, seed,
                      num_inference_steps=steps)  # fmt: skip
@@ -70,13 +62,13 @@ def measure_fid(
     """FID of the pipeline's samples of the remaining classes against the digits test split (domain
     features of the classifier in `classifier_dir`), and FID_O against the oracle's samples when
     `oracle_dir` is given. Writes `fid.json` to `out`; returns it on the main process."""
-    pipe = _load_pipeline(pipeline_dir)
+    pipe = load_pipeline(pipeline_dir)
     excluded = set(exclude_classes or [])
     classes = [c for c in range(pipe.unet.config.num_class_embeds) if c not in excluded]
     labels = _labels(num_images, classes)
     sample_to_folder(pipe, labels, os.path.join(out, "samples"), batch_size, seed, num_inference_steps=steps)
     if oracle_dir:
-        sample_to_folder(_load_pipeline(oracle_dir), labels, os.path.join(out, "oracle_samples"), batch_size, seed,
+        sample_to_folder(load_pipeline(oracle_dir), labels, os.path.join(out, "oracle_samples"), batch_size, seed,
                          num_inference_steps=steps)  # fmt: skip
     if not PartialState().is_main_process:
         return None

@@ -16,6 +16,7 @@ from ..data import ImageDataset
 from ..memory.bank import MemoryBank
 from ..metrics.memorization import save_distance_histogram
 from ..models.classifier_spm import load_classifier
+from ..sampling import load_pipeline
 from ..unlearning.diffusion_baselines import diffusion_gradient_ascent, diffusion_random_label
 from .config import TWIN_METHODS, ReportConfig
 from .generations import Generations, sample_generations
@@ -24,14 +25,6 @@ from .measures import Judge, RemovedData, fid_references, measure_row
 from .pictures import save_class_grids, save_removed_gallery
 
 logger = logging.getLogger(__name__)
-
-
-def _load(pipeline_dir: str):
-    from pipelines import SPMDiffusionPipeline
-
-    pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir).to(PartialState().device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def machine() -> str:
@@ -70,7 +63,7 @@ def run_report(config: ReportConfig) -> dict:
     config.check()
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
-    spm = _load(config.pipeline_dir)
+    spm = load_pipeline(config.pipeline_dir)
     if spm.memory_bank is None:
         raise ValueError(f"'{config.pipeline_dir}' has no memory bank: give the SPM pipeline, not its twin")
     if config.compile_fusion and spm.unet.config.fusion_type == "additive":
@@ -96,7 +89,7 @@ def run_report(config: ReportConfig) -> dict:
     models.append(sample("SPM after removal", spm, "spm_after"))
     times = {models[0].name: None, models[1].name: receipt.duration_s}
     if config.twin_dir:
-        twin = _load(config.twin_dir)
+        twin = load_pipeline(config.twin_dir)
         models.append(sample("twin before", twin, "twin_before"))
         logger.info("unlearning the twin: %s, %d steps", config.twin_method, config.twin_steps)
         keep = [i for i in training.ids if i not in set(removed.ids)]
@@ -107,7 +100,9 @@ def run_report(config: ReportConfig) -> dict:
         )  # fmt: skip
         models.append(sample(f"twin after {TWIN_METHODS[config.twin_method]}", unlearned, "twin_after"))
         times.update({models[2].name: None, models[3].name: seconds})
-    oracle = sample("oracle (retrained without)", _load(config.oracle_dir), "oracle") if config.oracle_dir else None
+    oracle = None
+    if config.oracle_dir:
+        oracle = sample("oracle (retrained without)", load_pipeline(config.oracle_dir), "oracle")
 
     rows, distances = [], {}
     work = os.path.join(out, "fid_inputs")
