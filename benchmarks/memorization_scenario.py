@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import asdict
 
 import torch
 
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse the case (a) models already trained in --out")
     args = parser.parse_args()
     settings = ScenarioSettings(per_target=args.per_target, threshold=args.threshold, memory_size=args.memory_size)
-    results = {"settings": {**vars(args), **settings.__dict__},
+    results = {"settings": {**vars(args), **asdict(settings)},
                "machine": f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}"}  # fmt: skip
 
     train_set = load_digits_dataset(image_size=16, split="train")
@@ -90,7 +91,7 @@ def main() -> None:
     print(f"(a) {args.copies} copies each in the training data")
     report_counts(results["a"], ("spm_before", "spm_after", "twin_before", "twin_after"))
     print(f"    SPM removal of {results['a']['copies_removed']} copies: {1e3 * results['a']['removal_s']:.2f} ms; "
-          f"twin {settings.twin_method}: {results['a']['twin_unlearning_s']:.1f} s")  # fmt: skip
+          f"twin {settings.twin.title}: {results['a']['twin_unlearning_s']:.1f} s")  # fmt: skip
     print(f"(b) {args.memory_copies} copies each added to the memory after training")
     report_counts(results["b"], ("spm_before", "spm_after", "never_added"))
     print(f"    after removal == never added, sample for sample: {results['b']['after_equals_never_added']}")

@@ -14,14 +14,13 @@ import argparse
 import json
 import os
 
-from spm_gen.data import ImageDataset
 from spm_gen.demo import DIGITS_MODELS, individual_removals
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.generations import sample_generations
 from spm_gen.reporting.measures import Judge, RemovedData, fid_references, measure_row
-from spm_gen.reporting.report import unlearn_twin
 from spm_gen.sampling import load_pipeline
+from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 
 # (method, steps, lr, remain_weight)
 SETTINGS = [
@@ -46,9 +45,7 @@ def main() -> None:
     training = MemoryBank.from_pretrained(os.path.join(args.models, "spm", "memory_bank"))
     ids = training.resolve_ids(ids=individual_removals(training, 3, 20), labels=[3])  # the demo's removal
     removed = RemovedData(ids, training.get_images(ids), training.get_labels(ids), [3])
-    keep = [i for i in training.ids if i not in set(ids)]
-    forget = ImageDataset(removed.images, removed.labels, ids)
-    remain = ImageDataset(training.get_images(keep), training.get_labels(keep), keep)
+    forget, remain = forget_and_remain(training, ids)
     judge = Judge(*load_classifier(os.path.join(args.models, "judge")))
     twin = load_pipeline(os.path.join(args.models, "twin"))
     labels = [i % 10 for i in range(args.num_images)]
@@ -56,9 +53,8 @@ def main() -> None:
     rows = []
     print(f"{'method':<16} {'steps':>5} {'lr':>7} {'remain w':>8} {'seconds':>8} {'UA':>6} {'FID':>8}")
     for method, steps, lr, weight in SETTINGS:
-        pipe, seconds = (twin, 0.0) if method == "none" else unlearn_twin(
-            twin, forget, remain, method, steps, lr, weight, 0.5, 0
-        )  # fmt: skip
+        unlearning = TwinUnlearning(method, steps, lr, weight, saliency=0.5)
+        pipe, seconds = (twin, 0.0) if method == "none" else unlearning.apply(twin, forget, remain, seed=0)
         gen = sample_generations(method, pipe, labels, os.path.join(args.out, f"{method}_{steps}_{lr}_{weight}"), 0)
         row, _ = measure_row(gen, training, removed, os.path.join(args.out, "fid"), 0.04, judge, references)
         rows.append({"method": method, "steps": steps, "lr": lr, "remain_weight": weight, "seconds": seconds,

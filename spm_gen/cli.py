@@ -72,6 +72,7 @@ def _remove(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .reporting import ReportConfig, run_report
     from .unlearning.removal import read_ids_file
+    from .unlearning.twin import TwinUnlearning
 
     config = ReportConfig(
         pipeline_dir=args.pipeline,
@@ -85,10 +86,7 @@ def _report(args: argparse.Namespace) -> int:
         num_inference_steps=args.steps,
         memory_size=args.memory_size,
         near_copy_threshold=args.threshold,
-        twin_method=args.twin_method,
-        twin_steps=args.twin_steps,
-        twin_lr=args.twin_lr,
-        twin_remain_weight=args.twin_remain_weight,
+        twin=TwinUnlearning(args.twin_method, args.twin_steps, args.twin_lr, args.twin_remain_weight),
         compile_fusion=args.compile_fusion,
         seed=args.seed,
     )

@@ -6,8 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from ..training.config import check_values
-
-TWIN_METHODS = {"random_label": "random-label (SalUn)", "gradient_ascent": "gradient ascent"}
+from ..unlearning.twin import TwinUnlearning
 
 
 @dataclass
@@ -18,19 +17,13 @@ class ReportConfig:
     remove_ids: list[str] = field(default_factory=list)
     classifier_dir: str | None = None  # the judge: UA and the FID features (FID/UA are skipped without it)
     oracle_dir: str | None = None  # a pipeline retrained without the removed data: FID_O
-    twin_dir: str | None = None  # the parametric twin (fusion_type none), unlearned by `twin_method`
+    twin_dir: str | None = None  # the parametric twin (fusion_type none), unlearned as `twin` says
     num_images: int = 500  # generations per model, classes cycling
     num_inference_steps: int = 50
     guidance_scale: float = 0.3
     memory_size: int | None = 64  # memory items each class reads while sampling (None: all)
     near_copy_threshold: float = 0.04  # RMS pixel distance; digits: 99.9% of training images are farther apart
-    # on the digits twin: random_label 100 steps at lr 1e-4 forgets class 3 and keeps the rest; gradient ascent
-    # jumps from no effect to a ruined model (lr 3e-5 with remain_weight 5 is near the edge): see RESULTS.md
-    twin_method: str = "random_label"
-    twin_steps: int = 100
-    twin_lr: float = 1e-4
-    twin_remain_weight: float = 1.0  # descent on the remaining data during unlearning
-    twin_saliency: float = 0.5  # random_label: the share of weights SalUn's mask lets move
+    twin: TwinUnlearning = field(default_factory=TwinUnlearning)
     compile_fusion: bool = False  # torch.compile the SPM's additive score (faster sampling after a compile)
     gallery_size: int = 6
     batch_size: int = 100
@@ -46,19 +39,14 @@ class ReportConfig:
                 "num_inference_steps": self.num_inference_steps > 0,
                 "memory_size": self.memory_size is None or self.memory_size > 0,
                 "near_copy_threshold": 0 < self.near_copy_threshold <= 1,
-                "twin_method": self.twin_method in TWIN_METHODS,
-                "twin_steps": self.twin_steps > 0,
-                "twin_lr": self.twin_lr > 0,
-                "twin_remain_weight": self.twin_remain_weight >= 0,
-                "twin_saliency": 0 < self.twin_saliency <= 1,
                 "batch_size": self.batch_size > 0,
             },
             {
                 "remove_classes": ": give classes and/or ids to remove",
-                "twin_method": f" (choose from {list(TWIN_METHODS)})",
                 "near_copy_threshold": " (an RMS pixel distance in (0, 1])",
             },
         )
+        self.twin.check()
         for key in ("pipeline_dir", "classifier_dir", "oracle_dir", "twin_dir"):
             path = getattr(self, key)
             if path is not None and not os.path.isdir(path):

@@ -13,7 +13,7 @@ Each target's class is sampled `per_target` times with the same seeds in every m
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
@@ -21,6 +21,7 @@ from PIL import Image
 from ..data import ImageDataset
 from ..memory.bank import MemoryBank
 from ..metrics.memorization import rms_distances
+from ..unlearning.twin import TwinUnlearning, forget_and_remain
 from .generations import Generations, sample_generations
 from .measures import RemovedData
 from .pictures import save_removed_gallery
@@ -33,11 +34,7 @@ class ScenarioSettings:
     num_inference_steps: int = 50
     guidance_scale: float = 0.3
     memory_size: int | None = 64
-    twin_method: str = "random_label"  # as in the report (see ReportConfig)
-    twin_steps: int = 100
-    twin_lr: float = 1e-4
-    twin_remain_weight: float = 1.0
-    twin_saliency: float = 0.5
+    twin: TwinUnlearning = field(default_factory=TwinUnlearning)  # as in the report
     batch_size: int = 100
     seed: int = 0
 
@@ -80,12 +77,11 @@ def count_near_copies(
 
 def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings, out: str) -> dict:
     """Case (a) on an SPM and a twin trained on data where `target_ids` are duplicated (the SPM's memory
-    holds every copy). The SPM loses every copy (matched by content hash); the twin runs `twin_method`."""
-    from .report import unlearn_twin
-
+    holds every copy). The SPM loses every copy (matched by content hash); the twin runs `settings.twin`."""
     bank: MemoryBank = spm.memory_bank
     targets, labels = bank.get_images(target_ids).cpu(), bank.get_labels(target_ids)
-    training = MemoryBank.from_images(bank.get_images().cpu(), bank.labels, bank.ids)
+    hashes = bank.get_hashes(target_ids)
+    _, remain = forget_and_remain(bank, bank.resolve_ids(hashes=hashes))  # the training set without any copy
     result = {"targets": target_ids, "labels": labels.tolist(), "nearest_distance": {}}
 
     def measure(key: str, name: str, pipe) -> Generations:
@@ -94,17 +90,13 @@ def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings
         return gen
 
     spm_before = measure("spm_before", "SPM before", spm)
-    receipt = bank.remove(hashes=bank.get_hashes(target_ids), reason="memorization scenario (a)")
+    receipt = bank.remove(hashes=hashes, reason="memorization scenario (a)")
     result["copies_removed"], result["removal_s"] = len(receipt.removed_ids), receipt.duration_s
     spm_after = measure("spm_after", "SPM after removal", spm)
     twin_before = measure("twin_before", "twin before", twin)
-    keep = [i for i in training.ids if i not in set(receipt.removed_ids)]
-    unlearned, result["twin_unlearning_s"] = unlearn_twin(
-        twin, ImageDataset(targets, labels, target_ids),
-        ImageDataset(training.get_images(keep), training.get_labels(keep), keep), settings.twin_method,
-        settings.twin_steps, settings.twin_lr, settings.twin_remain_weight, settings.twin_saliency, settings.seed,
-    )  # fmt: skip
-    twin_after = measure("twin_after", f"twin after {settings.twin_method}", unlearned)
+    forget = ImageDataset(targets, labels, target_ids)
+    unlearned, result["twin_unlearning_s"] = settings.twin.apply(twin, forget, remain, settings.seed)
+    twin_after = measure("twin_after", f"twin after {settings.twin.title}", unlearned)
     removed = RemovedData(target_ids, targets, labels, [])
     save_removed_gallery(removed, spm_before, spm_after, os.path.join(out, "gallery_spm.png"), count=len(target_ids))
     save_removed_gallery(removed, twin_before, twin_after, os.path.join(out, "gallery_twin.png"), count=len(target_ids))

@@ -10,15 +10,13 @@ import platform
 
 import torch
 from accelerate import PartialState
-from diffusers import DDPMScheduler
 
-from ..data import ImageDataset
 from ..memory.bank import MemoryBank
 from ..metrics.memorization import save_distance_histogram
 from ..models.classifier_spm import load_classifier
 from ..sampling import load_pipeline
-from ..unlearning.diffusion_baselines import diffusion_gradient_ascent, diffusion_random_label
-from .config import TWIN_METHODS, ReportConfig
+from ..unlearning.twin import forget_and_remain
+from .config import ReportConfig
 from .generations import Generations, sample_generations
 from .markdown import write_report
 from .measures import Judge, RemovedData, fid_references, measure_row
@@ -38,24 +36,6 @@ def removed_data(bank: MemoryBank, config: ReportConfig) -> RemovedData:
     """The items the request names, read before anything changes (unknown ids or classes: ValueError)."""
     ids = bank.resolve_ids(ids=config.remove_ids or None, labels=config.remove_classes or None)
     return RemovedData(ids, bank.get_images(ids).cpu(), bank.get_labels(ids), sorted(config.remove_classes))
-
-
-def unlearn_twin(
-    twin, forget: ImageDataset, remain: ImageDataset, method: str, steps: int, lr: float, remain_weight: float,
-    saliency: float, seed: int,
-):  # fmt: skip
-    """The twin pipeline after `method` ("random_label" or "gradient_ascent") on `forget`, and the seconds."""
-    scheduler = DDPMScheduler.from_config(twin.scheduler.config)
-    common = {"steps": steps, "lr": lr, "remain": remain, "remain_weight": remain_weight, "seed": seed}
-    if method == "random_label":
-        unet, seconds = diffusion_random_label(twin.unet, scheduler, forget, saliency=saliency, **common)
-    elif method == "gradient_ascent":
-        unet, seconds = diffusion_gradient_ascent(twin.unet, scheduler, forget, **common)
-    else:
-        raise ValueError(f"unknown twin unlearning method {method!r} (choose from {list(TWIN_METHODS)})")
-    unlearned = type(twin)(unet=unet, scheduler=twin.scheduler, memory_bank=None)
-    unlearned.set_progress_bar_config(disable=True)
-    return unlearned, seconds
 
 
 def run_report(config: ReportConfig) -> dict:
@@ -91,14 +71,9 @@ def run_report(config: ReportConfig) -> dict:
     if config.twin_dir:
         twin = load_pipeline(config.twin_dir)
         models.append(sample("twin before", twin, "twin_before"))
-        logger.info("unlearning the twin: %s, %d steps", config.twin_method, config.twin_steps)
-        keep = [i for i in training.ids if i not in set(removed.ids)]
-        unlearned, seconds = unlearn_twin(
-            twin, ImageDataset(removed.images, removed.labels, removed.ids),
-            ImageDataset(training.get_images(keep).cpu(), training.get_labels(keep), keep), config.twin_method,
-            config.twin_steps, config.twin_lr, config.twin_remain_weight, config.twin_saliency, config.seed,
-        )  # fmt: skip
-        models.append(sample(f"twin after {TWIN_METHODS[config.twin_method]}", unlearned, "twin_after"))
+        logger.info("unlearning the twin: %s, %d steps", config.twin.title, config.twin.steps)
+        unlearned, seconds = config.twin.apply(twin, *forget_and_remain(training, removed.ids), config.seed)
+        models.append(sample(f"twin after {config.twin.title}", unlearned, "twin_after"))
         times.update({models[2].name: None, models[3].name: seconds})
     oracle = None
     if config.oracle_dir:

@@ -12,8 +12,11 @@ from spm_gen.reporting.memorization_scenario import (
     write_duplicated_folder,
 )
 from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.unlearning.twin import TwinUnlearning
 
-SETTINGS = ScenarioSettings(per_target=3, num_inference_steps=2, memory_size=4, twin_steps=2, batch_size=8)
+SETTINGS = ScenarioSettings(
+    per_target=3, num_inference_steps=2, memory_size=4, twin=TwinUnlearning(steps=2), batch_size=8
+)
 
 
 def _load(path: str) -> SPMDiffusionPipeline:

@@ -10,6 +10,7 @@ from spm_gen.reporting import ReportConfig, run_report
 from spm_gen.reporting.generations import Generations
 from spm_gen.reporting.measures import RemovedData, measure_row
 from spm_gen.sampling import read_sample_folder
+from spm_gen.unlearning.twin import TwinUnlearning
 
 
 def test_report_end_to_end(tiny_models, tmp_path):
@@ -19,7 +20,7 @@ def test_report_end_to_end(tiny_models, tmp_path):
     config = ReportConfig(
         m["spm"], str(tmp_path / "report"), remove_classes=[3], remove_ids=others, classifier_dir=m["judge"],
         oracle_dir=m["oracle"], twin_dir=m["twin"], num_images=20, num_inference_steps=2, memory_size=4,
-        twin_steps=2, batch_size=8,
+        twin=TwinUnlearning(steps=2), batch_size=8,
     )  # fmt: skip
     summary = run_report(config)
 

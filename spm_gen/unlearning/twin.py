@@ -1,0 +1,61 @@
+"""Unlearning a removal from the parametric twin, as one setting shared by the report and the memorization
+scenario: which method, with what budget, and the forget / remain split of the training set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diffusers import DDPMScheduler
+
+from ..data import ImageDataset
+from ..memory.bank import MemoryBank
+from ..training.config import check_values
+from .diffusion_baselines import diffusion_gradient_ascent, diffusion_random_label
+
+METHODS = {"random_label": "random-label (SalUn)", "gradient_ascent": "gradient ascent"}
+
+
+def forget_and_remain(training: MemoryBank, ids: list[str]) -> tuple[ImageDataset, ImageDataset]:
+    """The items `ids` of `training` and all the others, as datasets (on the CPU)."""
+    removed = set(ids)
+    keep = [i for i in training.ids if i not in removed]
+    forget = ImageDataset(training.get_images(ids).cpu(), training.get_labels(ids), list(ids))
+    return forget, ImageDataset(training.get_images(keep).cpu(), training.get_labels(keep), keep)
+
+
+@dataclass
+class TwinUnlearning:
+    # on the digits twin: random_label 100 steps at lr 1e-4 forgets class 3 and keeps the rest; gradient ascent
+    # jumps from no effect to a ruined model (lr 3e-5 with remain_weight 5 is near the edge): see RESULTS.md
+    method: str = "random_label"
+    steps: int = 100
+    lr: float = 1e-4
+    remain_weight: float = 1.0  # descent on the remaining data during unlearning
+    saliency: float = 0.5  # random_label: the share of weights SalUn's mask lets move
+
+    @property
+    def title(self) -> str:
+        return METHODS[self.method]
+
+    def check(self) -> None:
+        """Raises ValueError naming the first bad value."""
+        check_values(
+            self,
+            {"method": self.method in METHODS, "steps": self.steps > 0, "lr": self.lr > 0,
+             "remain_weight": self.remain_weight >= 0, "saliency": 0 < self.saliency <= 1},
+            {"method": f" (the twin's unlearning method: choose from {list(METHODS)})"},
+        )  # fmt: skip
+
+    def apply(self, twin, forget: ImageDataset, remain: ImageDataset, seed: int = 0):
+        """The twin pipeline after this unlearning of `forget` (descent on `remain`), and the seconds it took."""
+        self.check()
+        scheduler = DDPMScheduler.from_config(twin.scheduler.config)
+        common = {"steps": self.steps, "lr": self.lr, "remain": remain, "remain_weight": self.remain_weight,
+                  "seed": seed}  # fmt: skip
+        if self.method == "random_label":
+            unet, seconds = diffusion_random_label(twin.unet, scheduler, forget, saliency=self.saliency, **common)
+        else:
+            unet, seconds = diffusion_gradient_ascent(twin.unet, scheduler, forget, **common)
+        unlearned = type(twin)(unet=unet, scheduler=twin.scheduler, memory_bank=None)
+        unlearned.set_progress_bar_config(disable=True)
+        return unlearned, seconds
