@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the forgetting demo on the digits: a memory bank, then the removal report on trained models",
         description="Removes class 3 and 20 images from the shipped digits SPM (assets/digits) and writes "
-        "report.md with the twin (gradient ascent) and the oracle for comparison.",
+        "report.md with the twin (random-label unlearning) and the oracle for comparison.",
     )
     demo.add_argument("--output", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--models", default=DIGITS_MODELS, help="spm/, twin/, oracle/, judge/ (default: assets/digits)")
