@@ -9,21 +9,14 @@ Overrides use the config's own key names; model arguments too (`--fusion_type no
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from spm_gen.training import TrainConfig, configure, train
+from spm_gen.training import TrainConfig, train
+from spm_gen.training.config import script_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train an SPM or its parametric twin.")
-    parser.add_argument("--config", required=True, help="a yaml config, e.g. configs/digits.yaml")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config as json and exit")
-    args, rest = parser.parse_known_args(argv)
-    config = configure(args.config, rest, TrainConfig, args.dry_run)
-    if config is not None:
-        train(config)
-    return 0
+    return script_main(argv, "Train an SPM or its parametric twin.", TrainConfig, train, "configs/digits.yaml")
 
 
 if __name__ == "__main__":

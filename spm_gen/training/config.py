@@ -253,3 +253,17 @@ def configure(path: str, override_argv: list[str], config_class: type = TrainCon
         sys.stdout.write(config.to_json() + "\n")
         return None
     return config
+
+
+def script_main(argv: list[str] | None, description: str, config_class: type, run: Any, example: str) -> int:
+    """The `main()` of a training script: `--config PATH [--dry-run] [--key value ...]`, then `run(config)`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help=f"a yaml config, e.g. {example}")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config as json and exit")
+    args, rest = parser.parse_known_args(argv)
+    config = configure(args.config, rest, config_class, args.dry_run)
+    if config is not None:
+        run(config)
+    return 0
