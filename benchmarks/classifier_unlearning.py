@@ -30,7 +30,7 @@ from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.training import ClassifierTrainConfig, load_config, parse_overrides
 from spm_gen.training.classifier_loop import train_classifier
 from spm_gen.unlearning.baselines import finetune, gradient_ascent
-from spm_gen.unlearning.requests import ForgetRequest, forget_ids
+from spm_gen.unlearning.forget_set import ForgetSet, forget_ids
 
 COLUMNS = ("UA", "RA", "TA", "MIA", "PG_hard", "PG_soft", "seconds")
 
@@ -60,7 +60,7 @@ def main() -> None:
     linear_dir, linear_train_s = _train(args, "linear_full", "linear", [])
     print(f"trained: SPM {spm_train_s:.0f} s, parametric {linear_train_s:.0f} s")
     tables = {}
-    for request in (ForgetRequest(forget_class=3), ForgetRequest(fraction=0.1, seed=0)):
+    for request in (ForgetSet(forget_class=3), ForgetSet(fraction=0.1, seed=0)):
         ids = forget_ids(train_set, request)
         forget_mask = torch.tensor([i in set(ids) for i in train_set.ids])
         forget, remain = train_set.subset(forget_mask), train_set.subset(~forget_mask)

@@ -26,7 +26,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
-from spm_gen.config import build_unet
+from spm_gen.training.config import build_unet
 
 
 def _reset_peak(device: torch.device) -> float:

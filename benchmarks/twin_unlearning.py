@@ -15,7 +15,7 @@ import json
 import os
 
 from spm_gen.demo import DIGITS_MODELS, individual_removals
-from spm_gen.memory.bank import MemoryBank
+from spm_gen.memory.saved_folder import SavedFolder
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.generations import sample_generations
 from spm_gen.reporting.measures import Judge, RemovedData, fid_references, measure_row
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/twin_unlearning")
     parser.add_argument("--json", default="benchmarks/twin_unlearning_cpu.json")
     args = parser.parse_args()
-    training = MemoryBank.from_pretrained(os.path.join(args.models, "spm", "memory_bank"))
+    training = SavedFolder(os.path.join(args.models, "spm")).load_bank()
     ids = training.resolve_ids(ids=individual_removals(training, 3, 20), labels=[3])  # the demo's removal
     removed = RemovedData(ids, training.get_images(ids), training.get_labels(ids), [3])
     forget, remain = forget_and_remain(training, ids)

@@ -12,13 +12,13 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from spm_gen.choices import EmptyMemory, MemorySelection, OutputType, UnconditionalMemory, check_choice
 from spm_gen.memory.bank import MemoryBank
-from spm_gen.models.memory_cache import MemoryTokenCache
+from spm_gen.memory.feature_cache import MemoryFeatureCache
+from spm_gen.memory.readout import class_readout, nearest_readout
 from spm_gen.models.unet_spm import SPMUNet2DModel
-
-MEMORY_SELECTIONS = ("random", "nearest")
-UNCONDITIONAL_MEMORIES = ("all", "class")
-OUTPUT_TYPES = ("pil", "np", "pt")
+from spm_gen.utils.images import from_model_range
+from spm_gen.utils.modes import eval_mode
 
 
 @dataclass
@@ -36,8 +36,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         scheduler ([`SchedulerMixin`]): DDPM, DDIM (the paper's sampler, eta 0) or DPM-Solver++, ...
         memory_bank ([`MemoryBank`], *optional* for the twin): what the model reads.
 
-    Memory tokens are cached in `memory_cache` (see `spm_gen.models.memory_cache`): each item is encoded once
-    and reused across calls, steps and both guidance branches until the unet's weights change.
+    Memory tokens are cached in `memory_cache` (see `spm_gen.memory.feature_cache`): each item is encoded
+    once and reused across calls, steps and both guidance branches until the unet's weights change.
     """
 
     model_cpu_offload_seq = "unet"
@@ -46,13 +46,19 @@ class SPMDiffusionPipeline(DiffusionPipeline):
     def __init__(self, unet: SPMUNet2DModel, scheduler: SchedulerMixin, memory_bank: MemoryBank | None = None):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, memory_bank=memory_bank)
-        self.memory_cache = MemoryTokenCache()
+        self.memory_cache = MemoryFeatureCache()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The unet's dtype (the memory bank's images are uint8 and never decide it)."""
+        return self.unet.dtype
 
     # ------------------------------------------------------------------ argument handling
 
-    def _class_labels(self, class_labels, batch_size: int, device: torch.device) -> torch.Tensor | None:
+    def _class_labels(self, class_labels, batch_size: int, cycle: bool) -> torch.Tensor | None:
+        """The labels of the batch on the CPU; None (or classes cycling, with `cycle`) when none are given."""
         if class_labels is None:
-            return None
+            return torch.arange(batch_size) % self.unet.config.num_class_embeds if cycle else None
         if isinstance(class_labels, int | np.integer):
             class_labels = [int(class_labels)] * batch_size
         labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
@@ -60,7 +66,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         bad = sorted(set(labels[(labels < 0) | (labels >= num_classes)].tolist()))
         if bad:
             raise ValueError(f"class_labels must be in [0, {num_classes}), got {bad}")
-        return labels.to(device)
+        return labels
 
     def _reference_images(self, reference_images) -> torch.Tensor:
         if isinstance(reference_images, PIL.Image.Image):
@@ -73,7 +79,16 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             )
         return torch.as_tensor(reference_images)
 
-    def check_inputs(self, batch_size, num_inference_steps, guidance_scale, memory_size, memory_selection, output_type):
+    def check_inputs(
+        self,
+        batch_size: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        memory_size: int | None,
+        reference_images: torch.Tensor | list[PIL.Image.Image] | None,
+        choices: dict[str, tuple[str, object]],
+    ) -> None:
+        """Raises ValueError naming the first bad argument; `choices` maps names to (value, Literal alias)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if num_inference_steps < 1:
@@ -82,10 +97,10 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if memory_size is not None and memory_size <= 0:
             raise ValueError(f"memory_size must be positive or None, got {memory_size}")
-        if memory_selection not in MEMORY_SELECTIONS:
-            raise ValueError(f"memory_selection must be one of {MEMORY_SELECTIONS}, got {memory_selection!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        for name, (value, alias) in choices.items():
+            check_choice(name, value, alias)
+        if choices["memory_selection"][0] == "nearest" and reference_images is None:
+            raise ValueError('memory_selection="nearest" needs reference_images')
         if self.unet.uses_memory:
             if self.memory_bank is None or len(self.memory_bank) == 0:
                 raise ValueError("this SPM has no memory: load or set a non-empty memory_bank")
@@ -95,49 +110,6 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"memory images have shape {tuple(self.memory_bank.image_shape)}, the unet expects {expected}"
                 )
-
-    # ------------------------------------------------------------------ memory
-
-    def select_memory(
-        self,
-        labels: torch.Tensor | None,
-        batch_size: int,
-        memory_size: int | None,
-        memory_selection: str,
-        reference_images: torch.Tensor | None,
-        generator: torch.Generator | None,
-    ) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor, list[list[str]]]:
-        """Chooses what each sample reads.
-
-        Returns:
-            `(class_labels (B,), ids, memory_labels (M,), memory_query_labels (B,), ids read per sample)`.
-            `"random"` (labels given): each class reads `memory_size` seeded items of its class (all when
-            None); memory is grouped by class label. `"nearest"`: sample i reads the items nearest to
-            `reference_images[i]` (of its class when given); memory is grouped per sample.
-        """
-        bank = self.memory_bank
-        if memory_selection == "random":
-            per_class = {c: bank.select(c, memory_size, generator=generator) for c in sorted(set(labels.tolist()))}
-            ids = list(dict.fromkeys(i for chosen in per_class.values() for i in chosen))
-            memory_labels = bank.get_labels(ids)
-            read = [per_class[c] if (memory_labels == c).any() else ids for c in labels.tolist()]
-            return labels, ids, memory_labels, labels, read
-        if reference_images is None:
-            raise ValueError('memory_selection="nearest" needs reference_images')
-        references = self._reference_images(reference_images)
-        if labels is not None and len(labels) != len(references):
-            raise ValueError(f"got {len(references)} reference_images but {len(labels)} class_labels")
-        counts = bank.class_counts()
-        read = []
-        for i in range(len(references)):
-            label = None if labels is None or int(labels[i]) not in counts else int(labels[i])
-            k = memory_size or (counts[label] if label is not None else len(bank))
-            read.append(bank.nearest_images(references[i : i + 1], k, label=label).ids[0])
-        if labels is None:
-            labels = bank.get_labels([r[0] for r in read])
-        ids = [i for r in read for i in r]
-        memory_labels = torch.tensor([q for q, r in enumerate(read) for _ in r])
-        return labels, ids, memory_labels, torch.arange(len(read)), read
 
     # ------------------------------------------------------------------ sampling
 
@@ -149,12 +121,13 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float = 0.3,
         memory_size: int | None = None,
-        memory_selection: str = "random",
+        memory_selection: MemorySelection = "random",
         reference_images: torch.Tensor | list[PIL.Image.Image] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        output_type: str = "pil",
+        output_type: OutputType = "pil",
         return_dict: bool = True,
-        unconditional_memory: str = "all",
+        unconditional_memory: UnconditionalMemory = "all",
+        empty_memory: EmptyMemory = "all",
     ) -> SPMPipelineOutput | tuple:
         r"""
         Args:
@@ -176,97 +149,68 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 `"pt"` (`(B, C, H, W)` tensor in [0, 1]).
             return_dict (`bool`, defaults to True): return an `SPMPipelineOutput` instead of a tuple.
             unconditional_memory (`str`, defaults to `"all"`): what the unconditional branch of guidance reads.
-                `"all"`: every memory item the batch selected (the null label has no same-label memory, so it
-                falls back to all memory, as in the paper; its cost grows with the number of classes in the
+                `"all"`: every memory item the batch selected (its cost grows with the number of classes in the
                 batch). `"class"`: the same memory as the conditional branch, only the class embedding differs
                 (the cost of one more conditional branch).
+            empty_memory (`str`, defaults to `"all"`): what a class with no memory at all (emptied by deletion)
+                reads: `"all"`, every item the batch selected (the paper's test-time fallback), or `"error"`.
 
         Returns:
             [`SPMPipelineOutput`] (an `ImagePipelineOutput` with `memory_ids`) or `(images,)`.
         """
-        self.check_inputs(batch_size, num_inference_steps, guidance_scale, memory_size, memory_selection, output_type)
-        if unconditional_memory not in UNCONDITIONAL_MEMORIES:
-            raise ValueError(
-                f"unconditional_memory must be one of {UNCONDITIONAL_MEMORIES}, got {unconditional_memory!r}"
-            )
-        was_training = self.unet.training
-        self.unet.eval()  # sampling never uses dropout, also when called on a unet being trained
-        try:
-            return self._sample(
-                class_labels, batch_size, num_inference_steps, guidance_scale, memory_size, memory_selection,
-                reference_images, generator, output_type, return_dict, unconditional_memory,
-            )  # fmt: skip
-        finally:
-            self.unet.train(was_training)
+        choices = {
+            "memory_selection": (memory_selection, MemorySelection),
+            "output_type": (output_type, OutputType),
+            "unconditional_memory": (unconditional_memory, UnconditionalMemory),
+            "empty_memory": (empty_memory, EmptyMemory),
+        }
+        self.check_inputs(batch_size, num_inference_steps, guidance_scale, memory_size, reference_images, choices)
+        device, cfg = self._execution_device, self.unet.config
+        guided = guidance_scale > 0
 
-    def _sample(
-        self,
-        class_labels,
-        batch_size: int,
-        num_inference_steps: int,
-        guidance_scale: float,
-        memory_size: int | None,
-        memory_selection: str,
-        reference_images,
-        generator,
-        output_type: str,
-        return_dict: bool,
-        unconditional_memory: str,
-    ) -> SPMPipelineOutput | tuple:
-        device, dtype = self._execution_device, self.unet.dtype
-        labels = self._class_labels(class_labels, batch_size, torch.device("cpu"))
-        if labels is None and (memory_selection == "random" or not self.unet.uses_memory):
-            labels = torch.arange(batch_size) % self.unet.config.num_class_embeds  # classes cycling
-        selection_generator = generator[0] if isinstance(generator, list) else generator
-
-        memory = None
-        read: list[list[str]] | None = None
+        # 1. the samples' labels, and what each sample reads from memory (decided once for the whole call)
+        cycle = memory_selection == "random" or not self.unet.uses_memory
+        labels = self._class_labels(class_labels, batch_size, cycle=cycle)
+        readout, tokens = None, None
         if self.unet.uses_memory:
-            labels, ids, memory_labels, query_labels, read = self.select_memory(
-                labels, batch_size, memory_size, memory_selection, reference_images, selection_generator
-            )
-            unique_ids = list(dict.fromkeys(ids))
-            position = {item_id: i for i, item_id in enumerate(unique_ids)}
-            gather = torch.tensor([position[i] for i in ids], device=device)
-            memory = (unique_ids, gather, memory_labels.to(device), query_labels.to(device))
+            selection_generator = generator[0] if isinstance(generator, list) else generator
+            unconditional = unconditional_memory if guided else None
+            if memory_selection == "random":
+                readout = class_readout(
+                    self.memory_bank, labels, memory_size, selection_generator, empty_memory, unconditional
+                )
+            else:
+                references = self._reference_images(reference_images)
+                readout, labels = nearest_readout(self.memory_bank, references, labels, memory_size, unconditional)
+            readout = readout.to(device)
+            if cfg.memory_encoding == "clean":  # encoded once per bank version, shared by steps and branches
+                tokens = self.memory_cache.features(self.memory_bank, readout.ids, self.unet)
         labels = labels.to(device)
-        batch = len(labels)
+        model_labels = torch.cat([labels, torch.full_like(labels, self.unet.null_class_label)]) if guided else labels
 
-        cfg = self.unet.config
-        shape = (batch, cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        # 2. initial noise and timesteps
+        shape = (len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
         latents = latents * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        step_kwargs = (
-            {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
-        )
+        accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if accepts_generator else {}
 
-        guided = guidance_scale > 0
-        model_labels = torch.cat([labels, torch.full_like(labels, self.unet.null_class_label)]) if guided else labels
-        tokens = None
-        if memory is not None:
-            unique_ids, gather, memory_labels, query_labels = memory
-            if guided:  # label -1: the unconditional branch reads all memory
-                uncond = torch.full_like(query_labels, -1) if unconditional_memory == "all" else query_labels
-                query_labels = torch.cat([query_labels, uncond])
-            if cfg.memory_encoding == "clean":
-                tokens = self.memory_cache.tokens(self.unet, self.memory_bank, unique_ids)[gather]
+        # 3. denoising loop (sampling never uses dropout, also when called on a unet being trained)
+        with eval_mode(self.unet):
+            for t in self.progress_bar(self.scheduler.timesteps):
+                model_input = torch.cat([latents, latents]) if guided else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                if readout is not None and cfg.memory_encoding == "paper":  # memory encoded at this step's t
+                    tokens = self.memory_cache.features(self.memory_bank, readout.ids, self.unet, timestep=t)
+                eps = self.unet(model_input, t, model_labels, tokens, readout).sample
+                if guided:
+                    eps_cond, eps_uncond = eps.chunk(2)
+                    eps = (1 + guidance_scale) * eps_cond - guidance_scale * eps_uncond
+                latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
 
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = torch.cat([latents, latents]) if guided else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            if memory is not None:
-                if cfg.memory_encoding == "paper":
-                    tokens = self.memory_cache.tokens(self.unet, self.memory_bank, unique_ids, timestep=t)[gather]
-                eps = self.unet(model_input, t, model_labels, tokens, memory_labels, query_labels).sample
-            else:
-                eps = self.unet(model_input, t, model_labels).sample
-            if guided:
-                eps_cond, eps_uncond = eps.chunk(2)
-                eps = (1 + guidance_scale) * eps_cond - guidance_scale * eps_uncond
-            latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
-
-        images = (latents / 2 + 0.5).clamp(0, 1)
+        # 4. post-processing
+        images = from_model_range(latents)
         if output_type != "pt":
             images = images.cpu().permute(0, 2, 3, 1).float().numpy()
             if output_type == "pil":
@@ -274,4 +218,4 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
-        return SPMPipelineOutput(images=images, memory_ids=read)
+        return SPMPipelineOutput(images=images, memory_ids=None if readout is None else readout.read)

@@ -43,9 +43,9 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from .unlearning.removal import RemovalRequest, read_ids_file, remove_from_folder
+    from .memory.deletion import DeletionRequest, delete_from_folder, read_ids_file
 
-    request = RemovalRequest(
+    request = DeletionRequest(
         ids=list(args.ids or []) + (read_ids_file(args.ids_file) if args.ids_file else []),
         labels=[args.label] if args.label is not None else [],
         image_files=list(args.images or []),
@@ -53,7 +53,7 @@ def _remove(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         reason=args.reason,
     )
-    outcome = remove_from_folder(args.folder, request, dry_run=args.dry_run, output=args.output)
+    outcome = delete_from_folder(args.folder, request, dry_run=args.dry_run, output=args.output)
     log = logging.getLogger("spm_gen")
     counts = {label: outcome.labels.count(label) for label in sorted(set(outcome.labels))}
     shown = ", ".join(outcome.ids[:10]) + (f" and {len(outcome.ids) - 10} more" if len(outcome.ids) > 10 else "")
@@ -70,8 +70,8 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from .memory.deletion import read_ids_file
     from .reporting import ReportConfig, run_report
-    from .unlearning.removal import read_ids_file
     from .unlearning.twin import TwinUnlearning
 
     config = ReportConfig(

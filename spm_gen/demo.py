@@ -12,6 +12,8 @@ import torch
 
 from .data import load_digits_dataset, to_memory_bank
 from .memory import MemoryBank
+from .memory.readout import class_readout
+from .memory.saved_folder import SavedFolder
 from .utils.images import save_titled_rows
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,8 @@ def run_memory_demo(
     bank = to_memory_bank(load_digits_dataset(image_size=image_size))
     logger.info("memory bank from the digits: %d items, class counts %s", len(bank), bank.class_counts())
 
-    def read(label: int) -> list[str]:
-        return bank.select(label, memory_size, generator=torch.Generator().manual_seed(seed))
+    def read(label: int) -> list[str]:  # what a class-`label` sample reads (an emptied class: the fallback)
+        return class_readout(bank, torch.tensor([label]), memory_size, torch.Generator().manual_seed(seed)).read[0]
 
     before = read(query_class)
     other_class = (query_class + 1) % 10
@@ -60,11 +62,11 @@ def run_memory_demo(
         )
 
     after, after_other = read(query_class), read(other_class)
-    save_dir = os.path.join(output_dir, "memory_bank")
+    saved = SavedFolder(output_dir)
     t0 = time.perf_counter()
-    bank.save_pretrained(save_dir)
+    saved.save_bank(bank)
     save_s = time.perf_counter() - t0
-    reloaded = MemoryBank.from_pretrained(save_dir)
+    reloaded = saved.load_bank()
     reload_ok = (
         reloaded.ids == bank.ids
         and torch.equal(reloaded.get_images(), bank.get_images())
@@ -72,7 +74,7 @@ def run_memory_demo(
         and len(reloaded.receipts) == 2
     )
     if not reload_ok:
-        raise RuntimeError(f"reloaded memory bank at {save_dir} differs from the saved one")
+        raise RuntimeError(f"reloaded memory bank at {saved.bank_dir} differs from the saved one")
 
     receipts = [r.to_dict() for r in reloaded.receipts]
     with open(os.path.join(output_dir, "receipts.json"), "w") as f:
@@ -148,7 +150,7 @@ def run_forgetting_demo(
             f"'{models_dir}' lacks {', '.join(missing)}: train them with `make demo-train` "
             "(bash scripts/train_demo_models.sh DIR)"
         )
-    bank = MemoryBank.from_pretrained(os.path.join(models_dir, "spm", "memory_bank"))
+    bank = SavedFolder(os.path.join(models_dir, "spm")).load_bank()
     config = ReportConfig(
         pipeline_dir=os.path.join(models_dir, "spm"),
         output_dir=output_dir,

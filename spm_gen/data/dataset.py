@@ -7,18 +7,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..memory.bank import MemoryBank
 from ..memory.items import as_ids, as_labels, as_uint8_images
 
 
 @dataclass
-class ImageDataset(Dataset):
-    """Images `(N, C, H, W)` uint8 with labels and unique string ids.
-
-    Items are dicts: `{"images": float (C, H, W) in [0, 1], "labels": int, "ids": str}`.
-    """
+class ImageDataset:
+    """Images `(N, C, H, W)` uint8 with labels and unique string ids."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -34,9 +30,6 @@ class ImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"images": self.images[index].float() / 255.0, "labels": int(self.labels[index]), "ids": self.ids[index]}
 
     @property
     def num_classes(self) -> int:
@@ -72,6 +65,6 @@ class ImageDataset(Dataset):
         return self.subset(mask)
 
 
-def to_memory_bank(dataset: ImageDataset, empty_label_policy: str = "all") -> MemoryBank:
+def to_memory_bank(dataset: ImageDataset) -> MemoryBank:
     """A memory bank holding every item of `dataset`, with the dataset's ids and labels."""
-    return MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids, empty_label_policy=empty_label_policy)
+    return MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)

@@ -4,33 +4,12 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from ..utils.images import load_image
 from .dataset import ImageDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def load_image(path: str, image_size: int | None = None, channels: int = 3) -> torch.Tensor:
-    """One image file as uint8 `(C, H, W)`, optionally resized to `image_size` x `image_size`.
-
-    Raises:
-        ValueError: the file is not a readable image, or `channels` is not 1 or 3.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            if image_size is not None:
-                img = img.resize((image_size, image_size), Image.BICUBIC)
-            array = np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"cannot read image '{path}': {e}") from e
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(array.copy())
 
 
 def load_image_folder(root: str, image_size: int | None = None, channels: int = 3) -> ImageDataset:

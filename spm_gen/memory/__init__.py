@@ -2,7 +2,8 @@
 
 from .bank import MemoryBank
 from .encoders import PixelEncoder, TransformersImageEncoder
+from .items import ItemSelection
+from .nearest import NearestResult
 from .receipts import RemovalReceipt
-from .search import NearestResult
 
-__all__ = ["MemoryBank", "NearestResult", "PixelEncoder", "RemovalReceipt", "TransformersImageEncoder"]
+__all__ = ["ItemSelection", "MemoryBank", "NearestResult", "PixelEncoder", "RemovalReceipt", "TransformersImageEncoder"]

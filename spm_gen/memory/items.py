@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -82,7 +83,54 @@ def as_ids(ids: Sequence[str | int] | None, count: int, start: int = 0) -> list[
     return out
 
 
+def as_embeddings(embeddings: torch.Tensor, count: int, dim: int | None = None) -> torch.Tensor:
+    """`(count, D)` embeddings (D = `dim` when given) as detached float32."""
+    if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or len(embeddings) != count:
+        shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
+        raise ValueError(f"embeddings must be a tensor of shape ({count}, D), got {shape}")
+    if dim is not None and embeddings.shape[1] != dim:
+        raise ValueError(f"embeddings must have {dim} dimensions, got {embeddings.shape[1]}")
+    return embeddings.detach().float()
+
+
 def content_hashes(images: torch.Tensor) -> list[str]:
     """sha256 hex digest of each image's uint8 CHW bytes (`images`: uint8 `(N, C, H, W)`)."""
     flat = images.cpu().contiguous().numpy().reshape(len(images), int(np.prod(images.shape[1:])))
     return [hashlib.sha256(row.tobytes()).hexdigest() for row in flat]
+
+
+@dataclass(frozen=True)
+class ItemSelection:
+    """Which items a removal names: ids, whole labels and content hashes (any combination; their union).
+
+    Build it with `ItemSelection.of(ids=..., labels=..., hashes=...)`, which accepts single values too.
+    """
+
+    ids: tuple[str, ...] = ()
+    labels: tuple[int, ...] = ()
+    hashes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        ids: Sequence[str] | str | None = None,
+        labels: Sequence[int] | int | None = None,
+        hashes: Sequence[str] | str | None = None,
+    ) -> ItemSelection:
+        ids = [ids] if isinstance(ids, str) else list(ids or [])
+        hashes = [hashes] if isinstance(hashes, str) else list(hashes or [])
+        labels = [labels] if isinstance(labels, int | np.integer) else list(labels if labels is not None else [])
+        return cls(tuple(ids), tuple(int(lab) for lab in labels), tuple(hashes))
+
+    @classmethod
+    def given(cls, selection: ItemSelection | None, ids, labels, hashes) -> ItemSelection:
+        """`selection`, or one built from `ids` / `labels` / `hashes` (not both); never empty."""
+        if selection is not None and (ids is not None or labels is not None or hashes is not None):
+            raise ValueError("give either a selection or ids= / labels= / hashes=, not both")
+        selection = selection if selection is not None else cls.of(ids, labels, hashes)
+        if selection.is_empty():
+            raise ValueError("remove() needs ids=, labels= or hashes= naming at least one item")
+        return selection
+
+    def is_empty(self) -> bool:
+        return not (self.ids or self.labels or self.hashes)

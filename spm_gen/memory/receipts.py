@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,14 @@ class RemovalReceipt:
     time_utc: str
     reason: str = ""
     duration_s: float = 0.0
+
+    @classmethod
+    def now(
+        cls, ids: list[str], labels: list[int], hashes: list[str], before: str, after: str, reason: str, seconds: float
+    ) -> RemovalReceipt:
+        """A receipt stamped with the current UTC time."""
+        time_utc = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return cls(ids, labels, hashes, before, after, time_utc, reason, seconds)
 
     def to_dict(self) -> dict:
         return asdict(self)

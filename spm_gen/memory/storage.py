@@ -22,11 +22,14 @@ import os
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..utils.atomic import atomic_write, atomic_write_text, fsync_dir
+from .items import content_hashes, preview
+from .rows import RowStore
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +37,10 @@ CONFIG_NAME = "config.json"
 _DATA_PREFIXES = ("bank-", "items-", "receipts-")
 
 
-@dataclass
-class StoredBank:
-    """What one committed save holds."""
+@dataclass(frozen=True)
+class BankRecord:
+    """A bank's json side: row-aligned ids and content hashes, the removal log, version, embedding info."""
 
-    config: dict
-    tensors: dict[str, torch.Tensor]
     ids: list[str]
     hashes: list[str]
     receipts: list[dict]
@@ -47,16 +48,45 @@ class StoredBank:
     embedding_info: dict | None
 
 
-def write_bank(
-    directory: str,
-    config: dict,
-    tensors: dict[str, torch.Tensor],
-    ids: list[str],
-    hashes: list[str],
-    receipts: list[dict],
-    version: str,
-    embedding_info: dict | None,
-) -> None:
+@dataclass
+class StoredBank:
+    """What one committed save holds: the bank's config, its tensors and its record."""
+
+    config: dict
+    tensors: dict[str, torch.Tensor]
+    record: BankRecord
+
+
+@dataclass
+class LoadedBank:
+    """A committed save as the bank holds it: config, rows, removal log, version."""
+
+    config: dict
+    store: RowStore
+    receipts: list[dict]
+    version: str
+
+
+def save_bank(directory: str, config: dict, store: RowStore, receipts: list[dict], version: str) -> None:
+    """Writes the live rows of `store` with the bank's config, removal log and version (see `write_bank`)."""
+    tensors = {"images": store.images, "labels": torch.from_numpy(store.labels)}
+    if store.embeddings is not None:
+        tensors["embeddings"] = store.embeddings
+    write_bank(directory, config, tensors, BankRecord(store.ids, store.hashes, receipts, version, store.embedding_info))
+
+
+def load_bank(directory: str, verify: bool = True) -> LoadedBank:
+    """Reads the committed save in `directory` into a `RowStore` (see `read_bank`)."""
+    stored = read_bank(directory, verify)
+    images, record = stored.tensors["images"], stored.record
+    store = RowStore(tuple(images.shape[1:]))
+    store.append(images, stored.tensors["labels"].numpy().astype(np.int64), list(record.ids), list(record.hashes))
+    if "embeddings" in stored.tensors:
+        store.set_embeddings(stored.tensors["embeddings"].float(), record.embedding_info)
+    return LoadedBank(stored.config, store, list(record.receipts), record.version)
+
+
+def write_bank(directory: str, config: dict, tensors: dict[str, torch.Tensor], record: BankRecord) -> None:
     """Writes one save of a bank into `directory` (created if needed), atomically. See module docstring."""
     os.makedirs(directory, exist_ok=True)
     token = uuid.uuid4().hex[:12]
@@ -64,18 +94,18 @@ def write_bank(
     receipts_file = f"receipts-{token}.jsonl"
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     atomic_write(os.path.join(directory, data_file), lambda tmp: save_file(tensors, tmp))
-    atomic_write_text(os.path.join(directory, items_file), json.dumps({"ids": ids, "hashes": hashes}))
+    atomic_write_text(os.path.join(directory, items_file), json.dumps({"ids": record.ids, "hashes": record.hashes}))
     atomic_write_text(
-        os.path.join(directory, receipts_file), "".join(json.dumps(r, sort_keys=True) + "\n" for r in receipts)
+        os.path.join(directory, receipts_file), "".join(json.dumps(r, sort_keys=True) + "\n" for r in record.receipts)
     )
     commit = dict(config)
     commit.update(
         _data_file=data_file,
         _items_file=items_file,
         _receipts_file=receipts_file,
-        _num_items=len(ids),
-        _version=version,
-        _embedding_info=embedding_info,
+        _num_items=len(record.ids),
+        _version=record.version,
+        _embedding_info=record.embedding_info,
     )
     atomic_write_text(os.path.join(directory, CONFIG_NAME), json.dumps(commit, indent=2, sort_keys=True) + "\n")
     _remove_unreferenced(directory, keep={data_file, items_file, receipts_file})
@@ -91,8 +121,11 @@ def _remove_unreferenced(directory: str, keep: set[str]) -> None:
     fsync_dir(directory)
 
 
-def read_bank(directory: str) -> StoredBank:
-    """Reads the committed save in `directory`; raises `FileNotFoundError` or `ValueError` naming the problem."""
+def read_bank(directory: str, verify: bool = True) -> StoredBank:
+    """Reads the committed save in `directory`; raises `FileNotFoundError` or `ValueError` naming the problem.
+
+    With `verify`, every image's sha256 is recomputed and compared with the stored hash.
+    """
     config_path = os.path.join(directory, CONFIG_NAME)
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"No memory bank at '{directory}': {CONFIG_NAME} is missing")
@@ -130,7 +163,14 @@ def read_bank(directory: str) -> StoredBank:
         raise ValueError(
             f"Corrupted memory bank at '{directory}': the commit records {num_items} items but found {counts}"
         )
-    return StoredBank(config, tensors, ids, hashes, receipts, version, config.get("_embedding_info"))
+    if tensors["images"].dtype != torch.uint8:
+        raise ValueError(f"Corrupted memory bank at '{directory}': images are {tensors['images'].dtype}, not uint8")
+    if verify:
+        bad = [i for i, h, h2 in zip(ids, hashes, content_hashes(tensors["images"])) if h != h2]
+        if bad:
+            raise ValueError(f"Corrupted memory bank at '{directory}': content hash mismatch for ids {preview(bad)}")
+    record = BankRecord(ids, hashes, receipts, version, config.get("_embedding_info"))
+    return StoredBank(config, tensors, record)
 
 
 def _read_receipts(directory: str, receipts_file: str) -> list[dict]:

@@ -10,19 +10,19 @@ attention weights are the class probabilities, so a class with no memory has pro
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from ..choices import ClassifierHead, check_choice
 from ..memory.bank import MemoryBank
-from ..memory.retrieval import VectorSource, chunked_nearest
-from .classifier_memory import ClassifierMemoryCache
+from ..memory.feature_cache import MemoryFeatureCache
+from ..memory.nearest import VectorSource, chunked_nearest
+from ..memory.saved_folder import SavedFolder
+from ..utils.images import to_model_range
 from .resnet import ResNetEncoder
-
-HEADS = ("prototype", "neighbors", "linear")
 
 
 class SPMClassifier(ModelMixin, ConfigMixin):
@@ -47,17 +47,17 @@ class SPMClassifier(ModelMixin, ConfigMixin):
         stage_channels: Sequence[int] = (32, 64, 128),
         blocks_per_stage: Sequence[int] = (1, 1, 1),
         embed_dim: int = 128,
-        head: str = "prototype",
+        head: ClassifierHead = "prototype",
         num_neighbors: int = 16,
     ) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        check_choice("head", head, ClassifierHead)
         if num_neighbors < 1:
             raise ValueError(f"num_neighbors must be positive, got {num_neighbors}")
         self.encoder = ResNetEncoder(in_channels, stage_channels, blocks_per_stage, embed_dim)
         self.linear = torch.nn.Linear(embed_dim, num_classes) if head == "linear" else None
-        self.memory_cache = ClassifierMemoryCache(self)
+        self.memory_cache = MemoryFeatureCache(batch_size=256)
+        self._prototypes: tuple[torch.Tensor, torch.Tensor] | None = None  # per-class sums (float64), counts
 
     @property
     def uses_memory(self) -> bool:
@@ -71,7 +71,41 @@ class SPMClassifier(ModelMixin, ConfigMixin):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings `(N, embed_dim)` of images `(N, C, H, W)` in [0, 1] (also the FID feature extractor)."""
         self._check_images(images)
-        return self.encoder(images.to(self.dtype) * 2 - 1)
+        return self.encoder(to_model_range(images).to(self.dtype))
+
+    @torch.no_grad()
+    def encode_memory(self, images: torch.Tensor, labels: torch.Tensor, timestep: None = None) -> torch.Tensor:
+        """Embeddings of memory images `(M, C, H, W)` in [0, 1] (labels do not enter them): what
+        `memory_cache` keeps per item."""
+        return self.embed(images)
+
+    def class_sums(self, bank: MemoryBank) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class embedding sums `(num_classes, D)` (float64) and counts `(num_classes,)` of `bank`'s items.
+
+        Kept in step with the bank through `memory_cache`: a removal or addition costs time proportional to
+        the items it changed; another bank or new weights recompute them."""
+        sync = self.memory_cache.sync(bank, self)
+        if sync.full or self._prototypes is None or any(feature is None for _, feature in sync.removed):
+            sums = torch.zeros(self.config.num_classes, self.config.embed_dim, dtype=torch.float64, device=self.device)
+            counts = torch.zeros(self.config.num_classes, dtype=torch.long, device=self.device)
+            self._prototypes = (sums, counts)
+            self._add_to_sums(bank.ids, bank)
+            return self._prototypes
+        sums, counts = self._prototypes
+        if sync.removed:
+            labels = torch.tensor([label for (_, label), _ in sync.removed], device=sums.device)
+            sums.index_add_(0, labels, -torch.stack([feature for _, feature in sync.removed]).double())
+            counts -= torch.bincount(labels, minlength=len(counts))
+        self._add_to_sums([i for i in sync.added_ids if i in bank], bank)
+        return self._prototypes
+
+    def _add_to_sums(self, ids: list[str], bank: MemoryBank) -> None:
+        if not ids:
+            return
+        sums, counts = self._prototypes
+        labels = bank.get_labels(ids).to(sums.device)
+        sums.index_add_(0, labels, self.memory_cache.features(bank, ids, self).double())
+        counts += torch.bincount(labels, minlength=len(counts))
 
     def logits_from_memory(
         self, queries: torch.Tensor, memory: torch.Tensor, memory_labels: torch.Tensor
@@ -146,11 +180,10 @@ class SPMClassifier(ModelMixin, ConfigMixin):
                 if not self.uses_memory:
                     logits = self.linear(queries)
                 elif self.config.head == "prototype":
-                    sums, counts = self.memory_cache.class_sums(memory_bank)
-                    logits = self.logits_from_prototypes(queries, sums, counts)
+                    logits = self.logits_from_prototypes(queries, *self.class_sums(memory_bank))
                 else:
-                    memory, labels = self.memory_cache.embeddings(memory_bank)
-                    logits = self.logits_from_memory(queries, memory, labels)
+                    memory = self.memory_cache.features(memory_bank, memory_bank.ids, self)
+                    logits = self.logits_from_memory(queries, memory, memory_bank.labels.to(memory.device))
                 out.append(torch.softmax(logits.float(), dim=-1))
             return torch.cat(out)
         finally:
@@ -158,17 +191,17 @@ class SPMClassifier(ModelMixin, ConfigMixin):
 
 
 def save_classifier(model: SPMClassifier, bank: MemoryBank | None, directory: str) -> None:
-    """Writes a classifier folder: the model (config.json + safetensors) and its `memory_bank/`."""
+    """Writes a classifier folder: the model (config.json + safetensors) and its memory bank."""
     model.save_pretrained(directory)
     if bank is not None:
-        bank.save_pretrained(os.path.join(directory, "memory_bank"))
+        SavedFolder(directory).save_bank(bank)
 
 
 def load_classifier(directory: str) -> tuple[SPMClassifier, MemoryBank | None]:
     """Reads a folder written by `save_classifier`: `(model in eval mode, memory bank or None)`."""
     model = SPMClassifier.from_pretrained(directory).eval()
-    bank_dir = os.path.join(directory, "memory_bank")
-    bank = MemoryBank.from_pretrained(bank_dir) if os.path.isdir(bank_dir) else None
+    folder = SavedFolder(directory)
+    bank = folder.load_bank() if folder.has_bank else None
     if model.uses_memory and bank is None:
-        raise ValueError(f"classifier folder '{directory}' has no memory_bank/ but its head reads memory")
+        raise ValueError(f"classifier folder '{directory}' has no {folder.bank_name}/ but its head reads memory")
     return model, bank

@@ -1,14 +1,14 @@
-"""Memory fusion: query tokens attend over the tokens of memory items that carry the query's label.
+"""Memory fusion: query tokens attend over the tokens of the memory items their readout assigns them.
 
 Additive attention as in the paper (Zheng et al. 2026, Sec. 3): for query token q and memory token s,
     score(q, s) = w . relu(W_q q + W_s s + b),   out(q) = sum_s softmax_s(score) * W_s s,
-the softmax running over all tokens of the memory items whose label equals the query's label. The `dot`
-variant uses scaled dot-product attention (`F.scaled_dot_product_attention`) under the same label mask.
-A query whose label has no memory reads all memory tokens (the paper's test-time fallback).
+the softmax running over all tokens of the memory items the query reads (in the SPM: the items that
+carry the query's label). The `dot` variant uses scaled dot-product attention
+(`F.scaled_dot_product_attention`) over the same tokens.
 
-Layout. Queries and memory are arranged in groups, one per query label present in memory, plus one
-group for queries whose label has no memory: queries `(G, Q, L, C)` and memory `(G, N, Lm, C)`, padded
-and masked. All labels are processed together (no Python loop per label). The additive score is computed
+Layout. Which items each query reads comes ready-made in a `MemoryReadout` (spm_gen.memory.readout): query
+groups in sets of equal padding, queries `(G, Q, L, C)` against memory `(G, N, Lm, C)`, padded and
+masked, all groups of a set processed together (no Python loop per label). The additive score is computed
 over chunks of memory tokens with an online (streaming) softmax, so the intermediate tensor never exceeds
 `chunk_elements` floats, whatever the batch and memory sizes.
 """
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FUSION_TYPES = ("additive", "dot")
+from ..choices import FusionType, check_choice
+from ..memory.readout import MemoryReadout
 
 
 def additive_scores(queries: torch.Tensor, keys: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -33,48 +34,19 @@ def additive_scores(queries: torch.Tensor, keys: torch.Tensor, w: torch.Tensor) 
     return (torch.relu(queries[:, :, None, :] + keys[:, None, :, :]) * w).sum(-1)
 
 
-EMPTY_MEMORY_POLICIES = ("all", "error")
-
-
-def _group_memory(group_labels: torch.Tensor, memory_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per group label, the indices of its memory items in memory order, padded: `(G, N)` index and valid mask."""
-    match = memory_labels[None, :] == group_labels[:, None]
-    counts = match.sum(1)
-    width = int(counts.max())
-    order = torch.argsort((~match).to(torch.int8), dim=1, stable=True)[:, :width]
-    valid = torch.arange(width, device=match.device)[None] < counts[:, None]
-    return order, valid
-
-
-def _positions_in_groups(group: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, int]:
-    """Slot of each query inside its group (queries keep their order within a group), and the widest group."""
-    order = torch.argsort(group, stable=True)
-    counts = torch.bincount(group, minlength=num_groups)
-    starts = torch.cumsum(counts, 0) - counts
-    position = torch.empty_like(group)
-    position[order] = torch.arange(len(order), device=group.device) - starts[group[order]]
-    return position, int(counts.max())
-
-
 class MemoryFusion(nn.Module):
     """Fuses memory tokens into query tokens (see module docstring).
 
     Args:
         channels: token width `C` of queries and memory; the output has the same width.
         fusion_type: `"additive"` (the paper's) or `"dot"`.
-        empty_memory: `"all"` (a query whose label has no memory reads all memory) or `"error"`.
         chunk_elements: bound on the additive score's intermediate tensor, in elements.
     """
 
-    def __init__(
-        self, channels: int, fusion_type: str = "additive", empty_memory: str = "all", chunk_elements: int = 2**22
-    ) -> None:
+    def __init__(self, channels: int, fusion_type: FusionType = "additive", chunk_elements: int = 2**22) -> None:
         super().__init__()
-        if fusion_type not in FUSION_TYPES:
-            raise ValueError(f"fusion_type must be one of {FUSION_TYPES}, got {fusion_type!r}")
-        if empty_memory not in EMPTY_MEMORY_POLICIES:
-            raise ValueError(f"empty_memory must be one of {EMPTY_MEMORY_POLICIES}, got {empty_memory!r}")
-        self.fusion_type, self.empty_memory, self.chunk_elements = fusion_type, empty_memory, chunk_elements
+        check_choice("fusion_type", fusion_type, FusionType)
+        self.fusion_type, self.chunk_elements = fusion_type, chunk_elements
         self._compiled_scores = None
         if fusion_type == "additive":
             self.to_query = nn.Linear(channels, channels)  # W_q and the bias b
@@ -93,72 +65,36 @@ class MemoryFusion(nn.Module):
             raise ValueError(f"only the additive fusion has a score to compile (this one is {self.fusion_type!r})")
         self._compiled_scores = torch.compile(additive_scores, **compile_kwargs)
 
-    def forward(
-        self,
-        query_tokens: torch.Tensor,
-        query_labels: torch.Tensor,
-        memory_tokens: torch.Tensor,
-        memory_labels: torch.Tensor,
-    ) -> torch.Tensor:
+    def forward(self, query_tokens: torch.Tensor, memory_tokens: torch.Tensor, readout: MemoryReadout) -> torch.Tensor:
         """
         Args:
             query_tokens (`torch.Tensor` of shape `(B, L, C)`): tokens of each query.
-            query_labels (`torch.Tensor` of shape `(B,)`): the label each query reads memory of; a negative
-                label reads all memory (never an error, whatever `empty_memory` says).
-            memory_tokens (`torch.Tensor` of shape `(M, Lm, C)`): tokens of each memory item.
-            memory_labels (`torch.Tensor` of shape `(M,)`): each memory item's label (non-negative).
+            memory_tokens (`torch.Tensor` of shape `(M, Lm, C)`): tokens of each memory item, in readout order.
+            readout: which items each of the B queries reads.
 
         Returns:
             `torch.Tensor` of shape `(B, L, C)`.
         """
-        if memory_tokens.ndim != 3 or memory_tokens.shape[0] == 0 or memory_tokens.shape[0] != len(memory_labels):
-            raise ValueError(
-                f"memory_tokens must be (M, Lm, C) with M = len(memory_labels) > 0, got {tuple(memory_tokens.shape)}"
-                f" and {len(memory_labels)} labels"
-            )
-        length = query_tokens.shape[1]
-        device = query_tokens.device
-        memory_labels = memory_labels.to(device)
-        query_labels = query_labels.to(device)
-        has_memory = torch.isin(query_labels, memory_labels) & (query_labels >= 0)
-        if self.empty_memory == "error":
-            missing = ~has_memory & (query_labels >= 0)
-            if missing.any():
-                raise ValueError(f"no memory items for labels {sorted(set(query_labels[missing].tolist()))}")
-
+        readout.check_tokens(memory_tokens)
+        length, device = query_tokens.shape[1], query_tokens.device
         if self.fusion_type == "additive":
             keys = values = self.to_memory(memory_tokens)
-            queries = self.to_query(query_tokens)
         else:
             keys, values = self.to_key(memory_tokens), self.to_value(memory_tokens)
-            queries = self.to_query(query_tokens)
+        queries = self.to_query(query_tokens)
         hidden = queries.shape[-1]
         keys, values = keys.reshape(-1, hidden), values.reshape(-1, hidden)
         tokens_per_item = memory_tokens.shape[1]
-
-        # one group per query label that has memory, and one group reading all memory for the rest
-        sets = []
-        if has_memory.any():
-            rows = torch.nonzero(has_memory).flatten()
-            group_labels = torch.unique(query_labels[rows])
-            items, valid = _group_memory(group_labels, memory_labels)
-            sets.append((rows, torch.searchsorted(group_labels, query_labels[rows]), items, valid))
-        if not has_memory.all():
-            rows = torch.nonzero(~has_memory).flatten()
-            items = torch.arange(len(memory_labels), device=device)[None]
-            sets.append((rows, torch.zeros_like(rows), items, torch.ones_like(items, dtype=torch.bool)))
-
-        out = torch.empty_like(queries)
         offsets = torch.arange(tokens_per_item, device=device)
-        for rows, group, items, valid in sets:
-            num_groups = items.shape[0]
-            position, width = _positions_in_groups(group, num_groups)
-            grouped = torch.zeros((num_groups, width, length, hidden), dtype=queries.dtype, device=device)
-            grouped[group, position] = queries[rows]
-            token_index = (items[..., None] * tokens_per_item + offsets).flatten(1)
-            token_valid = valid[..., None].expand(-1, -1, tokens_per_item).flatten(1)
+        out = torch.empty_like(queries)
+        for groups in readout.sets:
+            num_groups = groups.items.shape[0]
+            grouped = torch.zeros((num_groups, groups.width, length, hidden), dtype=queries.dtype, device=device)
+            grouped[groups.group, groups.position] = queries[groups.rows]
+            token_index = (groups.items[..., None] * tokens_per_item + offsets).flatten(1)
+            token_valid = groups.valid[..., None].expand(-1, -1, tokens_per_item).flatten(1)
             fused = self._attend(grouped.flatten(1, 2), keys, values, token_index, token_valid)
-            out[rows] = fused.view(num_groups, width, length, hidden)[group, position]
+            out[groups.rows] = fused.view(num_groups, groups.width, length, hidden)[groups.group, groups.position]
         return out
 
     def _attend(

@@ -29,10 +29,10 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
 from torch import nn
 
-from .fusion import EMPTY_MEMORY_POLICIES, MemoryFusion
-
-UNET_FUSION_TYPES = ("additive", "dot", "none")
-MEMORY_ENCODINGS = ("clean", "paper")
+from ..choices import MemoryEncoding, UNetFusionType, check_choice
+from ..memory.readout import MemoryReadout
+from ..utils.images import to_model_range
+from .fusion import MemoryFusion
 
 
 class SPMUNet2DModel(ModelMixin, ConfigMixin):
@@ -49,7 +49,6 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
         fusion_type: `"additive"` (the paper's), `"dot"`, or `"none"` for the parametric twin.
         fusion_pool_size: query and memory bottlenecks are average-pooled to this many tokens per side.
         memory_encoding: `"clean"` (memory at t=0: tokens computed once per bank version) or `"paper"`.
-        empty_memory: a labelled query with no same-label memory reads all memory (`"all"`) or raises.
         norm_num_groups: GroupNorm groups.
         fusion_chunk_elements: bound on the additive fusion's intermediate tensor (elements).
     """
@@ -65,20 +64,15 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
         attention_resolutions: Sequence[int] = (16,),
         dropout: float = 0.1,
         num_class_embeds: int = 10,
-        fusion_type: str = "additive",
+        fusion_type: UNetFusionType = "additive",
         fusion_pool_size: int = 4,
-        memory_encoding: str = "clean",
-        empty_memory: str = "all",
+        memory_encoding: MemoryEncoding = "clean",
         norm_num_groups: int = 32,
         fusion_chunk_elements: int = 2**22,
     ) -> None:
         super().__init__()
-        if fusion_type not in UNET_FUSION_TYPES:
-            raise ValueError(f"fusion_type must be one of {UNET_FUSION_TYPES}, got {fusion_type!r}")
-        if memory_encoding not in MEMORY_ENCODINGS:
-            raise ValueError(f"memory_encoding must be one of {MEMORY_ENCODINGS}, got {memory_encoding!r}")
-        if empty_memory not in EMPTY_MEMORY_POLICIES:
-            raise ValueError(f"empty_memory must be one of {EMPTY_MEMORY_POLICIES}, got {empty_memory!r}")
+        check_choice("fusion_type", fusion_type, UNetFusionType)
+        check_choice("memory_encoding", memory_encoding, MemoryEncoding)
         if num_class_embeds < 1:
             raise ValueError(f"num_class_embeds must be positive, got {num_class_embeds}")
         bottleneck = sample_size // 2 ** (len(block_out_channels) - 1)
@@ -130,7 +124,7 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
             )
         else:
             self.mid_res_in = ResnetBlock2D(**resnet)
-            self.fusion = MemoryFusion(mid_ch, fusion_type, empty_memory, fusion_chunk_elements)
+            self.fusion = MemoryFusion(mid_ch, fusion_type, fusion_chunk_elements)
             self.mid_res_out = ResnetBlock2D(**resnet)
 
         self.up_blocks = nn.ModuleList()
@@ -218,7 +212,7 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
         """Memory tokens of `images`, detached (no gradient flows through the memory path).
 
         Args:
-            images (`torch.Tensor` of shape `(M, C, H, W)`): memory images in model space, [-1, 1].
+            images (`torch.Tensor` of shape `(M, C, H, W)`): memory images, float in [0, 1] (or uint8).
             labels (`torch.Tensor` of shape `(M,)`): their labels (class embedding of the down path).
             timestep: the memory's timestep; None means 0 (clean memory). A tensor of shape `(M,)` gives
                 one timestep per image (the paper's training-time noising).
@@ -238,7 +232,7 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError(f"expected {len(images)} memory labels, got {len(labels)}")
         self._check_labels(labels, "memory labels", allow_null=False)
         emb = self._embedding(0 if timestep is None else timestep, labels, len(images))
-        h, _ = self._encode(images.to(self.dtype), emb)
+        h, _ = self._encode(to_model_range(images).to(self.dtype), emb)
         return self._tokens(h).detach()
 
     def forward(
@@ -247,8 +241,7 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
         timestep: torch.Tensor | float | int,
         class_labels: torch.Tensor,
         memory_tokens: torch.Tensor | None = None,
-        memory_labels: torch.Tensor | None = None,
-        memory_query_labels: torch.Tensor | None = None,
+        readout: MemoryReadout | None = None,
         return_dict: bool = True,
     ) -> UNet2DOutput | tuple[torch.Tensor]:
         """Predicts the noise of `sample`.
@@ -257,14 +250,11 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
             sample (`torch.Tensor` of shape `(B, C, H, W)`): the noisy images.
             timestep (`torch.Tensor` of shape `(B,)`, or a number): the diffusion timestep.
             class_labels (`torch.Tensor` of shape `(B,)`): labels in `[0, num_class_embeds]`; the last value
-                (`null_class_label`) is the unconditional label of guidance, which reads all memory unless
-                `memory_query_labels` says otherwise.
-            memory_tokens (`torch.Tensor` of shape `(M, pool**2, C_bottleneck)`): from `encode_memory`;
-                required unless `fusion_type="none"`.
-            memory_labels (`torch.Tensor` of shape `(M,)`): the memory items' labels.
-            memory_query_labels (`torch.Tensor` of shape `(B,)`, *optional*): the label each query reads
-                memory of, when it differs from `class_labels` (e.g. one group per query for image variations);
-                -1 reads all memory.
+                (`null_class_label`) is the unconditional label of guidance.
+            memory_tokens (`torch.Tensor` of shape `(M, pool**2, C_bottleneck)`): from `encode_memory`, in the
+                readout's item order; required unless `fusion_type="none"`.
+            readout ([`MemoryReadout`]): which memory items each of the B samples reads
+                (`MemoryReadout.from_labels`, or the pipeline's readout for the batch).
             return_dict: return a `UNet2DOutput` instead of a tuple.
         """
         batch = sample.shape[0]
@@ -273,19 +263,14 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
         emb = self._embedding(timestep, class_labels, batch)
         h, skips = self._encode(sample, emb)
         if self.uses_memory:
-            if memory_tokens is None or memory_labels is None:
-                raise ValueError("an SPM needs memory_tokens and memory_labels (from encode_memory)")
+            if memory_tokens is None or readout is None:
+                raise ValueError("an SPM needs memory_tokens (from encode_memory) and their readout")
             if tuple(memory_tokens.shape[1:]) != self.memory_token_shape:
                 raise ValueError(
                     f"memory_tokens must have shape (M, {', '.join(map(str, self.memory_token_shape))}), "
                     f"got {tuple(memory_tokens.shape)}"
                 )
-            if memory_query_labels is None:  # the null label reads all memory (no memory carries it)
-                unconditional = class_labels == self.null_class_label
-                query_labels = torch.where(unconditional, torch.full_like(class_labels, -1), class_labels)
-            else:
-                query_labels = memory_query_labels.to(sample.device)
-            fused = self.fusion(self._tokens(h), query_labels, memory_tokens.to(h.dtype).detach(), memory_labels)
+            fused = self.fusion(self._tokens(h), memory_tokens.to(h.dtype).detach(), readout)
             pool = self.config.fusion_pool_size
             fused = fused.transpose(1, 2).reshape(batch, -1, pool, pool)
             h = self.mid_res_out(F.interpolate(fused, size=h.shape[-2:], mode="nearest"), emb)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from ..training.config import check_values
 from ..unlearning.twin import TwinUnlearning
+from ..utils.validation import check_values
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch
 from accelerate import PartialState
 
 from ..memory.bank import MemoryBank
+from ..memory.saved_folder import SavedFolder
 from ..metrics.memorization import save_distance_histogram
 from ..models.classifier_spm import load_classifier
 from ..sampling import load_pipeline
@@ -48,7 +49,7 @@ def run_report(config: ReportConfig) -> dict:
         raise ValueError(f"'{config.pipeline_dir}' has no memory bank: give the SPM pipeline, not its twin")
     if config.compile_fusion and spm.unet.config.fusion_type == "additive":
         spm.unet.compile_fusion()
-    training = MemoryBank.from_pretrained(os.path.join(config.pipeline_dir, "memory_bank"))
+    training = SavedFolder(config.pipeline_dir).load_bank()
     removed = removed_data(training, config)
     judge = Judge(*load_classifier(config.classifier_dir)) if config.classifier_dir else None
     num_classes = spm.unet.config.num_class_embeds

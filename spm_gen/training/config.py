@@ -12,25 +12,43 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..config import read_yaml
+import yaml
+
+from ..choices import Dataset, MixedPrecision, choices_of
 from ..models.classifier_spm import SPMClassifier
 from ..models.unet_spm import SPMUNet2DModel
+from ..utils.validation import check_values
 
-DATASETS = ("digits", "folder", "cifar10", "hf_disk")
-MIXED_PRECISIONS = ("no", "fp16", "bf16")
 DATA_HINTS = {
-    "dataset": f" (one of {DATASETS})",
-    "mixed_precision": f" (one of {MIXED_PRECISIONS})",
+    "dataset": f" (one of {list(choices_of(Dataset))})",
+    "mixed_precision": f" (one of {list(choices_of(MixedPrecision))})",
     "data_path": " (the path does not exist)",
 }
 
 
-def check_values(config: Any, checks: dict[str, bool], hints: dict[str, str] | None = None) -> None:
-    """Raises ValueError naming the first key whose check failed."""
-    for key, ok in checks.items():
-        if not ok:
-            hint = (hints or {}).get(key, "")
-            raise ValueError(f"bad config value {key}={getattr(config, key)!r}{hint}")
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file '{path}' does not exist")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file '{path}' must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def model_config(path: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
+    """The `model:` section of a config file, with overrides, checked against `SPMUNet2DModel`'s arguments."""
+    section = {**read_yaml(path).get("model", {}), **overrides}
+    allowed = set(inspect.signature(SPMUNet2DModel.__init__).parameters) - {"self"}
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ValueError(f"unknown model config keys in '{path}': {unknown} (allowed: {sorted(allowed)})")
+    return section
+
+
+def build_unet(path: str | os.PathLike, **overrides: Any) -> SPMUNet2DModel:
+    """An untrained `SPMUNet2DModel` from the `model:` section of a config file."""
+    return SPMUNet2DModel(**model_config(path, **overrides))
 
 
 def check_model(model_class: type, model: dict[str, Any]) -> None:
@@ -49,7 +67,7 @@ class RunConfig:
     model_class: ClassVar[type]
 
     output_dir: str = "runs/run"
-    dataset: str = "digits"
+    dataset: Dataset = "digits"
     data_path: str | None = None
     image_size: int = 16
     channels: int = 1
@@ -65,14 +83,14 @@ class RunConfig:
     max_train_steps: int = 1000
     learning_rate: float = 2e-4
     weight_decay: float = 0.0
-    mixed_precision: str = "no"
+    mixed_precision: MixedPrecision = "no"
     seed: int = 0
     log_every: int = 10
 
     def checks(self) -> dict[str, bool]:
         """Key -> whether its value is valid; subclasses add their own."""
         return {
-            "dataset": self.dataset in DATASETS,
+            "dataset": self.dataset in choices_of(Dataset),
             "data_path": self.dataset == "digits" or bool(self.data_path and os.path.exists(self.data_path)),
             "image_size": self.image_size > 0,
             "channels": self.channels in (1, 3),
@@ -81,7 +99,7 @@ class RunConfig:
             "max_train_steps": self.max_train_steps > 0,
             "learning_rate": self.learning_rate > 0,
             "weight_decay": self.weight_decay >= 0,
-            "mixed_precision": self.mixed_precision in MIXED_PRECISIONS,
+            "mixed_precision": self.mixed_precision in choices_of(MixedPrecision),
             "log_every": self.log_every > 0,
         }
 
@@ -171,6 +189,8 @@ def _parse_value(name: str, text: str | list[str], annotation: Any) -> Any:
             return None
         annotation = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:  # a named choice: checked by `validate`
+        return text[0] if isinstance(text, list) and len(text) == 1 else text
     try:
         if origin is list:
             items = text if isinstance(text, list) else [t for t in text.split(",") if t]

@@ -1,13 +1,9 @@
-"""The training loop: `train(config)` runs under `accelerate launch` (one CPU, one GPU or many GPUs).
-
-Every step draws its batch, support set, permutation, noise and timesteps from a generator seeded by
-(seed, step, process), so a resumed run repeats exactly what an uninterrupted one would have done.
-"""
+"""The diffusion training loop: `train(config)` runs under `accelerate launch` (one CPU, one GPU or many
+GPUs), on the shared run skeleton (`spm_gen.training.run`)."""
 
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import os
 import shutil
@@ -19,23 +15,16 @@ from accelerate.utils import set_seed
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from ..data import ImageDataset, to_memory_bank
 from ..models.unet_spm import SPMUNet2DModel
 from ..utils.images import save_image_grid
 from .checkpoints import resolve_resume, save_checkpoint
 from .config import TrainConfig
-from .data import load_training_dataset
-from .logs import append_loss, plot_losses, truncate_losses
-from .losses import diffusion_loss
-from .memory_sampling import SupportSampler
+from .losses import LossOptions, diffusion_loss
+from .run import TrainingRun
 
 logger = get_logger(__name__)
-
-
-def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device).manual_seed(seed * 1_000_003 + step * 1_009 + rank)
 
 
 def build_pipeline(unet: SPMUNet2DModel, noise_scheduler: DDPMScheduler, dataset: ImageDataset):
@@ -71,30 +60,18 @@ def train(config: TrainConfig) -> str | None:
         log_with=config.log_with,
         project_dir=config.output_dir,
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    run_dir = config.output_dir
-    if accelerator.is_main_process:
-        os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            f.write(config.to_json())
-    accelerator.wait_for_everyone()
-    device, rank = accelerator.device, accelerator.process_index
-
     set_seed(config.seed)  # the same initial weights on every process and in every run with this seed
     unet = SPMUNet2DModel(**config.model)
-    num_classes = unet.config.num_class_embeds
     cfg = unet.config
-    dataset = load_training_dataset(config, (cfg.in_channels, cfg.sample_size, cfg.sample_size), num_classes)
-    images_all = dataset.images  # uint8 on the CPU; batches move to the device
-    sampler = SupportSampler(dataset.labels, num_classes)
-    logger.info(f"training {unet.config.fusion_type} on {len(dataset)} images; {accelerator.num_processes} process(es)")
+    run = TrainingRun.start(
+        config, (cfg.in_channels, cfg.sample_size, cfg.sample_size), cfg.num_class_embeds, unet.uses_memory, accelerator
+    )
+    logger.info(f"training {cfg.fusion_type} on {len(run.dataset)} images; {accelerator.num_processes} process(es)")
 
     ema = None
     if config.use_ema:
-        ema = EMAModel(
-            unet.parameters(), decay=config.ema_decay, use_ema_warmup=config.ema_warmup,
-            model_cls=SPMUNet2DModel, model_config=unet.config,
-        )  # fmt: skip
+        ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=config.ema_warmup,
+                       model_cls=SPMUNet2DModel, model_config=cfg)  # fmt: skip
     optimizer = torch.optim.AdamW(
         unet.parameters(),
         lr=config.learning_rate,
@@ -115,83 +92,56 @@ def train(config: TrainConfig) -> str | None:
     )
     model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     if ema is not None:
-        ema.to(device)
+        ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
     if config.log_with:
         accelerator.init_trackers("spm-gen", config={k: str(v) for k, v in vars(config).items()})
 
-    loss_log = os.path.join(run_dir, "loss.jsonl")
     start_step = 0
-    resumed = resolve_resume(run_dir, config.resume)
+    resumed = resolve_resume(config.output_dir, config.resume)
     if resumed is not None:
         accelerator.load_state(resumed[0])
         start_step = resumed[1]
-        if accelerator.is_main_process:
-            truncate_losses(loss_log, start_step)
         logger.info(f"resumed from {resumed[0]} at step {start_step}")
-    elif accelerator.is_main_process and os.path.exists(loss_log):
-        os.remove(loss_log)
-
-    progress = tqdm(
-        range(start_step, config.max_train_steps),
-        initial=start_step,
-        total=config.max_train_steps,
-        desc="training",
-        disable=not accelerator.is_local_main_process,
-    )
-    running = []
+    if accelerator.is_main_process:
+        os.makedirs(os.path.join(config.output_dir, "samples"), exist_ok=True)
+    options = LossOptions(class_dropout=config.class_dropout)
+    progress = run.begin(start_step)
     for step in progress:
-        generator = step_generator(config.seed, step, rank, torch.device("cpu"))
-        device_generator = step_generator(config.seed, step, rank, device)
+        generator, device_generator = run.generators(step)
         for _ in range(config.gradient_accumulation_steps):
             with accelerator.accumulate(model):
-                idx, labels, support, support_labels = sampler.draw(
-                    config.train_batch_size,
-                    config.memory_per_batch if unet.uses_memory else None,
-                    config.permute_labels,
-                    generator,
-                )
-                images = images_all[idx].to(device).float() / 127.5 - 1
-                support_images = None
-                if support is not None:
-                    support_images = images_all[support].to(device).float() / 127.5 - 1
-                    support_labels = support_labels.to(device)
+                batch = run.draw(generator)
                 with accelerator.autocast():
-                    loss = diffusion_loss(
-                        model, accelerator.unwrap_model(model), noise_scheduler, images, labels.to(device),
-                        device_generator, config.class_dropout, support_images, support_labels,
-                    )  # fmt: skip
+                    loss = diffusion_loss(model, noise_scheduler, batch, device_generator, options)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                running.append(accelerator.gather(loss.detach()[None]).mean().item())
+                run.add_loss(loss)
         if ema is not None:
             ema.step(accelerator.unwrap_model(model).parameters())
         global_step = step + 1
-        if global_step % config.log_every == 0 or global_step == config.max_train_steps:
-            record = {"step": global_step, "loss": sum(running) / len(running), "lr": lr_scheduler.get_last_lr()[0]}
-            running = []
+        record = run.log_step(global_step, lr=lr_scheduler.get_last_lr()[0])
+        if record is not None:
             progress.set_postfix(loss=f"{record['loss']:.4f}")
-            if accelerator.is_main_process:
-                append_loss(loss_log, record)
             if config.log_with:
                 accelerator.log(record, step=global_step)
         if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
-            save_checkpoint(accelerator, run_dir, global_step, config.checkpoints_total_limit)
+            save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit)
         if global_step % config.sample_every == 0 and accelerator.is_main_process:
             with _ema_weights(accelerator.unwrap_model(model), ema) as weights:
-                pipe = build_pipeline(weights, noise_scheduler, dataset)
-                sample_grid(pipe, config, num_classes, os.path.join(run_dir, "samples", f"step-{global_step:06d}.png"))
+                pipe = build_pipeline(weights, noise_scheduler, run.dataset)
+                path = os.path.join(config.output_dir, "samples", f"step-{global_step:06d}.png")
+                sample_grid(pipe, config, cfg.num_class_embeds, path)
 
     accelerator.wait_for_everyone()
     final = None
     if accelerator.is_main_process:
-        final = export_pipeline(accelerator.unwrap_model(model), ema, noise_scheduler, dataset, config, run_dir)
-        plot_losses(loss_log, os.path.join(run_dir, "loss.png"), title=f"{unet.config.fusion_type} on {config.dataset}")
-    accelerator.end_training()
+        final = export_pipeline(accelerator.unwrap_model(model), ema, noise_scheduler, run.dataset, config)
+    run.finish(title=f"{cfg.fusion_type} on {config.dataset}")
     return final
 
 
@@ -212,8 +162,9 @@ class _ema_weights:
         return None
 
 
-def export_pipeline(unet, ema, noise_scheduler, dataset, config: TrainConfig, run_dir: str) -> str:
+def export_pipeline(unet, ema, noise_scheduler, dataset, config: TrainConfig) -> str:
     """Writes `<run>/pipeline` (EMA weights, DDIM scheduler, memory = training set) and a sample grid per class."""
+    run_dir = config.output_dir
     final, tmp = os.path.join(run_dir, "pipeline"), os.path.join(run_dir, "pipeline.tmp")
     with _ema_weights(unet, ema) as weights:
         pipe = build_pipeline(weights, noise_scheduler, dataset)

@@ -2,54 +2,61 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 from diffusers import DDPMScheduler
 
-from ..models.unet_spm import SPMUNet2DModel
+from ..memory.readout import MemoryReadout
+from ..utils.images import from_model_range, to_model_range
+from .run import TrainingBatch
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """`class_dropout`: probability that a query gets the null label (guidance). A dropped query reads all
+    memory, like the unconditional branch at sampling time."""
+
+    class_dropout: float = 0.0
 
 
 def diffusion_loss(
     model: torch.nn.Module,
-    unet: SPMUNet2DModel,
     scheduler: DDPMScheduler,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    batch: TrainingBatch,
     generator: torch.Generator,
-    class_dropout: float,
-    support_images: torch.Tensor | None = None,
-    support_labels: torch.Tensor | None = None,
+    options: LossOptions = LossOptions(),
 ) -> torch.Tensor:
     """Noise-prediction MSE of one batch.
 
     Args:
-        model: the module to call (the unet, possibly wrapped for distributed training).
-        unet: the unwrapped unet (its config and `encode_memory`).
+        model: the unet to call (possibly wrapped for distributed training).
         scheduler: gives the noise schedule (`add_noise`).
-        images (`torch.Tensor` of shape `(B, C, H, W)`): clean images in [-1, 1].
-        labels (`torch.Tensor` of shape `(B,)`): their (possibly permuted) labels.
+        batch: query images and labels, and for an SPM the batch's memory (support images and labels).
         generator: the batch's random stream (noise, timesteps, label dropout), on the images' device.
-        class_dropout: probability that a query gets the null label (guidance). A dropped query reads all
-            memory, like the unconditional branch at sampling time.
-        support_images / support_labels: the batch's memory, for an SPM.
+        options: see `LossOptions`.
     """
-    device, batch = images.device, images.shape[0]
+    unet = extract_model_from_parallel(model)
+    images = to_model_range(batch.images)
+    labels, device, size = batch.labels, images.device, images.shape[0]
     num_steps = scheduler.config.num_train_timesteps
     noise = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
-    timesteps = torch.randint(0, num_steps, (batch,), generator=generator, device=device)
+    timesteps = torch.randint(0, num_steps, (size,), generator=generator, device=device)
     noisy = scheduler.add_noise(images, noise, timesteps)
-    dropped = torch.rand(batch, generator=generator, device=device) < class_dropout
+    dropped = torch.rand(size, generator=generator, device=device) < options.class_dropout
     model_labels = torch.where(dropped, torch.full_like(labels, unet.null_class_label), labels)
     if not unet.uses_memory:
         return F.mse_loss(model(noisy, timesteps, model_labels).sample.float(), noise.float())
+    support, support_labels = batch.support_images, batch.support_labels
     if unet.config.memory_encoding == "paper":  # memory noised at random timesteps, as in the official code
-        memory_t = torch.randint(0, num_steps, (len(support_images),), generator=generator, device=device)
-        memory_noise = torch.randn(support_images.shape, generator=generator, device=device, dtype=images.dtype)
-        tokens = unet.encode_memory(
-            scheduler.add_noise(support_images, memory_noise, memory_t), support_labels, memory_t
-        )
+        memory_t = torch.randint(0, num_steps, (len(support),), generator=generator, device=device)
+        memory_noise = torch.randn(support.shape, generator=generator, device=device, dtype=images.dtype)
+        noisy_support = scheduler.add_noise(to_model_range(support), memory_noise, memory_t)
+        tokens = unet.encode_memory(from_model_range(noisy_support, clamp=False), support_labels, memory_t)
     else:
-        tokens = unet.encode_memory(support_images, support_labels)
-    query_memory = torch.where(dropped, torch.full_like(labels, -1), labels)
-    prediction = model(noisy, timesteps, model_labels, tokens, support_labels, query_memory).sample
+        tokens = unet.encode_memory(support, support_labels)
+    readout = MemoryReadout.from_labels(torch.where(dropped, torch.full_like(labels, -1), labels), support_labels)
+    prediction = model(noisy, timesteps, model_labels, tokens, readout).sample
     return F.mse_loss(prediction.float(), noise.float())

@@ -1,5 +1,5 @@
 """Forget requests and the parametric unlearning baselines."""
 
-from .requests import ForgetRequest, forget_ids
+from .forget_set import ForgetSet, forget_ids
 
-__all__ = ["ForgetRequest", "forget_ids"]
+__all__ = ["ForgetSet", "forget_ids"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +22,11 @@ from tqdm.auto import tqdm
 from ..data import ImageDataset
 from ..models.unet_spm import SPMUNet2DModel
 from ..training.losses import diffusion_loss
+from ..training.run import TrainingBatch
+from ..utils.images import to_model_range
 
-# (model, images in [-1, 1], labels, generator) -> the loss on a forget batch
-ForgetLoss = Callable[[SPMUNet2DModel, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+# (model, a forget batch, generator) -> the loss on it
+ForgetLoss = Callable[[SPMUNet2DModel, TrainingBatch, torch.Generator], torch.Tensor]
 
 
 def _check(unet: SPMUNet2DModel, forget: ImageDataset) -> None:
@@ -33,41 +36,51 @@ def _check(unet: SPMUNet2DModel, forget: ImageDataset) -> None:
         raise ValueError("the forget set is empty")
 
 
+@dataclass(frozen=True)
+class UnlearningBudget:
+    """How one parametric unlearning run spends its effort: `steps` AdamW steps at `lr` on batches of
+    `batch_size` (seeded by `seed`), with `remain_weight` x the denoising loss of `remain` added, updating only
+    the `saliency` share of most salient weights when given."""
+
+    steps: int
+    lr: float
+    remain: ImageDataset | None = None
+    remain_weight: float = 1.0
+    batch_size: int = 32
+    seed: int = 0
+    saliency: float | None = None
+    desc: str = "unlearning"
+
+
 def _unlearn(
     unet: SPMUNet2DModel,
     scheduler: DDPMScheduler,
     forget: ImageDataset,
     forget_loss: ForgetLoss,
-    steps: int,
-    lr: float,
-    remain: ImageDataset | None,
-    remain_weight: float,
-    batch_size: int,
-    seed: int,
-    saliency: float | None = None,
-    desc: str = "unlearning",
+    budget: UnlearningBudget,
 ) -> tuple[SPMUNet2DModel, float]:
-    """A copy of `unet` after `steps` AdamW steps on `forget_loss` (+ `remain_weight` x the denoising loss
-    of `remain`), updating only the salient weights when `saliency` is given. Returns `(unet, seconds)`."""
+    """A copy of `unet` after `budget.steps` steps on `forget_loss` (see `UnlearningBudget`). Returns
+    `(unet, seconds)`."""
     start = time.perf_counter()
     model = copy.deepcopy(unet).train()
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(budget.seed)
     device = next(model.parameters()).device
 
-    def batch(data: ImageDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
-        idx = torch.randint(0, len(data), (min(batch_size, len(data)),), generator=generator)
+    def batch(data: ImageDataset) -> tuple[TrainingBatch, torch.Generator]:
+        idx = torch.randint(0, len(data), (min(budget.batch_size, len(data)),), generator=generator)
         step_generator = torch.Generator(device).manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
-        return data.images[idx].to(device).float() / 127.5 - 1, data.labels[idx].to(device), step_generator
+        return TrainingBatch(data.images[idx].to(device), data.labels[idx].to(device)), step_generator
 
-    def denoising(images: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return diffusion_loss(model, model, scheduler, images, labels, g, 0.0)
+    def denoising(data: TrainingBatch, g: torch.Generator) -> torch.Tensor:
+        return diffusion_loss(model, scheduler, data, g)
 
-    masks = saliency_masks(model, lambda: denoising(*batch(forget)), saliency) if saliency else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)  # masked weights stay put
-    for _ in tqdm(range(steps), desc=desc, disable=not PartialState().is_local_main_process):
+    masks = saliency_masks(model, lambda: denoising(*batch(forget)), budget.saliency) if budget.saliency else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.0)  # masked weights stay put
+    remain = budget.remain
+    for _ in tqdm(range(budget.steps), desc=budget.desc, disable=not PartialState().is_local_main_process):
         loss = forget_loss(model, *batch(forget))
-        if remain is not None and len(remain) and remain_weight:
-            loss = loss + remain_weight * denoising(*batch(remain))
+        if remain is not None and len(remain) and budget.remain_weight:
+            loss = loss + budget.remain_weight * denoising(*batch(remain))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if masks is not None:
@@ -110,11 +123,11 @@ def diffusion_gradient_ascent(
     `remain`'s, weighted by `remain_weight`, when given). Returns `(unet, seconds)`."""
     _check(unet, forget)
 
-    def ascent(model, images, labels, g):
-        return -diffusion_loss(model, model, scheduler, images, labels, g, 0.0)
+    def ascent(model: SPMUNet2DModel, data: TrainingBatch, g: torch.Generator) -> torch.Tensor:
+        return -diffusion_loss(model, scheduler, data, g)
 
-    return _unlearn(unet, scheduler, forget, ascent, steps, lr, remain, remain_weight, batch_size, seed,
-                    desc="gradient ascent")  # fmt: skip
+    budget = UnlearningBudget(steps, lr, remain, remain_weight, batch_size, seed, desc="gradient ascent")
+    return _unlearn(unet, scheduler, forget, ascent, budget)
 
 
 def diffusion_random_label(
@@ -139,7 +152,8 @@ def diffusion_random_label(
     if num_classes is None or num_classes < 2:
         raise ValueError("random-label unlearning needs a class-conditional model with at least two classes")
 
-    def random_label(model, images, labels, g):
+    def random_label(model: SPMUNet2DModel, data: TrainingBatch, g: torch.Generator) -> torch.Tensor:
+        images, labels = to_model_range(data.images), data.labels
         noise = torch.randn(images.shape, generator=g, device=images.device, dtype=images.dtype)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=g, device=images.device)
         noisy = scheduler.add_noise(images, noise, t)
@@ -148,5 +162,5 @@ def diffusion_random_label(
             target = frozen(noisy, t, other).sample
         return F.mse_loss(model(noisy, t, labels).sample.float(), target.float())
 
-    return _unlearn(unet, scheduler, forget, random_label, steps, lr, remain, remain_weight, batch_size, seed,
-                    saliency, desc="random-label (SalUn)")  # fmt: skip
+    budget = UnlearningBudget(steps, lr, remain, remain_weight, batch_size, seed, saliency, "random-label (SalUn)")
+    return _unlearn(unet, scheduler, forget, random_label, budget)

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from diffusers import DDPMScheduler
 
+from ..choices import TwinMethod, check_choice
 from ..data import ImageDataset
 from ..memory.bank import MemoryBank
-from ..training.config import check_values
+from ..utils.validation import check_values
 from .diffusion_baselines import diffusion_gradient_ascent, diffusion_random_label
 
-METHODS = {"random_label": "random-label (SalUn)", "gradient_ascent": "gradient ascent"}
+TITLES: dict[TwinMethod, str] = {"random_label": "random-label (SalUn)", "gradient_ascent": "gradient ascent"}
 
 
 def forget_and_remain(training: MemoryBank, ids: list[str]) -> tuple[ImageDataset, ImageDataset]:
@@ -27,7 +28,7 @@ def forget_and_remain(training: MemoryBank, ids: list[str]) -> tuple[ImageDatase
 class TwinUnlearning:
     # on the digits twin: random_label 100 steps at lr 1e-4 forgets class 3 and keeps the rest; gradient ascent
     # jumps from no effect to a ruined model (lr 3e-5 with remain_weight 5 is near the edge): see RESULTS.md
-    method: str = "random_label"
+    method: TwinMethod = "random_label"
     steps: int = 100
     lr: float = 1e-4
     remain_weight: float = 1.0  # descent on the remaining data during unlearning
@@ -35,23 +36,19 @@ class TwinUnlearning:
 
     @property
     def title(self) -> str:
-        return METHODS[self.method]
+        return TITLES[self.method]
 
     def check(self) -> None:
         """Raises ValueError naming the first bad value."""
-        check_values(
-            self,
-            {"method": self.method in METHODS, "steps": self.steps > 0, "lr": self.lr > 0,
-             "remain_weight": self.remain_weight >= 0, "saliency": 0 < self.saliency <= 1},
-            {"method": f" (the twin's unlearning method: choose from {list(METHODS)})"},
-        )  # fmt: skip
+        check_choice("the twin's unlearning method", self.method, TwinMethod)
+        checks = {"steps": self.steps > 0, "lr": self.lr > 0, "remain_weight": self.remain_weight >= 0}
+        check_values(self, {**checks, "saliency": 0 < self.saliency <= 1})
 
     def apply(self, twin, forget: ImageDataset, remain: ImageDataset, seed: int = 0):
         """The twin pipeline after this unlearning of `forget` (descent on `remain`), and the seconds it took."""
         self.check()
         scheduler = DDPMScheduler.from_config(twin.scheduler.config)
-        common = {"steps": self.steps, "lr": self.lr, "remain": remain, "remain_weight": self.remain_weight,
-                  "seed": seed}  # fmt: skip
+        common = dict(steps=self.steps, lr=self.lr, remain=remain, remain_weight=self.remain_weight, seed=seed)
         if self.method == "random_label":
             unet, seconds = diffusion_random_label(twin.unet, scheduler, forget, saliency=self.saliency, **common)
         else:

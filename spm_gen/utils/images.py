@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.utils import make_grid
 
 
@@ -48,3 +49,36 @@ def save_titled_rows(rows: dict[str, torch.Tensor], path: str, title: str = "") 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """Images as a model sees them, in [-1, 1]: uint8 in [0, 255] or float in [0, 1] (as `x * 2 - 1`)."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    return images * 2 - 1
+
+
+def from_model_range(images: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """Model-space images in [-1, 1] as float images in [0, 1] (clamped unless `clamp` is False)."""
+    images = images / 2 + 0.5
+    return images.clamp(0, 1) if clamp else images
+
+
+def load_image(path: str, image_size: int | None = None, channels: int = 3) -> torch.Tensor:
+    """One image file as uint8 `(C, H, W)`, optionally resized to `image_size` x `image_size`.
+
+    Raises:
+        ValueError: the file is not a readable image, or `channels` is not 1 or 3.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            if image_size is not None:
+                img = img.resize((image_size, image_size), Image.BICUBIC)
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"cannot read image '{path}': {e}") from e
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(array.copy())

@@ -20,8 +20,7 @@ def test_digits_dataset():
     assert len(ds) == 1797 and ds.image_shape == (1, 8, 8) and ds.num_classes == 10
     assert ds.images.dtype == torch.uint8 and ds.images.max() == 255
     assert sorted(set(ds.labels.tolist())) == list(range(10))
-    item = ds[5]
-    assert item["images"].shape == (1, 8, 8) and item["ids"] == "5" and 0 <= item["images"].min()
+    assert ds.ids[5] == "5" and ds.images[5].shape == (1, 8, 8)
     assert load_digits_dataset(image_size=16).image_shape == (1, 16, 16)
 
 

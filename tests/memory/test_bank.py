@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from spm_gen import MemoryBank
+from spm_gen.memory.readout import class_readout
 from tests.conftest import make_images, make_labels
 
 
@@ -175,24 +176,20 @@ def test_select_after_removal_equals_a_bank_that_never_held_the_items():
     for label in range(5):
         for k in (None, 1, 5, 30):
             for seed in range(3):
-                got = full.select(label, k, generator=torch.Generator().manual_seed(seed))
-                want = never.select(label, k, generator=torch.Generator().manual_seed(seed))
+                # what a class-`label` query reads (class 2 was emptied: it reads the fallback)
+                got = class_readout(full, torch.tensor([label]), k, torch.Generator().manual_seed(seed)).read
+                want = class_readout(never, torch.tensor([label]), k, torch.Generator().manual_seed(seed)).read
                 assert got == want
 
 
-def test_select_empty_label_policy(tiny_bank):
+def test_select_all_items_and_bad_arguments(tiny_bank):
+    everything = tiny_bank.select(None, 4, generator=torch.Generator().manual_seed(0))
+    assert len(everything) == 4 and len({tiny_bank.get_labels([i]).item() for i in tiny_bank.select(None)}) == 4
     tiny_bank.remove(labels=[3])
-    fallback = tiny_bank.select(3, 4, generator=torch.Generator().manual_seed(0))
-    assert len(fallback) == 4 and all(i in tiny_bank for i in fallback)
     with pytest.raises(ValueError, match="no memory items with label 3"):
-        tiny_bank.select(3, 4, empty_label_policy="error")
-    strict = MemoryBank.from_images(make_images(4), [0, 0, 1, 1], empty_label_policy="error")
-    with pytest.raises(ValueError, match="label 5"):
-        strict.select(5, 1)
+        tiny_bank.select(3, 4)
     with pytest.raises(ValueError, match="k must be positive"):
         tiny_bank.select(0, 0)
-    with pytest.raises(ValueError, match="empty_label_policy"):
-        MemoryBank(image_shape=(1, 8, 8), empty_label_policy="sometimes")
 
 
 def test_nearest_matches_brute_force():

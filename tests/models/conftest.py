@@ -3,7 +3,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
-from spm_gen.config import build_unet
+from spm_gen.training.config import build_unet
 from tests.conftest import make_images
 
 TINY = "configs/tiny.yaml"

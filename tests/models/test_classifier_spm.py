@@ -79,7 +79,7 @@ def test_additions_and_weight_changes_resync():
     model.predict(queries, bank)
     bank.add(make_images(2, seed=50), [0, 0])
     model.predict(queries, bank)
-    assert model.memory_cache.last_sync == "full" and len(model.memory_cache) == 26
+    assert model.memory_cache.last_sync == "incremental" and len(model.memory_cache) == 26
     with torch.no_grad():
         model.encoder.proj.weight.mul_(2)
     changed = model.predict(queries, bank)

@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
+from spm_gen.memory.readout import MemoryReadout
 from spm_gen.models.fusion import MemoryFusion
+
+
+def fuse(fusion: MemoryFusion, q, q_labels, s, s_labels):
+    """The module, with each query reading the memory of its label (all memory when none carries it)."""
+    return fusion(q, s, MemoryReadout.from_labels(q_labels, s_labels))
 
 
 def reference(fusion: MemoryFusion, q, q_labels, s, s_labels):
@@ -34,33 +40,25 @@ def test_fusion_equals_the_materialised_formula(fusion_type, chunk_elements):
     q_labels = torch.tensor([0, 2, 2, 5, 0, 1, 7, 2, 5])  # 5 and 7 have no memory: they read all memory
     s = torch.randn(11, 4, 8)
     s_labels = torch.tensor([0, 2, 1, 0, 2, 2, 1, 0, 3, 2, 0])  # groups of unequal size
-    got = fusion(q, q_labels, s, s_labels)
+    got = fuse(fusion, q, q_labels, s, s_labels)
     torch.testing.assert_close(got, reference(fusion, q, q_labels, s, s_labels), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("fusion_type", ["additive", "dot"])
 def test_negative_labels_read_all_memory(fusion_type):
     torch.manual_seed(1)
-    fusion = MemoryFusion(6, fusion_type=fusion_type, empty_memory="error")
+    fusion = MemoryFusion(6, fusion_type=fusion_type)
     q, q_labels = torch.randn(4, 2, 6), torch.tensor([0, -1, -1, 1])
     s, s_labels = torch.randn(5, 3, 6), torch.tensor([0, 0, 1, 1, 1])
-    got = fusion(q, q_labels, s, s_labels)
+    got = fuse(fusion, q, q_labels, s, s_labels)
     torch.testing.assert_close(got, reference(fusion, q, q_labels, s, s_labels), atol=1e-5, rtol=1e-4)
 
 
-def test_empty_memory_error_policy():
-    fusion = MemoryFusion(4, empty_memory="error")
-    with pytest.raises(ValueError, match=r"no memory items for labels \[3\]"):
-        fusion(torch.randn(2, 1, 4), torch.tensor([0, 3]), torch.randn(2, 1, 4), torch.tensor([0, 0]))
-
-
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="fusion_type"):
+    with pytest.raises(ValueError, match="fusion_type must be one of"):
         MemoryFusion(4, fusion_type="cosine")
-    with pytest.raises(ValueError, match="empty_memory"):
-        MemoryFusion(4, empty_memory="skip")
     with pytest.raises(ValueError, match="memory_tokens must be"):
-        MemoryFusion(4)(torch.randn(1, 1, 4), torch.tensor([0]), torch.randn(0, 1, 4), torch.tensor([]))
+        fuse(MemoryFusion(4), torch.randn(1, 1, 4), torch.tensor([0]), torch.randn(0, 1, 4), torch.tensor([]))
 
 
 def test_result_does_not_depend_on_other_queries_in_the_batch():
@@ -68,9 +66,9 @@ def test_result_does_not_depend_on_other_queries_in_the_batch():
     fusion = MemoryFusion(8)
     q, labels = torch.randn(6, 4, 8), torch.tensor([0, 1, 0, 1, 2, 9])
     s, s_labels = torch.randn(7, 4, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0])
-    full = fusion(q, labels, s, s_labels)
+    full = fuse(fusion, q, labels, s, s_labels)
     for i in range(6):
-        torch.testing.assert_close(fusion(q[i : i + 1], labels[i : i + 1], s, s_labels)[0], full[i])
+        torch.testing.assert_close(fuse(fusion, q[i : i + 1], labels[i : i + 1], s, s_labels)[0], full[i])
 
 
 def test_compiled_additive_score_equals_the_formula():
@@ -80,7 +78,7 @@ def test_compiled_additive_score_equals_the_formula():
     q, q_labels = torch.randn(5, 4, 8), torch.tensor([0, 1, 2, 9, -1])
     s, s_labels = torch.randn(7, 4, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0])
     torch.testing.assert_close(
-        fusion(q, q_labels, s, s_labels), reference(fusion, q, q_labels, s, s_labels), atol=1e-5, rtol=1e-4
+        fuse(fusion, q, q_labels, s, s_labels), reference(fusion, q, q_labels, s, s_labels), atol=1e-5, rtol=1e-4
     )
     with pytest.raises(ValueError, match="only the additive fusion"):
         MemoryFusion(8, fusion_type="dot").compile_scores()

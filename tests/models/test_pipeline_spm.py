@@ -184,13 +184,24 @@ def test_sampling_runs_in_eval_mode_and_restores_training_mode():
     assert torch.equal(first, sample(pipe))  # no dropout noise while sampling
 
 
+def read_items(readout) -> list[list[int]]:
+    """The items each query of a readout reads, in query order."""
+    out = {}
+    for groups in readout.sets:
+        for row, group in zip(groups.rows.tolist(), groups.group.tolist()):
+            out[row] = groups.items[group][groups.valid[group]].tolist()
+    return [out[q] for q in sorted(out)]
+
+
 def test_unconditional_memory_choice(monkeypatch):
     pipe = tiny_pipeline()
     seen = []
     real = pipe.unet.forward
-    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: seen.append(a[5].tolist()) or real(*a, **k))
+    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
     pipe(class_labels=[0, 3], num_inference_steps=1, output_type="pt", unconditional_memory="all")
     pipe(class_labels=[0, 3], num_inference_steps=1, output_type="pt", unconditional_memory="class")
-    assert seen == [[0, 3, -1, -1], [0, 3, 0, 3]]
+    labels = [[pipe.memory_bank.get_labels([r.ids[i] for i in items]).unique().tolist() for items in read_items(r)]
+              for r in seen]  # fmt: skip
+    assert labels == [[[0], [3], [0, 3], [0, 3]], [[0], [3], [0], [3]]]  # the memory labels each query reads
     all_memory = sample(pipe, unconditional_memory="all")
     assert not torch.equal(all_memory, sample(pipe, unconditional_memory="class"))

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from spm_gen import SPMUNet2DModel
-from spm_gen.config import build_unet, model_config
+from spm_gen.memory.readout import MemoryReadout
+from spm_gen.training.config import build_unet, model_config
 from tests.models.conftest import TINY, tiny_memory, tiny_unet
 
 
@@ -31,7 +32,8 @@ def test_forward_shapes_and_round_trip(tmp_path, fusion_type):
     kwargs = {}
     if fusion_type != "none":
         images, mem_labels = tiny_memory(8)
-        kwargs = dict(memory_tokens=unet.encode_memory(images * 2 - 1, mem_labels), memory_labels=mem_labels)
+        readout = MemoryReadout.from_labels(labels, mem_labels)
+        kwargs = dict(memory_tokens=unet.encode_memory(images, mem_labels), readout=readout)
     unet.eval()
     out = unet(x, torch.tensor(7), labels, **kwargs).sample
     assert out.shape == (5, 1, 8, 8)
@@ -43,18 +45,18 @@ def test_forward_shapes_and_round_trip(tmp_path, fusion_type):
 def test_memory_changes_the_prediction_and_is_detached():
     unet = tiny_unet().eval()
     images, labels = tiny_memory(8)
-    tokens = unet.encode_memory(images * 2 - 1, labels)
+    tokens = unet.encode_memory(images, labels)
     assert tokens.shape == (8, 16, 16) and not tokens.requires_grad
-    x = torch.randn(2, 1, 8, 8)
-    a = unet(x, 5, torch.tensor([0, 1]), tokens, labels).sample
-    b = unet(x, 5, torch.tensor([0, 1]), tokens.flip(0), labels.flip(0)).sample
-    c = unet(x, 5, torch.tensor([0, 1]), tokens[:4] * 0, labels[:4]).sample
+    x, queries = torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
+    a = unet(x, 5, queries, tokens, MemoryReadout.from_labels(queries, labels)).sample
+    b = unet(x, 5, queries, tokens.flip(0), MemoryReadout.from_labels(queries, labels.flip(0))).sample
+    c = unet(x, 5, queries, tokens[:4] * 0, MemoryReadout.from_labels(queries, labels[:4])).sample
     assert torch.allclose(a, b, atol=1e-5)  # a set, not a sequence: order of memory items does not matter
     assert not torch.allclose(a, c, atol=1e-3)
     # gradients reach the unet's weights but never flow into memory tokens
     unet.train()
     grad_tokens = tokens.clone().requires_grad_(True)
-    unet(x, 5, torch.tensor([0, 1]), grad_tokens, labels).sample.square().mean().backward()
+    unet(x, 5, queries, grad_tokens, MemoryReadout.from_labels(queries, labels)).sample.square().mean().backward()
     assert grad_tokens.grad is None
     assert unet.fusion.score.weight.grad is not None and unet.conv_in.weight.grad is not None
 
@@ -76,6 +78,7 @@ def test_paper_memory_encoding_depends_on_the_timestep():
         (lambda u, m: u(torch.randn(1, 1, 8, 8), 1, torch.tensor([5]), *m), r"class_labels must be in \[0, 5\)"),
         (lambda u, m: u(torch.randn(1, 1, 8, 8), 1, torch.tensor([0])), "needs memory_tokens"),
         (lambda u, m: u(torch.randn(1, 1, 8, 8), 1, torch.tensor([0]), m[0][:, :4], m[1]), "memory_tokens must have"),
+        (lambda u, m: u(torch.randn(1, 1, 8, 8), 1, torch.tensor([0]), m[0][:2], m[1]), "memory_tokens must be"),
         (lambda u, m: u.encode_memory(torch.rand(2, 3, 8, 8), torch.tensor([0, 1])), r"shape \(M, 1, 8, 8\)"),
         (lambda u, m: u.encode_memory(torch.rand(2, 1, 8, 8), torch.tensor([0, 4])), r"memory labels .*\[4\]"),
     ],
@@ -84,7 +87,7 @@ def test_bad_input(call, match):
     unet = tiny_unet()
     images, labels = tiny_memory(4)
     with pytest.raises(ValueError, match=match):
-        call(unet, (unet.encode_memory(images, labels), labels))
+        call(unet, (unet.encode_memory(images, labels), MemoryReadout.from_labels(torch.tensor([0]), labels)))
 
 
 def test_bad_config():

@@ -50,10 +50,13 @@ def test_both_cases_on_tiny_models(tmp_path):
 
     spm_dir, twin_dir = run("spm"), run("twin", "--fusion_type", "none")
     spm = _load(spm_dir)
+    copies = set(spm.memory_bank.get_hashes(targets))
     result = duplicates_case(spm, _load(twin_dir), targets, SETTINGS, str(tmp_path / "a"))
     assert result["copies_removed"] == 10 and len(spm.memory_bank) == 60 - 2
-    for key in ("spm_before", "spm_after", "twin_before", "twin_after"):
-        assert len(result[key]) == 2 and all(0 <= c <= 2 * SETTINGS.per_target for c in result[key])
+    assert not copies & set(spm.memory_bank.hashes)  # the claim: no copy of a target is left in memory
+    for key in ("spm_before", "spm_after", "twin_before", "twin_after"):  # a near copy <=> the nearest is near
+        counts, nearest = result[key], result["nearest_distance"][key]
+        assert len(counts) == 2 and all((c > 0) == (d <= SETTINGS.threshold) for c, d in zip(counts, nearest))
     assert os.path.getsize(tmp_path / "a" / "gallery_twin.png") > 2000
 
     fresh = load_digits_dataset(image_size=8, split="test")

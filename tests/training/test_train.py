@@ -53,9 +53,9 @@ def test_oracle_excludes_a_class_from_memory_and_training(tmp_path, monkeypatch)
 
     real = loop.diffusion_loss
 
-    def spy(*args, **kwargs):  # positional: (..., labels=4, ..., support_labels=8)
-        seen.append((args[4].clone(), args[8].clone()))
-        return real(*args, **kwargs)
+    def spy(model, scheduler, batch, generator, options):
+        seen.append((batch.labels.clone(), batch.support_labels.clone()))
+        return real(model, scheduler, batch, generator, options)
 
     monkeypatch.setattr(loop, "diffusion_loss", spy)
     final = train(_config(tmp_path, "--exclude_classes", "3", "--permute_labels", "false"))

@@ -1,4 +1,6 @@
-"""Forget requests: a whole class, or a seeded random fraction of the training items."""
+"""Forget sets of the parametric baselines: which training items an unlearning experiment forgets (a
+whole class, or a seeded random fraction). Not to be confused with `spm_gen.memory.deletion`, which deletes
+items from an SPM's memory."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from ..data import ImageDataset
 
 
 @dataclass(frozen=True)
-class ForgetRequest:
+class ForgetSet:
     """`forget_class` (a whole class) or `fraction` (a seeded random share of all items); exactly one."""
 
     forget_class: int | None = None
@@ -19,7 +21,7 @@ class ForgetRequest:
 
     def __post_init__(self) -> None:
         if (self.forget_class is None) == (self.fraction is None):
-            raise ValueError("a ForgetRequest needs exactly one of forget_class= and fraction=")
+            raise ValueError("a ForgetSet needs exactly one of forget_class= and fraction=")
         if self.fraction is not None and not 0 < self.fraction < 1:
             raise ValueError(f"fraction must be in (0, 1), got {self.fraction}")
 
@@ -28,7 +30,7 @@ class ForgetRequest:
         return f"class {self.forget_class}" if self.forget_class is not None else f"random {self.fraction:.0%}"
 
 
-def forget_ids(dataset: ImageDataset, request: ForgetRequest) -> list[str]:
+def forget_ids(dataset: ImageDataset, request: ForgetSet) -> list[str]:
     """The ids of `dataset` that `request` asks to forget (dataset order)."""
     if request.forget_class is not None:
         if request.forget_class not in set(dataset.labels.tolist()):

@@ -1,28 +1,29 @@
-"""Removal requests against a saved model folder (an SPMDiffusionPipeline or a classifier folder): both
-keep their memory in `<folder>/memory_bank`, so a removal loads, edits and saves only the bank."""
+"""Deleting items from a saved model's memory: what `spm-gen remove` does.
+
+A `DeletionRequest` names items by id, class, image file (content hash) or similarity to image files; it
+is resolved against the folder's bank into one typed `ItemSelection`, removed, and committed through
+`SavedFolder` (in place, or as a new folder with `output`), with the receipt written beside it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import torch
 
-from ..data.folders import load_image
-from ..memory.bank import MemoryBank
-from ..memory.items import content_hashes
-from ..memory.receipts import RemovalReceipt
-
-BANK_FOLDER = "memory_bank"
+from ..utils.images import load_image
+from .bank import MemoryBank
+from .items import ItemSelection, content_hashes
+from .receipts import RemovalReceipt
+from .saved_folder import SavedFolder
 
 
 @dataclass
-class RemovalRequest:
-    """What to remove; several kinds may be combined."""
+class DeletionRequest:
+    """What to delete from a saved model's memory; several kinds may be combined."""
 
     ids: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
@@ -36,7 +37,7 @@ class RemovalRequest:
 
 
 @dataclass
-class RemovalOutcome:
+class DeletionOutcome:
     receipt: RemovalReceipt | None  # None for a dry run
     ids: list[str]
     labels: list[int]
@@ -55,7 +56,7 @@ def read_ids_file(path: str) -> list[str]:
 
 
 def _load_images(paths: list[str], bank: MemoryBank, resize: bool) -> torch.Tensor:
-    channels, height, width = bank.image_shape
+    channels, height, _ = bank.image_shape
     images = []
     for path in paths:
         if not os.path.isfile(path):
@@ -70,8 +71,8 @@ def _load_images(paths: list[str], bank: MemoryBank, resize: bool) -> torch.Tens
     return torch.stack(images)
 
 
-def resolve(bank: MemoryBank, request: RemovalRequest) -> dict:
-    """The `bank.remove` arguments for `request`; raises ValueError (bank untouched) for unknown items."""
+def resolve(bank: MemoryBank, request: DeletionRequest) -> ItemSelection:
+    """The items of `bank` that `request` names; raises ValueError (bank untouched) for unknown items."""
     if request.is_empty():
         raise ValueError("nothing to remove: give ids, an ids file, a class, image files or --similar-to files")
     hashes = content_hashes(_load_images(request.image_files, bank, resize=False)) if request.image_files else []
@@ -87,52 +88,34 @@ def resolve(bank: MemoryBank, request: RemovalRequest) -> dict:
         if not found:
             raise ValueError(f"no memory item within threshold {request.threshold} of {request.similar_files}")
         ids += found
-    return {"ids": ids or None, "labels": request.labels or None, "hashes": hashes or None}
+    return ItemSelection.of(ids, request.labels, hashes)
 
 
-def remove_from_folder(
-    folder: str, request: RemovalRequest, dry_run: bool = False, output: str | None = None
-) -> RemovalOutcome:
-    """Removes the requested items from `<folder>/memory_bank` and saves atomically.
+def delete_from_folder(
+    folder: str, request: DeletionRequest, dry_run: bool = False, output: str | None = None
+) -> DeletionOutcome:
+    """Deletes the requested items from a saved folder's memory and commits atomically.
 
-    In place, the bank's own save is atomic; with `output`, the whole folder is copied and edited in a
-    temporary folder that is renamed to `output` when complete. The receipt is also written as json to
+    In place, the bank's own save is atomic; with `output`, the folder is copied and edited in a staging
+    folder that is renamed to `output` when complete. The receipt is also written as json to
     `<target>/receipts/`. Unknown ids, classes or images raise ValueError and change nothing.
     """
     start = time.perf_counter()
-    bank_dir = os.path.join(folder, BANK_FOLDER)
-    if not os.path.isdir(bank_dir):
-        raise FileNotFoundError(f"'{folder}' has no {BANK_FOLDER}/ (expected a saved pipeline or classifier folder)")
+    source = SavedFolder(folder).require_bank()
     if output is not None and os.path.exists(output):
         raise ValueError(f"--output '{output}' exists already; choose a new folder")
-    bank = MemoryBank.from_pretrained(bank_dir)
-    arguments = resolve(bank, request)
+    bank = source.load_bank()
+    selection = resolve(bank, request)
     if dry_run:
-        ids = bank.resolve_ids(**arguments)
-        return RemovalOutcome(None, ids, bank.get_labels(ids).tolist(), folder, None, time.perf_counter() - start)
-    receipt = bank.remove(**arguments, reason=request.reason)
-    target = folder
+        ids = bank.resolve_ids(selection)
+        return DeletionOutcome(None, ids, bank.get_labels(ids).tolist(), folder, None, time.perf_counter() - start)
+    receipt = bank.remove(selection, reason=request.reason)
     if output is None:
-        bank.save_pretrained(bank_dir)
+        source.save_bank(bank)
+        target = source
     else:
-        staging = os.path.join(
-            os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.{uuid.uuid4().hex[:8]}.tmp"
-        )
-        try:
-            shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(BANK_FOLDER))
-            bank.save_pretrained(os.path.join(staging, BANK_FOLDER))
-            os.replace(staging, output)
-        finally:
-            if os.path.exists(staging):
-                shutil.rmtree(staging)
-        target = output
-    receipt_dir = os.path.join(target, "receipts")
-    os.makedirs(receipt_dir, exist_ok=True)
-    receipt_path = os.path.join(
-        receipt_dir, f"removal-{receipt.time_utc.replace(':', '')}-{receipt.version_after[:8]}.json"
-    )
-    with open(receipt_path, "w", encoding="utf-8") as f:
-        json.dump(receipt.to_dict(), f, indent=2)
-    return RemovalOutcome(
-        receipt, receipt.removed_ids, receipt.labels, target, receipt_path, time.perf_counter() - start
+        target = source.commit_copy(bank, output)
+    receipt_path = target.write_receipt(receipt)
+    return DeletionOutcome(
+        receipt, receipt.removed_ids, receipt.labels, target.path, receipt_path, time.perf_counter() - start
     )

@@ -1,0 +1,176 @@
+"""MemoryReadout: what each query reads from memory, decided once per pipeline call or training batch.
+
+A readout lists the memory items read (`ids`, each once: the unet's memory tokens come in this order)
+and arranges the queries in groups: every query reads exactly the items of its group. Groups come in
+sets of equal padding (`GroupSet`), laid out as the fusion consumes them, so nothing is regrouped at
+each denoising step or for each guidance branch.
+
+This module is also the one place that decides what a class with no memory at all reads (a class emptied
+by deletion), under the name `empty_memory`: `"all"` reads all memory (the paper's test-time fallback),
+`"error"` raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..choices import EmptyMemory, UnconditionalMemory, check_choice
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupSet:
+    """Queries `rows` `(R,)`, each reading group `group[r]` at slot `position[r]` (queries keep their order
+    within a group; `width` is the most queries in one group). Group g holds the items `items[g][valid[g]]`
+    (`items`, `valid`: `(G, N)`, indices into the readout's items, padded)."""
+
+    rows: torch.Tensor
+    group: torch.Tensor
+    position: torch.Tensor
+    width: int
+    items: torch.Tensor
+    valid: torch.Tensor
+
+    @classmethod
+    def of(cls, rows: torch.Tensor, group: torch.Tensor, items: torch.Tensor, valid: torch.Tensor) -> GroupSet:
+        order = torch.argsort(group, stable=True)
+        counts = torch.bincount(group, minlength=items.shape[0])
+        starts = torch.cumsum(counts, 0) - counts
+        position = torch.empty_like(group)
+        position[order] = torch.arange(len(order), device=group.device) - starts[group[order]]
+        return cls(rows, group, position, int(counts.max()), items, valid)
+
+    def to(self, device: torch.device | str) -> GroupSet:
+        names = ("rows", "group", "position", "items", "valid")
+        return replace(self, **{name: getattr(self, name).to(device) for name in names})
+
+
+@dataclass(frozen=True)
+class MemoryReadout:
+    """What a batch of queries reads (see module docstring).
+
+    Args:
+        num_items: how many memory items are read (`len(ids)` when ids are known).
+        sets: the query groups, as the fusion consumes them.
+        ids: the memory items' ids, each once, in token order (None when memory is not from a bank).
+        read: for each sample (the first queries; guidance adds a second branch), the ids it read.
+    """
+
+    num_items: int
+    sets: tuple[GroupSet, ...]
+    ids: list[str] | None = None
+    read: list[list[str]] | None = None
+
+    @classmethod
+    def from_groups(
+        cls, items: torch.Tensor, valid: torch.Tensor, query_group: torch.Tensor, num_items: int
+    ) -> MemoryReadout:
+        """Query q reads group `query_group[q]` of the padded `(G, N)` `items`/`valid`; -1 reads all items."""
+        sets = []
+        has_group = query_group >= 0
+        if has_group.any():
+            rows = torch.nonzero(has_group).flatten()
+            sets.append(GroupSet.of(rows, query_group[rows], items, valid))
+        if not has_group.all():
+            rows = torch.nonzero(~has_group).flatten()
+            everything = torch.arange(num_items, device=rows.device)[None]
+            sets.append(GroupSet.of(rows, torch.zeros_like(rows), everything, torch.ones_like(everything, dtype=bool)))
+        return cls(num_items, tuple(sets))
+
+    @classmethod
+    def from_labels(cls, query_labels: torch.Tensor, item_labels: torch.Tensor) -> MemoryReadout:
+        """Each query reads the items that carry its label; a negative label, or one that no item carries,
+        reads all items."""
+        query_labels, item_labels = query_labels.reshape(-1), item_labels.to(query_labels.device)
+        has_memory = torch.isin(query_labels, item_labels) & (query_labels >= 0)
+        group_labels = torch.unique(query_labels[has_memory])
+        match = item_labels[None, :] == group_labels[:, None]
+        counts = match.sum(1)
+        width = int(counts.max()) if len(counts) else 0
+        items = torch.argsort((~match).to(torch.int8), dim=1, stable=True)[:, :width]  # memory order
+        valid = torch.arange(width, device=match.device)[None] < counts[:, None]
+        query_group = torch.full_like(query_labels, -1)
+        query_group[has_memory] = torch.searchsorted(group_labels, query_labels[has_memory])
+        return cls.from_groups(items, valid, query_group, len(item_labels))
+
+    def to(self, device: torch.device | str) -> MemoryReadout:
+        return replace(self, sets=tuple(s.to(device) for s in self.sets))
+
+    def check_tokens(self, memory_tokens: torch.Tensor) -> None:
+        if memory_tokens.ndim != 3 or memory_tokens.shape[0] == 0 or memory_tokens.shape[0] != self.num_items:
+            raise ValueError(
+                f"memory_tokens must be (M, Lm, C) with M = {self.num_items} items of the readout, "
+                f"got {tuple(memory_tokens.shape)}"
+            )
+
+
+def _unconditional_keys(keys: torch.Tensor, unconditional: UnconditionalMemory | None) -> torch.Tensor:
+    """The group keys of the guided batch `[conditional; unconditional]` (-1 reads all); unguided when None."""
+    if unconditional is None:
+        return keys
+    check_choice("unconditional_memory", unconditional, UnconditionalMemory)
+    return torch.cat([keys, keys if unconditional == "class" else torch.full_like(keys, -1)])
+
+
+def class_readout(
+    bank,
+    labels: torch.Tensor,
+    memory_size: int | None,
+    generator: torch.Generator | None,
+    empty_memory: EmptyMemory = "all",
+    unconditional: UnconditionalMemory | None = None,
+) -> MemoryReadout:
+    """Each sample reads `memory_size` seeded items of its class (all of them when None) from `bank`.
+
+    Every class of the batch draws one seed from `generator`, in ascending class order. A class with no
+    memory at all reads, by `empty_memory`, every item the batch selected (with its own seeded pick among
+    all items added to them), or raises. With guidance (`unconditional` given), the unconditional branch
+    reads its own class's memory (`"class"`) or every item the batch selected (`"all"`).
+    """
+    check_choice("empty_memory", empty_memory, EmptyMemory)
+    counts = bank.class_counts()
+    classes = sorted(set(labels.tolist()))
+    empty = [c for c in classes if c not in counts]
+    if empty and empty_memory == "error":
+        raise ValueError(f"no memory items for labels {empty} (empty_memory='error')")
+    if empty:
+        logger.debug("no memory items with labels %s; they read all memory", empty)
+    chosen = {c: bank.select(c if c in counts else None, memory_size, generator=generator) for c in classes}
+    ids = list(dict.fromkeys(i for picked in chosen.values() for i in picked))
+    readout = MemoryReadout.from_labels(_unconditional_keys(labels, unconditional), bank.get_labels(ids))
+    read = [chosen[c] if c in counts else ids for c in labels.tolist()]
+    return replace(readout, ids=ids, read=read)
+
+
+def nearest_readout(
+    bank,
+    references: torch.Tensor,
+    labels: torch.Tensor | None,
+    memory_size: int | None,
+    unconditional: UnconditionalMemory | None = None,
+) -> tuple[MemoryReadout, torch.Tensor]:
+    """Sample i reads the `memory_size` items nearest to `references[i]` (pixel space), among its class when
+    `labels` are given and the class has memory, else among all items (image variations). Returns the readout
+    and the samples' labels (without `labels`: the label of each reference's nearest item)."""
+    if labels is not None and len(labels) != len(references):
+        raise ValueError(f"got {len(references)} reference_images but {len(labels)} class_labels")
+    counts = bank.class_counts()
+    read = []
+    for i in range(len(references)):
+        label = None if labels is None or int(labels[i]) not in counts else int(labels[i])
+        k = memory_size or (counts[label] if label is not None else len(bank))
+        read.append(bank.nearest_images(references[i : i + 1], k, label=label).ids[0])
+    if labels is None:
+        labels = bank.get_labels([r[0] for r in read])
+    ids = list(dict.fromkeys(i for r in read for i in r))
+    position = {item_id: j for j, item_id in enumerate(ids)}
+    width = max(len(r) for r in read)
+    items = torch.tensor([[position[i] for i in r] + [0] * (width - len(r)) for r in read])
+    valid = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in read])
+    keys = _unconditional_keys(torch.arange(len(read)), unconditional)
+    readout = MemoryReadout.from_groups(items, valid, keys, len(ids))
+    return replace(readout, ids=ids, read=read), labels

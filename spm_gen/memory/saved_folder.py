@@ -1,0 +1,75 @@
+"""SavedFolder: a saved pipeline or classifier folder, as far as its memory is concerned.
+
+Both keep their memory bank in `<folder>/memory_bank` and the receipts of removals made on the folder in
+`<folder>/receipts/`. This is the one place that knows that layout: loading the bank, committing an edited
+bank in place or as a new folder, and writing a receipt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+
+from ..utils.atomic import atomic_write_text
+from .bank import MemoryBank
+from .receipts import RemovalReceipt
+
+
+@dataclass(frozen=True)
+class SavedFolder:
+    """A folder written by `SPMDiffusionPipeline.save_pretrained` or `save_classifier`."""
+
+    path: str
+    bank_name: str = "memory_bank"
+
+    @property
+    def bank_dir(self) -> str:
+        return os.path.join(self.path, self.bank_name)
+
+    @property
+    def has_bank(self) -> bool:
+        return os.path.isdir(self.bank_dir)
+
+    def require_bank(self) -> SavedFolder:
+        """Itself, or `FileNotFoundError` when the folder holds no memory bank."""
+        if not self.has_bank:
+            raise FileNotFoundError(
+                f"'{self.path}' has no {self.bank_name}/ (expected a saved pipeline or classifier folder)"
+            )
+        return self
+
+    def load_bank(self, verify: bool = True) -> MemoryBank:
+        return MemoryBank.from_pretrained(self.require_bank().bank_dir, verify=verify)
+
+    def save_bank(self, bank: MemoryBank) -> None:
+        """Commits `bank` into this folder (the bank's own save is atomic; see `spm_gen.memory.storage`)."""
+        bank.save_pretrained(self.bank_dir)
+
+    def commit_copy(self, bank: MemoryBank, output: str) -> SavedFolder:
+        """A new folder `output`: this folder's files with `bank` as its memory. Built in a staging folder
+        beside `output` and renamed into place when complete, so `output` is either absent or whole."""
+        if os.path.exists(output):
+            raise ValueError(f"--output '{output}' exists already; choose a new folder")
+        staging = os.path.join(
+            os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.{uuid.uuid4().hex[:8]}.tmp"
+        )
+        try:
+            shutil.copytree(self.path, staging, ignore=shutil.ignore_patterns(self.bank_name))
+            SavedFolder(staging, self.bank_name).save_bank(bank)
+            os.replace(staging, output)
+        finally:
+            if os.path.exists(staging):
+                shutil.rmtree(staging)
+        return SavedFolder(output, self.bank_name)
+
+    def write_receipt(self, receipt: RemovalReceipt) -> str:
+        """Writes `receipt` as json to `<folder>/receipts/` (atomically) and returns its path."""
+        receipt_dir = os.path.join(self.path, "receipts")
+        os.makedirs(receipt_dir, exist_ok=True)
+        name = f"removal-{receipt.time_utc.replace(':', '')}-{receipt.version_after[:8]}.json"
+        path = os.path.join(receipt_dir, name)
+        atomic_write_text(path, json.dumps(receipt.to_dict(), indent=2))
+        return path

@@ -1,0 +1,67 @@
+"""Which memory items a query reads: seeded selection, independent of storage order.
+
+Seeded selection ranks every item by a hash of (seed, item id). The rank of an item therefore depends
+only on the item itself, never on which other items are present or on their storage order, so a bank
+after ``remove`` selects exactly what a bank built without those items selects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+# splitmix64 constants (Steele, Lea, Flood 2014); numpy uint64 arithmetic wraps modulo 2**64.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def id_keys(ids: Sequence[str]) -> np.ndarray:
+    """Stable 64-bit keys of item ids (blake2b), independent of process and platform."""
+    out = np.empty(len(ids), dtype=np.uint64)
+    for i, item_id in enumerate(ids):
+        out[i] = int.from_bytes(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "little")
+    return out
+
+
+def seed_from_generator(generator: torch.Generator | None) -> int:
+    """Draws one 63-bit seed from `generator` (or from torch's global RNG when None)."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=device).item())
+
+
+def selection_ranks(keys: np.ndarray, seed: int) -> np.ndarray:
+    """Per-item pseudo-random ranks: splitmix64 of (key + seed * golden ratio). Shape of `keys`."""
+    with np.errstate(over="ignore"):
+        z = keys + np.uint64(seed) * _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        return z ^ (z >> np.uint64(31))
+
+
+def select_rows(candidate_rows: np.ndarray, keys: np.ndarray, k: int | None, seed: int) -> np.ndarray:
+    """The `k` candidate rows with the smallest seeded ranks, ordered by rank (all of them when k is None).
+
+    Ties between ranks are broken by the key itself, so the result never depends on storage order.
+    """
+    ranks = selection_ranks(keys[candidate_rows], seed)
+    order = np.lexsort((keys[candidate_rows], ranks))
+    if k is not None:
+        order = order[:k]
+    return candidate_rows[order]
+
+
+def select_ids(store, label: int | None, k: int | None, seed: int) -> list[str]:
+    """The ids of the `k` items of `store` (a `RowStore`) with `label` (all items when None) with the smallest
+    seeded ranks, in rank order; all candidates when k is None."""
+    if k is not None and k <= 0:
+        raise ValueError(f"k must be positive or None, got {k}")
+    if store.n == 0:
+        raise ValueError("the memory bank is empty")
+    candidates = np.arange(store.n) if label is None else store.rows_with_label(label)
+    if candidates.size == 0:
+        raise ValueError(f"no memory items with label {label}")
+    return [store.ids[r] for r in select_rows(candidates, store.keys, k, seed)]

@@ -1,0 +1,134 @@
+"""The skeleton every training run shares (diffusion and classifier): the accelerator, the run folder with
+its config echo and loss log, per-step random streams, batch drawing with the paper's memory sampling, and
+the progress bar.
+
+Every step draws its batch, support set, permutation, noise and timesteps from generators seeded by
+(seed, step, process), so a resumed run repeats exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from ..data import ImageDataset
+from .config import RunConfig
+from .data import load_training_dataset
+from .logs import append_loss, plot_losses, truncate_losses
+from .memory_sampling import SupportSampler
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device).manual_seed(seed * 1_000_003 + step * 1_009 + rank)
+
+
+@dataclass
+class TrainingBatch:
+    """One step's data on the training device: query images (uint8) and their labels, and for an SPM the
+    support (memory) images (uint8) and labels, both relabelled by the batch's permutation."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    support_images: torch.Tensor | None = None
+    support_labels: torch.Tensor | None = None
+
+
+class TrainingRun:
+    """A run of `config` under `accelerator` on `dataset` (see module docstring).
+
+    Args:
+        config: the run config (output folder, seed, batch and memory sizes, logging interval).
+        accelerator: the run's `Accelerator`.
+        dataset: the training set.
+        num_classes: the label range of the model (for the per-batch permutation).
+        uses_memory: whether batches carry support images.
+    """
+
+    def __init__(
+        self, config: RunConfig, accelerator: Accelerator, dataset: ImageDataset, num_classes: int, uses_memory: bool
+    ) -> None:
+        self.config, self.accelerator, self.dataset = config, accelerator, dataset
+        self.uses_memory = uses_memory
+        self.sampler = SupportSampler(dataset.labels, num_classes)
+        self.loss_log = os.path.join(config.output_dir, "loss.jsonl")
+        self._running: list[float] = []
+
+    @classmethod
+    def start(cls, config: RunConfig, model_shape: tuple[int, int, int], num_classes: int, uses_memory: bool,
+              accelerator: Accelerator) -> TrainingRun:  # fmt: skip
+        """Sets up logging and the run folder (config echoed as json; main process only) and loads the data
+        checked against the model's image shape `(C, H, W)` and number of classes."""
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+        if accelerator.is_main_process:
+            os.makedirs(config.output_dir, exist_ok=True)
+            with open(os.path.join(config.output_dir, "config.json"), "w") as f:
+                f.write(config.to_json())
+        accelerator.wait_for_everyone()
+        dataset = load_training_dataset(config, model_shape, num_classes)
+        return cls(config, accelerator, dataset, num_classes, uses_memory)
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def begin(self, start_step: int = 0) -> tqdm:
+        """The progress bar over the steps from `start_step`; the loss log is truncated to `start_step`."""
+        if self.is_main_process:
+            if start_step:
+                truncate_losses(self.loss_log, start_step)
+            elif os.path.exists(self.loss_log):
+                os.remove(self.loss_log)
+        total = self.config.max_train_steps
+        return tqdm(
+            range(start_step, total),
+            initial=start_step,
+            total=total,
+            desc="training",
+            disable=not self.accelerator.is_local_main_process,
+        )
+
+    def generators(self, step: int) -> tuple[torch.Generator, torch.Generator]:
+        """The step's random streams on the CPU (batch drawing) and on the device (noise)."""
+        seed, rank = self.config.seed, self.accelerator.process_index
+        return step_generator(seed, step, rank, torch.device("cpu")), step_generator(
+            seed, step, rank, self.accelerator.device
+        )
+
+    def draw(self, generator: torch.Generator) -> TrainingBatch:
+        """One batch of `train_batch_size` queries (with `memory_per_batch` support images for an SPM)."""
+        config, device = self.config, self.accelerator.device
+        idx, labels, support, support_labels = self.sampler.draw(
+            config.train_batch_size, config.memory_per_batch if self.uses_memory else None, config.permute_labels,
+            generator,
+        )  # fmt: skip
+        images = self.dataset.images
+        batch = TrainingBatch(images[idx].to(device), labels.to(device))
+        if support is not None:
+            batch.support_images, batch.support_labels = images[support].to(device), support_labels.to(device)
+        return batch
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """Adds a (micro-)batch's loss, averaged over processes, to the current logging interval."""
+        self._running.append(self.accelerator.gather(loss.detach()[None]).mean().item())
+
+    def log_step(self, step: int, **extra: float) -> dict | None:
+        """Every `log_every` steps (and at the last one), writes the interval's mean loss to the loss log and
+        returns the record."""
+        if step % self.config.log_every and step != self.config.max_train_steps:
+            return None
+        record = {"step": step, "loss": sum(self._running) / len(self._running), **extra}
+        self._running = []
+        if self.is_main_process:
+            append_loss(self.loss_log, record)
+        return record
+
+    def finish(self, title: str) -> None:
+        """The loss curve (main process) and the accelerator's end."""
+        if self.is_main_process:
+            plot_losses(self.loss_log, os.path.join(self.config.output_dir, "loss.png"), title=title)
+        self.accelerator.end_training()
