@@ -75,7 +75,7 @@ def main() -> None:
         probabilities(spm, bank, test_set)  # memory embeddings cached, as in a serving model
         start = time.perf_counter()
         bank.remove(ids=ids, reason=f"benchmark: forget {request.name}")
-        spm.memory_cache.class_sums(bank)  # the memory update, proportional to the removed items
+        spm.class_sums(bank)  # the memory update, proportional to the removed items
         deletion_s = time.perf_counter() - start
         rows["SPM deletion"] = {
             **unlearning_metrics(spm, bank, forget, remain, test_set, oracle_p),

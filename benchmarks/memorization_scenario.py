@@ -57,8 +57,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse the case (a) models already trained in --out")
     args = parser.parse_args()
     settings = ScenarioSettings(per_target=args.per_target, threshold=args.threshold, memory_size=args.memory_size)
-    results = {"settings": {**vars(args), **asdict(settings)},
-               "machine": f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}"}  # fmt: skip
+    results = {
+        "settings": {**vars(args), **asdict(settings)},
+        "machine": f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}",
+    }
 
     train_set = load_digits_dataset(image_size=16, split="train")
     picks = one_per_class(train_set.labels, args.classes)
@@ -69,29 +71,55 @@ def main() -> None:
         if args.reuse and os.path.isdir(os.path.join(args.out, name, "pipeline")):
             dirs[name] = os.path.join(args.out, name, "pipeline")
             continue
-        overrides = ["--output_dir", os.path.join(args.out, name), "--dataset", "folder", "--data_path", data_dir,
-                     "--max_train_steps", str(args.steps), "--sample_every", str(args.steps),
-                     "--checkpointing_steps", str(args.steps), *extra]  # fmt: skip
+        overrides = [
+            "--output_dir",
+            os.path.join(args.out, name),
+            "--dataset",
+            "folder",
+            "--data_path",
+            data_dir,
+            "--max_train_steps",
+            str(args.steps),
+            "--sample_every",
+            str(args.steps),
+            "--checkpointing_steps",
+            str(args.steps),
+            *extra,
+        ]
         start = time.perf_counter()
         dirs[name] = train(load_config("configs/digits.yaml", parse_overrides(overrides)))
-        print(f"trained {name} on {len(train_set) + len(picks) * (args.copies - 1)} images in "
-              f"{time.perf_counter() - start:.0f} s")  # fmt: skip
-    results["a"] = duplicates_case(load_pipeline(dirs["spm"]), load_pipeline(dirs["twin"]), targets, settings,
-                                   os.path.join(args.out, "a"))  # fmt: skip
+        print(
+            f"trained {name} on {len(train_set) + len(picks) * (args.copies - 1)} images in "
+            f"{time.perf_counter() - start:.0f} s"
+        )
+    results["a"] = duplicates_case(
+        load_pipeline(dirs["spm"]), load_pipeline(dirs["twin"]), targets, settings, os.path.join(args.out, "a")
+    )
 
     test_set = load_digits_dataset(image_size=16, split="test")
     picks = one_per_class(test_set.labels, args.classes)
     images, labels = test_set.images[picks].float() / 255, test_set.labels[picks]
-    results["b"] = memory_only_case(load_pipeline(args.pipeline), load_pipeline(args.pipeline), images, labels, args.memory_copies,
-                                    settings, os.path.join(args.out, "b"))  # fmt: skip
+    results["b"] = memory_only_case(
+        load_pipeline(args.pipeline),
+        load_pipeline(args.pipeline),
+        images,
+        labels,
+        args.memory_copies,
+        settings,
+        os.path.join(args.out, "b"),
+    )
 
     n = args.per_target
-    print(f"\nnear-copies (samples within {args.threshold} RMS of the target, of {n} samples of its class), "
-          f"targets of classes {args.classes}")  # fmt: skip
+    print(
+        f"\nnear-copies (samples within {args.threshold} RMS of the target, of {n} samples of its class), "
+        f"targets of classes {args.classes}"
+    )
     print(f"(a) {args.copies} copies each in the training data")
     report_counts(results["a"], ("spm_before", "spm_after", "twin_before", "twin_after"))
-    print(f"    SPM removal of {results['a']['copies_removed']} copies: {1e3 * results['a']['removal_s']:.2f} ms; "
-          f"twin {settings.twin.title}: {results['a']['twin_unlearning_s']:.1f} s")  # fmt: skip
+    print(
+        f"    SPM removal of {results['a']['copies_removed']} copies: {1e3 * results['a']['removal_s']:.2f} ms; "
+        f"twin {settings.twin.title}: {results['a']['twin_unlearning_s']:.1f} s"
+    )
     print(f"(b) {args.memory_copies} copies each added to the memory after training")
     report_counts(results["b"], ("spm_before", "spm_after", "never_added"))
     print(f"    after removal == never added, sample for sample: {results['b']['after_equals_never_added']}")

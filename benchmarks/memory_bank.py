@@ -16,6 +16,7 @@ import time
 import torch
 
 from spm_gen import MemoryBank
+from spm_gen.utils.resources import peak_mb, reset_peak
 
 TARGETS_S = {"remove_1_id": 0.1, "remove_1000_ids": 1.0, "nearest_256": 2.0}
 
@@ -29,21 +30,11 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field))
-
-
 def _peak_extra_mb(fn) -> float:
-    """Peak resident memory that `fn` adds (Linux: resets the high-water mark through /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return float("nan")
-    before = _rss_mb("VmRSS:")
+    """Peak resident memory that `fn` adds (Linux)."""
+    baseline = reset_peak(torch.device("cpu"))
     fn()
-    return _rss_mb("VmHWM:") - before
+    return peak_mb(torch.device("cpu"), baseline)
 
 
 def bench(size: int, repeats: int, dim: int = 512) -> dict:

@@ -57,10 +57,22 @@ def main() -> None:
         pipe, seconds = (twin, 0.0) if method == "none" else unlearning.apply(twin, forget, remain, seed=0)
         gen = sample_generations(method, pipe, labels, os.path.join(args.out, f"{method}_{steps}_{lr}_{weight}"), 0)
         row, _ = measure_row(gen, training, removed, os.path.join(args.out, "fid"), 0.04, judge, references)
-        rows.append({"method": method, "steps": steps, "lr": lr, "remain_weight": weight, "seconds": seconds,
-                     "ua": row["ua"], "fid_remaining": row["fid_remaining"]})  # fmt: skip
-        print(f"{method:<16} {steps:>5} {lr:>7.0e} {weight:>8} {seconds:>8.1f} {row['ua']:>6.1f} "
-              f"{row['fid_remaining']:>8.2f}", flush=True)  # fmt: skip
+        rows.append(
+            {
+                "method": method,
+                "steps": steps,
+                "lr": lr,
+                "remain_weight": weight,
+                "seconds": seconds,
+                "ua": row["ua"],
+                "fid_remaining": row["fid_remaining"],
+            }
+        )
+        print(
+            f"{method:<16} {steps:>5} {lr:>7.0e} {weight:>8} {seconds:>8.1f} {row['ua']:>6.1f} "
+            f"{row['fid_remaining']:>8.2f}",
+            flush=True,
+        )
     with open(args.json, "w") as f:
         json.dump({"num_images": args.num_images, "saliency": 0.5, "rows": rows}, f, indent=2)
 

@@ -26,8 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    result = measure_fid(args.pipeline, args.classifier, args.out, args.num_images, args.exclude_classes,
-                         args.oracle, args.steps, args.seed, args.batch_size)  # fmt: skip
+    result = measure_fid(
+        args.pipeline,
+        args.classifier,
+        args.out,
+        args.num_images,
+        args.exclude_classes,
+        args.oracle,
+        args.steps,
+        args.seed,
+        args.batch_size,
+    )
     if result is not None:
         print(json.dumps(result, indent=2))
     return 0

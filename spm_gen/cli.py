@@ -23,12 +23,16 @@ def _demo(args: argparse.Namespace) -> int:
     summary = run_memory_demo(output_dir=args.output, image_size=args.image_size, seed=args.seed)
     log.info(
         "memory bank: %d -> %d items after removing class 3 and 5 ids in %.2f ms; reload identical: %s; picture: %s",
-        summary["items_before"], summary["items_after"], sum(summary["removal_ms"].values()),
-        summary["reload_identical"], summary["picture"],
-    )  # fmt: skip
+        summary["items_before"],
+        summary["items_after"],
+        sum(summary["removal_ms"].values()),
+        summary["reload_identical"],
+        summary["picture"],
+    )
     log.info("the removal report on the digits models in %s ...", args.models)
-    report = run_forgetting_demo(args.models, args.output, num_images=args.num_images,
-                                 num_inference_steps=args.steps, seed=args.seed)  # fmt: skip
+    report = run_forgetting_demo(
+        args.models, args.output, num_images=args.num_images, num_inference_steps=args.steps, seed=args.seed
+    )
     _log_report(report, args.output)
     return 0
 
@@ -63,9 +67,15 @@ def _remove(args: argparse.Namespace) -> int:
     receipt = outcome.receipt
     log.info(
         "removed %d items (per label %s) from %s in %.1f ms (removal %.2f ms); memory version %s -> %s; receipt: %s",
-        len(outcome.ids), counts, outcome.folder, 1e3 * outcome.seconds, 1e3 * receipt.duration_s,
-        receipt.version_before[:8], receipt.version_after[:8], outcome.receipt_path,
-    )  # fmt: skip
+        len(outcome.ids),
+        counts,
+        outcome.folder,
+        1e3 * outcome.seconds,
+        1e3 * receipt.duration_s,
+        receipt.version_before[:8],
+        receipt.version_after[:8],
+        outcome.receipt_path,
+    )
     return 0
 
 

@@ -117,8 +117,12 @@ def run_memory_demo(
     return summary
 
 
-MODEL_FOLDERS = {"spm": "the SPM", "twin": "its parametric twin", "oracle": "the twin retrained without class 3",
-                 "judge": "the judge classifier"}  # fmt: skip
+MODEL_FOLDERS = {
+    "spm": "the SPM",
+    "twin": "its parametric twin",
+    "oracle": "the twin retrained without class 3",
+    "judge": "the judge classifier",
+}
 
 
 def individual_removals(bank: MemoryBank, forget_class: int, count: int, seed: int = 0) -> list[str]:
@@ -143,8 +147,9 @@ def run_forgetting_demo(
     `num_removed_ids` seeded training images of other classes, and writes `report.md` to `output_dir`."""
     from .reporting import ReportConfig, run_report
 
-    missing = [f"{name}/ ({what})" for name, what in MODEL_FOLDERS.items()
-               if not os.path.isdir(os.path.join(models_dir, name))]  # fmt: skip
+    missing = [
+        f"{name}/ ({what})" for name, what in MODEL_FOLDERS.items() if not os.path.isdir(os.path.join(models_dir, name))
+    ]
     if missing:
         raise FileNotFoundError(
             f"'{models_dir}' lacks {', '.join(missing)}: train them with `make demo-train` "

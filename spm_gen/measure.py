@@ -28,8 +28,9 @@ def measure_memorization(
     process (None elsewhere); writes `memorization.json` and `nn_distances.png` to `out`."""
     pipe = load_pipeline(pipeline_dir)
     classes = list(range(pipe.unet.config.num_class_embeds))
-    sample_to_folder(pipe, _labels(num_images, classes), os.path.join(out, "samples"), batch_size, seed,
-                     num_inference_steps=steps)  # fmt: skip
+    sample_to_folder(
+        pipe, _labels(num_images, classes), os.path.join(out, "samples"), batch_size, seed, num_inference_steps=steps
+    )
     if not PartialState().is_main_process:
         return None
     images, _ = read_sample_folder(os.path.join(out, "samples"), pipe.unet.config.in_channels)
@@ -38,11 +39,20 @@ def measure_memorization(
         "memorization_rate": report.memorization_rate,
         "mean_nearest_distance": float(report.nearest_distance.mean()),
         "mean_extraction_ratio": float(report.extraction_ratio.mean()),
-        "settings": {"pipeline": pipeline_dir, "num_images": len(images), "steps": steps, "seed": seed,
-                     "distance": "RMS pixel difference", "training_images": len(pipe.memory_bank)},
-    }  # fmt: skip
-    save_distance_histogram({"samples": report.nearest_distance}, os.path.join(out, "nn_distances.png"),
-                            title="distance of each sample to its nearest training image")  # fmt: skip
+        "settings": {
+            "pipeline": pipeline_dir,
+            "num_images": len(images),
+            "steps": steps,
+            "seed": seed,
+            "distance": "RMS pixel difference",
+            "training_images": len(pipe.memory_bank),
+        },
+    }
+    save_distance_histogram(
+        {"samples": report.nearest_distance},
+        os.path.join(out, "nn_distances.png"),
+        title="distance of each sample to its nearest training image",
+    )
     with open(os.path.join(out, "memorization.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
@@ -68,8 +78,14 @@ def measure_fid(
     labels = _labels(num_images, classes)
     sample_to_folder(pipe, labels, os.path.join(out, "samples"), batch_size, seed, num_inference_steps=steps)
     if oracle_dir:
-        sample_to_folder(load_pipeline(oracle_dir), labels, os.path.join(out, "oracle_samples"), batch_size, seed,
-                         num_inference_steps=steps)  # fmt: skip
+        sample_to_folder(
+            load_pipeline(oracle_dir),
+            labels,
+            os.path.join(out, "oracle_samples"),
+            batch_size,
+            seed,
+            num_inference_steps=steps,
+        )
     if not PartialState().is_main_process:
         return None
     size = pipe.unet.config.sample_size
@@ -77,15 +93,23 @@ def measure_fid(
     test = test.subset(~torch.isin(test.labels, torch.tensor(sorted(excluded), dtype=torch.long)))
     save_images(test.images.float() / 255, os.path.join(out, "reference"), prefix="test")
     classifier, _ = load_classifier(classifier_dir)
-    result = {"fid_remaining_classes": compute_fid(os.path.join(out, "samples"), os.path.join(out, "reference"),
-                                                   classifier=classifier, seed=seed)}  # fmt: skip
+    result = {
+        "fid_remaining_classes": compute_fid(
+            os.path.join(out, "samples"), os.path.join(out, "reference"), classifier=classifier, seed=seed
+        )
+    }
     if oracle_dir:
-        result["fid_oracle"] = compute_fid(os.path.join(out, "samples"), os.path.join(out, "oracle_samples"),
-                                           classifier=classifier, seed=seed)  # fmt: skip
+        result["fid_oracle"] = compute_fid(
+            os.path.join(out, "samples"), os.path.join(out, "oracle_samples"), classifier=classifier, seed=seed
+        )
     result["settings"] = {
-        "pipeline": pipeline_dir, "classifier": classifier_dir, "oracle": oracle_dir,
-        "excluded_classes": sorted(excluded), "reference": "digits test split", "steps": steps,
-    }  # fmt: skip
+        "pipeline": pipeline_dir,
+        "classifier": classifier_dir,
+        "oracle": oracle_dir,
+        "excluded_classes": sorted(excluded),
+        "reference": "digits test split",
+        "steps": steps,
+    }
     with open(os.path.join(out, "fid.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result

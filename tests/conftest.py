@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -52,3 +56,30 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
     judge = SPMClassifier(image_size=8, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6, head="linear")
     save_classifier(judge, None, str(root / "judge"))
     return {name: str(root / name) for name in ("spm", "twin", "oracle", "judge")} | {"root": str(root)}
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory) -> str:
+    """A tiny SPM trained for a few steps on the digits (configs/tiny.yaml): its saved pipeline folder."""
+    from spm_gen.training import load_config, parse_overrides, train
+
+    run = tmp_path_factory.mktemp("run")
+    return train(load_config("configs/tiny.yaml", parse_overrides(["--output_dir", str(run)])))
+
+
+@pytest.fixture
+def pipe():
+    """A tiny untrained SPM pipeline over 24 random 1x8x8 memory images of 4 classes."""
+    from tests.tiny import tiny_pipeline
+
+    return tiny_pipeline()
+
+
+def launch_two_cpu_processes(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Runs `script` under `accelerate launch` with two CPU processes; fails the test with its stderr."""
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    result = subprocess.run([*launch, script, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

@@ -6,6 +6,7 @@ from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.cli import main
 
 
+@pytest.mark.slow
 def test_demo_runs_the_memory_bank_part_and_the_report(tmp_path, tiny_models):
     out = tmp_path / "demo"
     args = ["demo", "--output", str(out), "--models", tiny_models["root"], "--num-images", "20", "--steps", "2"]

@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 Ids = Sequence[str] | str | None
 Labels = Sequence[int] | int | None
 Selection = ItemSelection | None
+Images = torch.Tensor | np.ndarray
+LabelsIn = torch.Tensor | np.ndarray | Sequence[int]
+IdsIn = Sequence[str | int] | None
+Tensor = torch.Tensor | None
+Info = dict | None
 
 
 class MemoryBank(ModelMixin, ConfigMixin):
@@ -57,12 +62,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_images(
-        cls,
-        images: torch.Tensor | np.ndarray,
-        labels: torch.Tensor | np.ndarray | Sequence[int],
-        ids: Sequence[str | int] | None = None,
-        embeddings: torch.Tensor | None = None,
-        embedding_info: dict | None = None,
+        cls, images: Images, labels: LabelsIn, ids: IdsIn = None, embeddings: Tensor = None, embedding_info: Info = None
     ) -> MemoryBank:
         """Builds a bank from images `(N, C, H, W)` (float in [0, 1] or uint8) and their labels.
 
@@ -86,11 +86,8 @@ class MemoryBank(ModelMixin, ConfigMixin):
         return item_id in self._store
 
     def extra_repr(self) -> str:
-        emb = self._store.embeddings
-        return (
-            f"items={len(self)}, classes={len(self.class_counts())}, image_shape={self.image_shape}, "
-            f"embeddings={None if emb is None else emb.shape[1]}, version={self._version[:8]}"
-        )
+        dim = None if self._store.embeddings is None else self._store.embeddings.shape[1]
+        return f"items={len(self)}, image_shape={self.image_shape}, embeddings={dim}, version={self._version[:8]}"
 
     @property
     def device(self) -> torch.device:
@@ -159,11 +156,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
         return self._changes.since(version, self._version)
 
     def add(
-        self,
-        images: torch.Tensor | np.ndarray,
-        labels: torch.Tensor | np.ndarray | Sequence[int],
-        ids: Sequence[str | int] | None = None,
-        embeddings: torch.Tensor | None = None,
+        self, images: Images, labels: LabelsIn, ids: IdsIn = None, embeddings: torch.Tensor | None = None
     ) -> list[str]:
         """Adds items (e.g. images no parameter was trained on). Returns their ids.
 
@@ -186,8 +179,15 @@ class MemoryBank(ModelMixin, ConfigMixin):
         self._changed(added_ids=tuple(new_ids), added=tuple(zip(hashes, labels_np.tolist())))
         return new_ids
 
-    def remove(self, selection: Selection = None, *, ids: Ids = None, labels: Labels = None, hashes: Ids = None,
-               reason: str = "") -> RemovalReceipt:  # fmt: skip
+    def remove(
+        self,
+        selection: Selection = None,
+        *,
+        ids: Ids = None,
+        labels: Labels = None,
+        hashes: Ids = None,
+        reason: str = "",
+    ) -> RemovalReceipt:
         """Removes every item named by `selection` (or by `ids`, a label in `labels`, or a hash in `hashes`).
         The data is dropped, not masked: removed rows are overwritten and the freed tail is zeroed.
 
@@ -206,7 +206,9 @@ class MemoryBank(ModelMixin, ConfigMixin):
         logger.debug("removed %d items from the memory bank (%d left)", len(rows), len(self))
         return receipt
 
-    def resolve_ids(self, selection: Selection = None, *, ids: Ids = None, labels: Labels = None, hashes: Ids = None):
+    def resolve_ids(
+        self, selection: Selection = None, *, ids: Ids = None, labels: Labels = None, hashes: Ids = None
+    ) -> list[str]:
         """The ids `remove` would delete for these arguments (a dry run); raises exactly as `remove` does."""
         return [self._store.ids[r] for r in self._store.resolve(ItemSelection.given(selection, ids, labels, hashes))]
 
@@ -254,28 +256,22 @@ class MemoryBank(ModelMixin, ConfigMixin):
 
     def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs) -> None:
         """Saves the bank into `save_directory` atomically (safetensors + json; see `spm_gen.memory.storage`).
-
         After a save, no file in the folder holds data of items removed before it. Extra keyword arguments
-        passed by `DiffusionPipeline.save_pretrained` are accepted and ignored.
-        """
+        passed by `DiffusionPipeline.save_pretrained` are accepted and ignored."""
         if is_main_process:
             config = json.loads(self.to_json_string())
             storage.save_bank(os.fspath(save_directory), config, self._store, self._receipts, self._version)
 
     @classmethod
     def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        subfolder: str | None = None,
-        verify: bool = True,
-        **kwargs,
+        cls, path: str | os.PathLike, subfolder: str | None = None, verify: bool = True, **kwargs
     ) -> MemoryBank:
         """Loads a bank saved by `save_pretrained` from a local folder (nothing is downloaded).
 
         `subfolder`: e.g. `"memory_bank"` inside a saved pipeline; `verify`: recompute every image's sha256 and
         compare it with the stored hash. Other keyword arguments of `DiffusionPipeline.from_pretrained` are ignored.
         """
-        path = os.fspath(pretrained_model_name_or_path)
+        path = os.fspath(path)
         if subfolder:
             path = os.path.join(path, subfolder)
         if not os.path.isdir(path):

@@ -86,9 +86,15 @@ def folder_features(
         if classifier is None:
             raise ValueError('feature_extractor="domain" needs a trained SPMClassifier (classifier=)')
         return cleanfid.get_folder_features(
-            folder, model=domain_extractor(classifier), num_workers=0, batch_size=batch_size, device=device,
-            mode=mode, custom_fn_resize=lambda x: x, verbose=False,
-        )  # fmt: skip
+            folder,
+            model=domain_extractor(classifier),
+            num_workers=0,
+            batch_size=batch_size,
+            device=device,
+            mode=mode,
+            custom_fn_resize=lambda x: x,
+            verbose=False,
+        )
     if not os.path.isfile(inception_weights_path()):
         raise FileNotFoundError(
             f"standard FID needs clean-fid's Inception weights, and nothing is downloaded at run time: place "

@@ -68,9 +68,16 @@ def count_near_copies(
     sample_labels = [int(label) for label in labels for _ in range(settings.per_target)]
     extra = {"memory_size": settings.memory_size} if pipe.memory_bank is not None else {}
     gen = sample_generations(
-        name, pipe, sample_labels, folder, settings.seed, settings.batch_size,
-        num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale, **extra,
-    )  # fmt: skip
+        name,
+        pipe,
+        sample_labels,
+        folder,
+        settings.seed,
+        settings.batch_size,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        **extra,
+    )
     distances = rms_distances(targets, gen.images)
     return (distances <= settings.threshold).sum(dim=1).tolist(), distances.min(dim=1).values.tolist(), gen
 
@@ -85,8 +92,9 @@ def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings
     result = {"targets": target_ids, "labels": labels.tolist(), "nearest_distance": {}}
 
     def measure(key: str, name: str, pipe) -> Generations:
-        result[key], result["nearest_distance"][key], gen = count_near_copies(name, pipe, targets, labels, settings,
-                                                                              os.path.join(out, key))  # fmt: skip
+        result[key], result["nearest_distance"][key], gen = count_near_copies(
+            name, pipe, targets, labels, settings, os.path.join(out, key)
+        )
         return gen
 
     spm_before = measure("spm_before", "SPM before", spm)
@@ -112,8 +120,9 @@ def memory_only_case(
     result = {"labels": labels.tolist(), "copies_added": len(ids), "nearest_distance": {}}
 
     def measure(key: str, name: str, pipe) -> Generations:
-        result[key], result["nearest_distance"][key], gen = count_near_copies(name, pipe, images, labels, settings,
-                                                                              os.path.join(out, key))  # fmt: skip
+        result[key], result["nearest_distance"][key], gen = count_near_copies(
+            name, pipe, images, labels, settings, os.path.join(out, key)
+        )
         return gen
 
     before = measure("spm_before", "SPM with them in memory", spm)

@@ -54,8 +54,12 @@ def run_report(config: ReportConfig) -> dict:
     judge = Judge(*load_classifier(config.classifier_dir)) if config.classifier_dir else None
     num_classes = spm.unet.config.num_class_embeds
     labels = [i % num_classes for i in range(config.num_images)]
-    kwargs = {"num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
-              "batch_size": config.batch_size, "seed": config.seed}  # fmt: skip
+    kwargs = {
+        "num_inference_steps": config.num_inference_steps,
+        "guidance_scale": config.guidance_scale,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+    }
     samples = os.path.join(out, "samples")
 
     def sample(name: str, pipe, folder: str) -> Generations:
@@ -99,7 +103,7 @@ def run_report(config: ReportConfig) -> dict:
             )
             for i, tag in ((0, "spm"), (2, "twin"))
             if i + 1 < len(models)
-        ],  # fmt: skip
+        ],
         "Distances": [
             save_distance_histogram(
                 {n: d["nearest_training"] for n, d in distances.items()},
@@ -113,17 +117,19 @@ def run_report(config: ReportConfig) -> dict:
                 xlabel="distance to the nearest removed image (RMS pixel difference)",
                 threshold=config.near_copy_threshold,
             ),
-        ],  # fmt: skip
+        ],
     }
     summary = {
         "rows": rows,
-        "removal": {"num_items": len(removed.ids), "classes": removed.classes,
-                    "individual_ids": [i for i, lab in zip(removed.ids, removed.labels.tolist())
-                                       if lab not in removed.classes],
-                    "receipt": receipt.to_dict()},
+        "removal": {
+            "num_items": len(removed.ids),
+            "classes": removed.classes,
+            "individual_ids": [i for i, lab in zip(removed.ids, removed.labels.tolist()) if lab not in removed.classes],
+            "receipt": receipt.to_dict(),
+        },
         "config": config.to_dict(),
         "machine": machine(),
-    }  # fmt: skip
+    }
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(summary, f, indent=2)
     write_report(os.path.join(out, "report.md"), summary, pictures)

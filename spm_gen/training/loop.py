@@ -70,8 +70,13 @@ def train(config: TrainConfig) -> str | None:
 
     ema = None
     if config.use_ema:
-        ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=config.ema_warmup,
-                       model_cls=SPMUNet2DModel, model_config=cfg)  # fmt: skip
+        ema = EMAModel(
+            unet.parameters(),
+            decay=config.ema_decay,
+            use_ema_warmup=config.ema_warmup,
+            model_cls=SPMUNet2DModel,
+            model_config=cfg,
+        )
     optimizer = torch.optim.AdamW(
         unet.parameters(),
         lr=config.learning_rate,

@@ -59,8 +59,14 @@ class TrainingRun:
         self._running: list[float] = []
 
     @classmethod
-    def start(cls, config: RunConfig, model_shape: tuple[int, int, int], num_classes: int, uses_memory: bool,
-              accelerator: Accelerator) -> TrainingRun:  # fmt: skip
+    def start(
+        cls,
+        config: RunConfig,
+        model_shape: tuple[int, int, int],
+        num_classes: int,
+        uses_memory: bool,
+        accelerator: Accelerator,
+    ) -> TrainingRun:
         """Sets up logging and the run folder (config echoed as json; main process only) and loads the data
         checked against the model's image shape `(C, H, W)` and number of classes."""
         logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
@@ -103,9 +109,11 @@ class TrainingRun:
         """One batch of `train_batch_size` queries (with `memory_per_batch` support images for an SPM)."""
         config, device = self.config, self.accelerator.device
         idx, labels, support, support_labels = self.sampler.draw(
-            config.train_batch_size, config.memory_per_batch if self.uses_memory else None, config.permute_labels,
+            config.train_batch_size,
+            config.memory_per_batch if self.uses_memory else None,
+            config.permute_labels,
             generator,
-        )  # fmt: skip
+        )
         images = self.dataset.images
         batch = TrainingBatch(images[idx].to(device), labels.to(device))
         if support is not None:

@@ -65,8 +65,15 @@ def test_receipt_log_has_ids_and_hashes_only(tiny_bank, tmp_path):
     lines = open(os.path.join(tmp_path, log)).read().splitlines()
     assert [json.loads(line) for line in lines] == [receipt.to_dict()]
     assert set(json.loads(lines[0])) == {
-        "removed_ids", "labels", "hashes", "version_before", "version_after", "time_utc", "reason", "duration_s"
-    }  # fmt: skip
+        "removed_ids",
+        "labels",
+        "hashes",
+        "version_before",
+        "version_after",
+        "time_utc",
+        "reason",
+        "duration_s",
+    }
 
 
 def _committed_file(path, key):

@@ -10,8 +10,16 @@ from tests.conftest import make_images
 
 def tiny_classifier(head="prototype", **kw):
     torch.manual_seed(0)
-    model = SPMClassifier(image_size=8, stage_channels=(8, 16), blocks_per_stage=(1, 1), embed_dim=16, num_classes=4,
-                          head=head, num_neighbors=5, **kw)  # fmt: skip
+    model = SPMClassifier(
+        image_size=8,
+        stage_channels=(8, 16),
+        blocks_per_stage=(1, 1),
+        embed_dim=16,
+        num_classes=4,
+        head=head,
+        num_neighbors=5,
+        **kw,
+    )
     return model.eval()
 
 

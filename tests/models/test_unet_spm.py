@@ -4,7 +4,7 @@ import torch
 from spm_gen import SPMUNet2DModel
 from spm_gen.memory.readout import MemoryReadout
 from spm_gen.training.config import build_unet, model_config
-from tests.models.conftest import TINY, tiny_memory, tiny_unet
+from tests.tiny import TINY, tiny_memory, tiny_unet
 
 
 def test_cifar10_config_is_the_papers_network():

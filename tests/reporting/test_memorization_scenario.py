@@ -38,14 +38,22 @@ def test_duplicated_folder_holds_the_copies(tmp_path):
         write_duplicated_folder(data, ["nope"], copies=2, root=str(tmp_path / "x"))
 
 
+@pytest.mark.slow
 def test_both_cases_on_tiny_models(tmp_path):
     data = load_digits_dataset(image_size=8, split="train")
     data = data.subset(torch.arange(len(data)) < 60)
     targets = write_duplicated_folder(data, data.ids[:2], copies=5, root=str(tmp_path / "data"))
 
     def run(name, *extra):
-        overrides = ["--output_dir", str(tmp_path / name), "--dataset", "folder", "--data_path", str(tmp_path / "data"),
-                     *extra]  # fmt: skip
+        overrides = [
+            "--output_dir",
+            str(tmp_path / name),
+            "--dataset",
+            "folder",
+            "--data_path",
+            str(tmp_path / "data"),
+            *extra,
+        ]
         return train(load_config("configs/tiny.yaml", parse_overrides(overrides)))
 
     spm_dir, twin_dir = run("spm"), run("twin", "--fusion_type", "none")

@@ -14,20 +14,35 @@ from spm_gen.sampling import read_sample_folder
 from spm_gen.unlearning.twin import TwinUnlearning
 
 
+@pytest.mark.slow
 def test_report_end_to_end(tiny_models, tmp_path):
     bank_before = MemoryBank.from_pretrained(os.path.join(tiny_models["spm"], "memory_bank"))
     others = [i for i, label in zip(bank_before.ids, bank_before.labels.tolist()) if label != 3][:2]
     m = tiny_models
     config = ReportConfig(
-        m["spm"], str(tmp_path / "report"), remove_classes=[3], remove_ids=others, classifier_dir=m["judge"],
-        oracle_dir=m["oracle"], twin_dir=m["twin"], num_images=20, num_inference_steps=2, memory_size=4,
-        twin=TwinUnlearning(steps=2), batch_size=8,
-    )  # fmt: skip
+        m["spm"],
+        str(tmp_path / "report"),
+        remove_classes=[3],
+        remove_ids=others,
+        classifier_dir=m["judge"],
+        oracle_dir=m["oracle"],
+        twin_dir=m["twin"],
+        num_images=20,
+        num_inference_steps=2,
+        memory_size=4,
+        twin=TwinUnlearning(steps=2),
+        batch_size=8,
+    )
     summary = run_report(config)
 
     names = [row["model"] for row in summary["rows"]]
-    assert names == ["SPM before removal", "SPM after removal", "twin before", "twin after random-label (SalUn)",
-                     "oracle (retrained without)"]  # fmt: skip
+    assert names == [
+        "SPM before removal",
+        "SPM after removal",
+        "twin before",
+        "twin after random-label (SalUn)",
+        "oracle (retrained without)",
+    ]
     removed = summary["removal"]
     assert removed["num_items"] == int((bank_before.labels == 3).sum()) + 2 and removed["individual_ids"] == others
     assert all(row["num_images"] == 20 and row["fid_remaining"] is not None for row in summary["rows"])
@@ -46,8 +61,9 @@ def test_report_end_to_end(tiny_models, tmp_path):
     assert summary["rows"][1]["removal_s"] == pytest.approx(after.receipts[-1].duration_s)
     assert summary["rows"][3]["removal_s"] > summary["rows"][1]["removal_s"]
     # the same seeds: the twin's generations changed under gradient ascent
-    twin_before, twin_after = (read_sample_folder(str(tmp_path / "report" / "samples" / f), 1)[0]
-                               for f in ("twin_before", "twin_after"))  # fmt: skip
+    twin_before, twin_after = (
+        read_sample_folder(str(tmp_path / "report" / "samples" / f), 1)[0] for f in ("twin_before", "twin_after")
+    )
     assert not torch.equal(twin_before, twin_after)
     report = (tmp_path / "report" / "report.md").read_text()
     assert report.count("\n| ") == 6 and "FID_O" in report and "![class_3.png](grids/class_3.png)" in report
@@ -62,8 +78,9 @@ def test_measure_row_counts_near_copies_and_memorized_samples(tmp_path):
     training = MemoryBank.from_images(training_images, torch.arange(12) % 3)
     removed = RemovedData(["0", "1"], training.get_images(["0", "1"]), torch.tensor([0, 1]), [])
     noise = torch.rand(3, 1, 8, 8, generator=g)
-    images = torch.cat([training.get_images(["0"]), training.get_images(["0"]) + 0.01, training.get_images(["5"]),
-                        noise])  # fmt: skip
+    images = torch.cat(
+        [training.get_images(["0"]), training.get_images(["0"]) + 0.01, training.get_images(["5"]), noise]
+    )
     gen = Generations("m", str(tmp_path), images.clamp(0, 1), torch.zeros(6, dtype=torch.long), 1.0)
     row, distances = measure_row(gen, training, removed, str(tmp_path / "w"), threshold=0.05)
     assert row["near_copies"] == 2  # the copy and the near copy of item 0; item 5 was not removed
@@ -72,6 +89,7 @@ def test_measure_row_counts_near_copies_and_memorized_samples(tmp_path):
     assert distances["nearest_removed"][:2].max() <= 0.011
 
 
+@pytest.mark.slow
 def test_bad_requests_fail_before_sampling(tiny_models, tmp_path, capsys):
     out = tmp_path / "r"
     with pytest.raises(ValueError, match="remove_classes"):

@@ -10,11 +10,25 @@ def test_yaml_and_overrides():
     cfg = load_config(
         "configs/tiny.yaml",
         parse_overrides(
-            ["--output_dir", "runs/x", "--max_train_steps", "200", "--exclude_classes", "3", "5",
-             "--fusion_type", "none", "--model.memory_encoding", "paper", "--use_ema", "false",
-             "--block_out_channels", "8,16"]
+            [
+                "--output_dir",
+                "runs/x",
+                "--max_train_steps",
+                "200",
+                "--exclude_classes",
+                "3",
+                "5",
+                "--fusion_type",
+                "none",
+                "--model.memory_encoding",
+                "paper",
+                "--use_ema",
+                "false",
+                "--block_out_channels",
+                "8,16",
+            ]
         ),
-    )  # fmt: skip
+    )
     assert cfg.output_dir == "runs/x" and cfg.max_train_steps == 200 and cfg.exclude_classes == [3, 5]
     assert cfg.model["fusion_type"] == "none" and cfg.model["memory_encoding"] == "paper"
     assert cfg.use_ema is False and cfg.model["block_out_channels"] == [8, 16]

@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,12 +9,14 @@ from spm_gen import SPMDiffusionPipeline
 from spm_gen.data import load_digits_dataset
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.checkpoints import checkpoint_steps
+from tests.conftest import launch_two_cpu_processes
 
 
 def _config(tmp_path, *extra):
     return load_config("configs/tiny.yaml", parse_overrides(["--output_dir", str(tmp_path / "run"), *extra]))
 
 
+@pytest.mark.slow
 def test_tiny_run_ends_with_a_loadable_pipeline(tmp_path):
     run = tmp_path / "run"
     final = train(_config(tmp_path, "--sample_every", "2"))
@@ -33,6 +33,7 @@ def test_tiny_run_ends_with_a_loadable_pipeline(tmp_path):
     assert checkpoint_steps(str(run)) == [2, 4]
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_state(tmp_path):
     full = train(_config(tmp_path / "a", "--use_ema", "true"))
     partial_cfg = _config(tmp_path / "b", "--use_ema", "true", "--max_train_steps", "2")
@@ -47,6 +48,7 @@ def test_resume_reaches_the_same_state(tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_oracle_excludes_a_class_from_memory_and_training(tmp_path, monkeypatch):
     seen = []
     import spm_gen.training.loop as loop
@@ -64,21 +66,16 @@ def test_oracle_excludes_a_class_from_memory_and_training(tmp_path, monkeypatch)
     assert seen and all(3 not in labels.tolist() and 3 not in support.tolist() for labels, support in seen)
 
 
+@pytest.mark.slow
 def test_twin_trains_without_memory(tmp_path):
     final = train(_config(tmp_path, "--fusion_type", "none"))
     assert SPMDiffusionPipeline.from_pretrained(final).memory_bank is None
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_and_only_rank_0_writes(tmp_path):
     run = tmp_path / "run"
-    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "scripts/train.py", "--config", "configs/tiny.yaml", "--output_dir", str(run),
-    ]  # fmt: skip
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch_two_cpu_processes("scripts/train.py", "--config", "configs/tiny.yaml", "--output_dir", str(run))
     assert (run / "pipeline" / "model_index.json").exists()
     assert checkpoint_steps(str(run)) == [2, 4]
     # rank 1 wrote nothing of its own: one loss log line per step, one sample grid, no stray files

@@ -8,7 +8,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from tests.conftest import make_images
-from tests.models.conftest import sample, tiny_memory, tiny_pipeline
+from tests.tiny import sample, tiny_memory, tiny_pipeline
 
 
 @pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler])
@@ -200,8 +200,10 @@ def test_unconditional_memory_choice(monkeypatch):
     monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
     pipe(class_labels=[0, 3], num_inference_steps=1, output_type="pt", unconditional_memory="all")
     pipe(class_labels=[0, 3], num_inference_steps=1, output_type="pt", unconditional_memory="class")
-    labels = [[pipe.memory_bank.get_labels([r.ids[i] for i in items]).unique().tolist() for items in read_items(r)]
-              for r in seen]  # fmt: skip
+    labels = [
+        [pipe.memory_bank.get_labels([r.ids[i] for i in items]).unique().tolist() for items in read_items(r)]
+        for r in seen
+    ]
     assert labels == [[[0], [3], [0, 3], [0, 3]], [[0], [3], [0], [3]]]  # the memory labels each query reads
     all_memory = sample(pipe, unconditional_memory="all")
     assert not torch.equal(all_memory, sample(pipe, unconditional_memory="class"))

@@ -1,4 +1,5 @@
-import pytest
+"""Tiny models for tests: a unet from configs/tiny.yaml, a memory of random digits-size images, a pipeline."""
+
 import torch
 from diffusers import DDIMScheduler
 
@@ -30,8 +31,3 @@ def sample(pipe, seed: int = 0, **kwargs) -> torch.Tensor:
     args = dict(class_labels=[0, 1, 2, 3, 1], num_inference_steps=2, memory_size=3, output_type="pt")
     args.update(kwargs)
     return pipe(generator=torch.Generator().manual_seed(seed), **args).images
-
-
-@pytest.fixture
-def pipe() -> SPMDiffusionPipeline:
-    return tiny_pipeline()
