@@ -30,6 +30,7 @@ from spm_gen.reporting.memorization_scenario import (
 )
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.utils.images import to_unit_range
 
 
 def one_per_class(labels: torch.Tensor, classes: list[int]) -> list[int]:
@@ -98,7 +99,7 @@ def main() -> None:
 
     test_set = load_digits_dataset(image_size=16, split="test")
     picks = one_per_class(test_set.labels, args.classes)
-    images, labels = test_set.images[picks].float() / 255, test_set.labels[picks]
+    images, labels = to_unit_range(test_set.images[picks]), test_set.labels[picks]
     results["b"] = memory_only_case(
         load_pipeline(args.pipeline),
         load_pipeline(args.pipeline),

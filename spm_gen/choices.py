@@ -25,6 +25,9 @@ ClassifierHead = Literal["prototype", "neighbors", "linear"]
 TwinMethod = Literal["random_label", "gradient_ascent"]
 """Parametric unlearning of the twin: SalUn's random-label fine-tuning, or gradient ascent."""
 Dataset = Literal["digits", "folder", "cifar10", "hf_disk"]
+DigitsSplit = Literal["all", "train", "test"]
+FeatureExtractor = Literal["domain", "inception"]
+"""FID features: a trained classifier's encoder (offline default) or Inception weights from disk."""
 MixedPrecision = Literal["no", "fp16", "bf16"]
 
 

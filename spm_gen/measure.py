@@ -14,6 +14,7 @@ from .metrics.fid import compute_fid, save_images
 from .metrics.memorization import memorization, save_distance_histogram
 from .models.classifier_spm import load_classifier
 from .sampling import load_pipeline, read_sample_folder, sample_to_folder
+from .utils.images import to_unit_range
 
 
 def _labels(num_images: int, classes: list[int]) -> list[int]:
@@ -91,7 +92,7 @@ def measure_fid(
     size = pipe.unet.config.sample_size
     test = load_digits_dataset(image_size=size, split="test")
     test = test.subset(~torch.isin(test.labels, torch.tensor(sorted(excluded), dtype=torch.long)))
-    save_images(test.images.float() / 255, os.path.join(out, "reference"), prefix="test")
+    save_images(to_unit_range(test.images), os.path.join(out, "reference"), prefix="test")
     classifier, _ = load_classifier(classifier_dir)
     result = {
         "fid_remaining_classes": compute_fid(

@@ -10,6 +10,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from .metrics.fid import save_png
+from .utils.images import to_unit_range
 
 NAME = re.compile(r"^\d{6}_class(\d+)\.png$")
 
@@ -65,5 +66,5 @@ def read_sample_folder(folder: str, channels: int) -> tuple[torch.Tensor, list[i
     if not files:
         raise ValueError(f"no samples in '{folder}' (expected files like 000000_class3.png)")
     labels = [int(NAME.match(f).group(1)) for f in files]
-    images = torch.stack([load_image(os.path.join(folder, f), channels=channels) for f in files]).float() / 255
+    images = to_unit_range(torch.stack([load_image(os.path.join(folder, f), channels=channels) for f in files]))
     return images, labels

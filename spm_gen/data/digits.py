@@ -6,13 +6,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..choices import DigitsSplit, check_choice
 from .dataset import ImageDataset
-
-SPLITS = ("all", "train", "test")
 
 
 def load_digits_dataset(
-    image_size: int = 8, split: str = "all", test_fraction: float = 0.2, seed: int = 0
+    image_size: int = 8, split: DigitsSplit = "all", test_fraction: float = 0.2, seed: int = 0
 ) -> ImageDataset:
     """Loads the digits from scikit-learn's package data (nothing is downloaded).
 
@@ -26,8 +25,7 @@ def load_digits_dataset(
         An `ImageDataset` of 1-channel images; ids are the positions in the full set ("0" .. "1796"),
         so they are the same in every split.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_choice("split", split, DigitsSplit)
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     if not 0.0 < test_fraction < 1.0:

@@ -16,6 +16,7 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from tqdm.auto import tqdm
 
+from ..utils.images import to_unit_range
 from . import nearest as search
 from . import storage
 from .changes import BankChange, ChangeLog
@@ -142,7 +143,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
         """Images of `ids` (all items when None) as float `(N, C, H, W)` in [0, 1], on the bank's device."""
         store = self._store
         images = store.images if ids is None else store.images[self.row_indices(ids).to(store.device)]
-        return images.float() / 255.0
+        return to_unit_range(images)
 
     def get_labels(self, ids: Sequence[str]) -> torch.Tensor:
         return torch.from_numpy(self._store.labels[self._store.rows_of(ids)])

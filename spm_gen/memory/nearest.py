@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..utils.images import to_unit_range
 from .encoders import ImageEncoder
 from .items import as_uint8_images
 from .rows import RowStore
@@ -175,7 +176,7 @@ def image_space(
         return queries_u8.to(device).flatten(1).float() / scale, source
     made_by_encoder = store.embeddings is not None and store.embedding_info == encoder.describe()
     stored = store.embeddings if made_by_encoder else encode_rows(store, encoder)
-    return encoder(queries_u8.float() / 255.0).to(stored.device), VectorSource.from_tensor(stored[index])
+    return encoder(to_unit_range(queries_u8)).to(stored.device), VectorSource.from_tensor(stored[index])
 
 
 def encode_rows(store: RowStore, encoder: ImageEncoder, batch_size: int = 1024, progress=None) -> torch.Tensor:
@@ -183,7 +184,7 @@ def encode_rows(store: RowStore, encoder: ImageEncoder, batch_size: int = 1024, 
     chunks = []
     starts = range(0, store.n, batch_size)
     for start in progress(starts) if progress is not None else starts:
-        chunks.append(encoder(store.images[start : start + batch_size].float() / 255.0).float())
+        chunks.append(encoder(to_unit_range(store.images[start : start + batch_size])).float())
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)
 
 

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from cleanfid import fid as cleanfid
 from PIL import Image
 
+from ..choices import FeatureExtractor, check_choice
 from ..models.classifier_spm import SPMClassifier
 
-EXTRACTORS = ("domain", "inception")
 INCEPTION_FILE = "inception-2015-12-05.pt"
 
 
@@ -60,7 +60,7 @@ def domain_extractor(classifier: SPMClassifier):
 
     @torch.no_grad()
     def extract(batch: torch.Tensor) -> torch.Tensor:
-        x = batch.float() / 255
+        x = batch.float() / 255  # clean-fid hands float batches in [0, 255]
         if classifier.config.in_channels == 1:
             x = x.mean(dim=1, keepdim=True)
         if x.shape[-1] != size or x.shape[-2] != size:
@@ -72,15 +72,14 @@ def domain_extractor(classifier: SPMClassifier):
 
 def folder_features(
     folder: str,
-    feature_extractor: str = "domain",
+    feature_extractor: FeatureExtractor = "domain",
     classifier: SPMClassifier | None = None,
     mode: str = "clean",
     batch_size: int = 128,
     device: torch.device | None = None,
 ) -> np.ndarray:
     """Features `(N, D)` of every image file in `folder` (see module docstring for the extractors)."""
-    if feature_extractor not in EXTRACTORS:
-        raise ValueError(f"feature_extractor must be one of {EXTRACTORS}, got {feature_extractor!r}")
+    check_choice("feature_extractor", feature_extractor, FeatureExtractor)
     device = device or torch.device("cpu")
     if feature_extractor == "domain":
         if classifier is None:
@@ -110,7 +109,7 @@ def folder_features(
 def compute_fid(
     samples_dir: str,
     reference_dir: str,
-    feature_extractor: str = "domain",
+    feature_extractor: FeatureExtractor = "domain",
     classifier: SPMClassifier | None = None,
     mode: str = "clean",
     seed: int = 0,

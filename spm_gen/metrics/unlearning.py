@@ -17,10 +17,11 @@ from sklearn.linear_model import LogisticRegression
 from ..data import ImageDataset
 from ..memory.bank import MemoryBank
 from ..models.classifier_spm import SPMClassifier
+from ..utils.images import to_unit_range
 
 
 def probabilities(model: SPMClassifier, bank: MemoryBank | None, dataset: ImageDataset) -> torch.Tensor:
-    return model.predict(dataset.images.float() / 255, bank).cpu()
+    return model.predict(to_unit_range(dataset.images), bank).cpu()
 
 
 def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:

@@ -11,13 +11,14 @@ import torch.nn.functional as F
 
 from ..data import ImageDataset
 from ..models.classifier_spm import SPMClassifier
+from ..utils.images import to_unit_range
 
 
 def _batches(dataset: ImageDataset, steps: int, batch_size: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(0, len(dataset), (min(batch_size, len(dataset)),), generator=generator)
-        yield dataset.images[idx].float() / 255, dataset.labels[idx]
+        yield to_unit_range(dataset.images[idx]), dataset.labels[idx]
 
 
 def _run(

@@ -51,11 +51,14 @@ def save_titled_rows(rows: dict[str, torch.Tensor], path: str, title: str = "") 
     return path
 
 
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] as float images in [0, 1]; float images pass unchanged."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """Images as a model sees them, in [-1, 1]: uint8 in [0, 255] or float in [0, 1] (as `x * 2 - 1`)."""
-    if images.dtype == torch.uint8:
-        images = images.float() / 255.0
-    return images * 2 - 1
+    return to_unit_range(images) * 2 - 1
 
 
 def from_model_range(images: torch.Tensor, clamp: bool = True) -> torch.Tensor:
