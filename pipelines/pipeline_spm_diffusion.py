@@ -126,7 +126,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: OutputType = "pil",
         return_dict: bool = True,
-        unconditional_memory: UnconditionalMemory = "all",
+        unconditional_memory: UnconditionalMemory = "class",
         empty_memory: EmptyMemory = "all",
     ) -> SPMPipelineOutput | tuple:
         r"""
@@ -148,10 +148,11 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (`(B, H, W, C)` floats in [0, 1]) or
                 `"pt"` (`(B, C, H, W)` tensor in [0, 1]).
             return_dict (`bool`, defaults to True): return an `SPMPipelineOutput` instead of a tuple.
-            unconditional_memory (`str`, defaults to `"all"`): what the unconditional branch of guidance reads.
+            unconditional_memory (`str`, defaults to `"class"`): what the unconditional branch of guidance
+                reads. `"class"` (the official protocol): its own class's memory, the same as the conditional
+                branch; only the class embedding is nulled, so a sample depends on its own class's memory alone.
                 `"all"`: every memory item the batch selected (its cost grows with the number of classes in the
-                batch). `"class"`: the same memory as the conditional branch, only the class embedding differs
-                (the cost of one more conditional branch).
+                batch, and a sample then depends on the other classes in its batch).
             empty_memory (`str`, defaults to `"all"`): what a class with no memory at all (emptied by deletion)
                 reads: `"all"`, every item the batch selected (the paper's test-time fallback), or `"error"`.
 
@@ -193,8 +194,10 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
         latents = latents * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
-        step_kwargs = {"generator": generator} if accepts_generator else {}
+        step_parameters = inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if "generator" in step_parameters else {}
+        if "use_clipped_model_output" in step_parameters:  # DDIM: eps re-derived from the clipped x0 (official)
+            step_kwargs["use_clipped_model_output"] = True
 
         # 3. denoising loop (sampling never uses dropout, also when called on a unet being trained)
         with eval_mode(self.unet):

@@ -31,3 +31,12 @@ def sample(pipe, seed: int = 0, **kwargs) -> torch.Tensor:
     args = dict(class_labels=[0, 1, 2, 3, 1], num_inference_steps=2, memory_size=3, output_type="pt")
     args.update(kwargs)
     return pipe(generator=torch.Generator().manual_seed(seed), **args).images
+
+
+def read_items(readout) -> list[list[int]]:
+    """The items each query of a readout reads, in query order."""
+    out = {}
+    for groups in readout.sets:
+        for row, group in zip(groups.rows.tolist(), groups.group.tolist()):
+            out[row] = groups.items[group][groups.valid[group]].tolist()
+    return [out[q] for q in sorted(out)]

@@ -82,6 +82,20 @@ class MemoryReadout:
         return cls(num_items, tuple(sets))
 
     @classmethod
+    def from_id_groups(cls, groups: list[list[str]], query_group: torch.Tensor, read: list[list[str]]) -> MemoryReadout:
+        """Query q reads the ids `groups[query_group[q]]` (in that order; -1: every id of every group); `read`
+        is what each sample read. The readout's items are the groups' ids, each once, in order of appearance."""
+        ids = list(dict.fromkeys(i for group in groups for i in group))
+        position = {item_id: j for j, item_id in enumerate(ids)}
+        width = max((len(group) for group in groups), default=0)
+        items = torch.zeros((len(groups), width), dtype=torch.long)
+        valid = torch.zeros((len(groups), width), dtype=torch.bool)
+        for g, group in enumerate(groups):
+            items[g, : len(group)] = torch.tensor([position[i] for i in group], dtype=torch.long)
+            valid[g, : len(group)] = True
+        return replace(cls.from_groups(items, valid, query_group, len(ids)), ids=ids, read=read)
+
+    @classmethod
     def from_labels(cls, query_labels: torch.Tensor, item_labels: torch.Tensor) -> MemoryReadout:
         """Each query reads the items that carry its label; a negative label, or one that no item carries,
         reads all items."""
@@ -140,10 +154,13 @@ def class_readout(
     if empty:
         logger.debug("no memory items with labels %s; they read all memory", empty)
     chosen = {c: bank.select(c if c in counts else None, memory_size, generator=generator) for c in classes}
-    ids = list(dict.fromkeys(i for picked in chosen.values() for i in picked))
-    readout = MemoryReadout.from_labels(_unconditional_keys(labels, unconditional), bank.get_labels(ids))
-    read = [chosen[c] if c in counts else ids for c in labels.tolist()]
-    return replace(readout, ids=ids, read=read)
+    own = [c for c in classes if c in counts]  # one group per class with memory; the others read everything
+    group_of = {c: g for g, c in enumerate(own)}
+    keys = torch.tensor([group_of.get(c, -1) for c in labels.tolist()], dtype=torch.long)
+    everything = list(dict.fromkeys(i for c in classes for i in chosen[c]))
+    read = [chosen[c] if c in counts else everything for c in labels.tolist()]
+    groups = [chosen[c] for c in own] + [chosen[c] for c in classes if c not in counts]
+    return MemoryReadout.from_id_groups(groups, _unconditional_keys(keys, unconditional), read)
 
 
 def nearest_readout(
@@ -166,11 +183,5 @@ def nearest_readout(
         read.append(bank.nearest_images(references[i : i + 1], k, label=label).ids[0])
     if labels is None:
         labels = bank.get_labels([r[0] for r in read])
-    ids = list(dict.fromkeys(i for r in read for i in r))
-    position = {item_id: j for j, item_id in enumerate(ids)}
-    width = max(len(r) for r in read)
-    items = torch.tensor([[position[i] for i in r] + [0] * (width - len(r)) for r in read])
-    valid = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in read])
     keys = _unconditional_keys(torch.arange(len(read)), unconditional)
-    readout = MemoryReadout.from_groups(items, valid, keys, len(ids))
-    return replace(readout, ids=ids, read=read), labels
+    return MemoryReadout.from_id_groups(read, keys, read), labels

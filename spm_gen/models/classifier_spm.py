@@ -49,6 +49,7 @@ class SPMClassifier(ModelMixin, ConfigMixin):
         embed_dim: int = 128,
         head: ClassifierHead = "prototype",
         num_neighbors: int = 16,
+        query_key_projections: bool = True,
     ) -> None:
         super().__init__()
         check_choice("head", head, ClassifierHead)
@@ -56,6 +57,10 @@ class SPMClassifier(ModelMixin, ConfigMixin):
             raise ValueError(f"num_neighbors must be positive, got {num_neighbors}")
         self.encoder = ResNetEncoder(in_channels, stage_channels, blocks_per_stage, embed_dim)
         self.linear = torch.nn.Linear(embed_dim, num_classes) if head == "linear" else None
+        self.to_query = self.to_key = None
+        if head != "linear" and query_key_projections:  # the official head: (W_q q) . (W_k p) / sqrt(d)
+            self.to_query = torch.nn.Linear(embed_dim, embed_dim, bias=False)
+            self.to_key = torch.nn.Linear(embed_dim, embed_dim, bias=False)
         self.memory_cache = MemoryFeatureCache(batch_size=256)
         self._prototypes: tuple[torch.Tensor, torch.Tensor] | None = None  # per-class sums (float64), counts
 
@@ -112,8 +117,8 @@ class SPMClassifier(ModelMixin, ConfigMixin):
     ) -> torch.Tensor:
         """Log attention weights per class `(B, num_classes)` (-inf for classes without memory).
 
-        `prototype`: scaled dot products with the per-class means. `neighbors`: the k nearest memory items
-        (Euclidean) by scaled dot-product attention, weights summed per label.
+        `prototype`: scaled dot products (W_q q) . (W_k p) / sqrt(d) with the per-class means p. `neighbors`:
+        the k nearest memory items (Euclidean) by the same attention, weights summed per label.
         """
         scale = 1 / math.sqrt(queries.shape[-1])
         num_classes = self.config.num_classes
@@ -125,7 +130,8 @@ class SPMClassifier(ModelMixin, ConfigMixin):
         k = min(self.config.num_neighbors, len(memory))
         # the memory core's exact chunked top-k (what MemoryBank.nearest runs), bounded for large memories
         _, neighbours = chunked_nearest(queries.detach().float(), VectorSource.from_tensor(memory.detach().float()), k)
-        weights = torch.softmax((queries[:, None, :] * memory[neighbours]).sum(-1) * scale, dim=-1)
+        q, keys = self._project(queries, memory[neighbours])
+        weights = torch.softmax((q[:, None, :] * keys).sum(-1) * scale, dim=-1)
         probs = torch.zeros(len(queries), num_classes, dtype=weights.dtype, device=weights.device)
         probs.scatter_add_(1, memory_labels[neighbours], weights)
         return torch.log(probs)
@@ -133,8 +139,16 @@ class SPMClassifier(ModelMixin, ConfigMixin):
     def logits_from_prototypes(self, queries: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         present = counts > 0
         prototypes = sums / counts.clamp(min=1)[:, None].to(sums.dtype)
-        logits = queries @ prototypes.to(queries.dtype).T / math.sqrt(queries.shape[-1])
+        q, keys = self._project(queries, prototypes.to(queries.dtype))
+        logits = q @ keys.T / math.sqrt(queries.shape[-1])
         return logits.masked_fill(~present.to(logits.device)[None], -math.inf)
+
+    def _project(self, queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(W_q q, W_k k)` with the bias-free projections (identity without them). Linear maps commute with
+        the per-class mean, so a prototype's key is the mean of its items' keys and deletion stays exact."""
+        if self.to_query is None:
+            return queries, keys
+        return self.to_query(queries), self.to_key(keys)
 
     def forward(
         self,

@@ -213,7 +213,8 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
 
         Args:
             images (`torch.Tensor` of shape `(M, C, H, W)`): memory images, float in [0, 1] (or uint8).
-            labels (`torch.Tensor` of shape `(M,)`): their labels (class embedding of the down path).
+            labels (`torch.Tensor` of shape `(M,)`): their labels (class embedding of the down path; the null
+                label `num_class_embeds` encodes an item without its class, as label dropout in training does).
             timestep: the memory's timestep; None means 0 (clean memory). A tensor of shape `(M,)` gives
                 one timestep per image (the paper's training-time noising).
 
@@ -230,7 +231,7 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
         labels = labels.to(images.device)
         if len(labels) != len(images):
             raise ValueError(f"expected {len(images)} memory labels, got {len(labels)}")
-        self._check_labels(labels, "memory labels", allow_null=False)
+        self._check_labels(labels, "memory labels")
         emb = self._embedding(0 if timestep is None else timestep, labels, len(images))
         h, _ = self._encode(to_model_range(images).to(self.dtype), emb)
         return self._tokens(h).detach()

@@ -79,6 +79,7 @@ class RunConfig:
     # the queries' own images excluded, labels randomly permuted per batch
     memory_per_batch: int = 256
     permute_labels: bool = True
+    flip: bool = False  # random horizontal flips of queries and memory (the official CIFAR-10 training)
     train_batch_size: int = 64
     max_train_steps: int = 1000
     learning_rate: float = 2e-4
@@ -119,7 +120,8 @@ class TrainConfig(RunConfig):
     model_class: ClassVar[type] = SPMUNet2DModel
 
     output_dir: str = "runs/digits"
-    class_dropout: float = 0.1  # class-label dropout for guidance
+    class_dropout: float = 0.1  # class-label dropout of queries for guidance
+    memory_label_dropout: float = 0.1  # of memory items (the official training drops both)
     # diffusion
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
@@ -147,6 +149,7 @@ class TrainConfig(RunConfig):
         return {
             **super().checks(),
             "class_dropout": 0.0 <= self.class_dropout < 1.0,
+            "memory_label_dropout": 0.0 <= self.memory_label_dropout < 1.0,
             "num_train_timesteps": self.num_train_timesteps > 1,
             "beta_start": 0 < self.beta_start < self.beta_end,
             "beta_end": self.beta_end < 1,

@@ -27,12 +27,21 @@ from .run import TrainingRun
 logger = get_logger(__name__)
 
 
+def official_ddim(noise_scheduler: DDPMScheduler) -> DDIMScheduler:
+    """The paper's sampler as the official code runs it: DDIM on the training schedule, timesteps
+    1, 1 + T/n, ... (`steps_offset=1`), x0 clipped to [-1, 1] (the pipeline re-derives eps from the clipped x0)
+    and the last step to alpha_bar of the first timestep (`set_alpha_to_one=False`)."""
+    return DDIMScheduler.from_config(
+        noise_scheduler.config, clip_sample=True, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading"
+    )
+
+
 def build_pipeline(unet: SPMUNet2DModel, noise_scheduler: DDPMScheduler, dataset: ImageDataset):
     """The run's pipeline: DDIM (the paper's sampler), memory = the training set (minus exclusions)."""
     from pipelines import SPMDiffusionPipeline
 
     bank = to_memory_bank(dataset) if unet.uses_memory else None
-    pipe = SPMDiffusionPipeline(unet, DDIMScheduler.from_config(noise_scheduler.config), bank)
+    pipe = SPMDiffusionPipeline(unet, official_ddim(noise_scheduler), bank)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -110,7 +119,7 @@ def train(config: TrainConfig) -> str | None:
         logger.info(f"resumed from {resumed[0]} at step {start_step}")
     if accelerator.is_main_process:
         os.makedirs(os.path.join(config.output_dir, "samples"), exist_ok=True)
-    options = LossOptions(class_dropout=config.class_dropout)
+    options = LossOptions(class_dropout=config.class_dropout, memory_label_dropout=config.memory_label_dropout)
     progress = run.begin(start_step)
     for step in progress:
         generator, device_generator = run.generators(step)

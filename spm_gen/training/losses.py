@@ -16,10 +16,13 @@ from .run import TrainingBatch
 
 @dataclass(frozen=True)
 class LossOptions:
-    """`class_dropout`: probability that a query gets the null label (guidance). A dropped query reads all
-    memory, like the unconditional branch at sampling time."""
+    """Label dropout for classifier-free guidance, as in the official training step: `class_dropout` is the
+    probability that a query gets the null label, `memory_label_dropout` that a memory item is encoded with
+    the null label. Only the class embedding is nulled: every query still reads the memory of its true label
+    (the unconditional branch at sampling time reads its own class's memory the same way)."""
 
     class_dropout: float = 0.0
+    memory_label_dropout: float = 0.0
 
 
 def diffusion_loss(
@@ -50,13 +53,16 @@ def diffusion_loss(
     if not unet.uses_memory:
         return F.mse_loss(model(noisy, timesteps, model_labels).sample.float(), noise.float())
     support, support_labels = batch.support_images, batch.support_labels
+    memory_dropped = torch.rand(len(support), generator=generator, device=device) < options.memory_label_dropout
+    memory_embedding_labels = torch.where(memory_dropped, unet.null_class_label, support_labels)
     if unet.config.memory_encoding == "paper":  # memory noised at random timesteps, as in the official code
         memory_t = torch.randint(0, num_steps, (len(support),), generator=generator, device=device)
         memory_noise = torch.randn(support.shape, generator=generator, device=device, dtype=images.dtype)
         noisy_support = scheduler.add_noise(to_model_range(support), memory_noise, memory_t)
-        tokens = unet.encode_memory(from_model_range(noisy_support, clamp=False), support_labels, memory_t)
+        noisy_unit = from_model_range(noisy_support, clamp=False)
+        tokens = unet.encode_memory(noisy_unit, memory_embedding_labels, memory_t)
     else:
-        tokens = unet.encode_memory(support, support_labels)
-    readout = MemoryReadout.from_labels(torch.where(dropped, torch.full_like(labels, -1), labels), support_labels)
+        tokens = unet.encode_memory(support, memory_embedding_labels)
+    readout = MemoryReadout.from_labels(labels, support_labels)  # routed by the true labels
     prediction = model(noisy, timesteps, model_labels, tokens, readout).sample
     return F.mse_loss(prediction.float(), noise.float())

@@ -115,10 +115,18 @@ class TrainingRun:
             generator,
         )
         images = self.dataset.images
-        batch = TrainingBatch(images[idx].to(device), labels.to(device))
+        batch = TrainingBatch(self._augment(images[idx], generator).to(device), labels.to(device))
         if support is not None:
-            batch.support_images, batch.support_labels = images[support].to(device), support_labels.to(device)
+            support_images = self._augment(images[support], generator)
+            batch.support_images, batch.support_labels = support_images.to(device), support_labels.to(device)
         return batch
+
+    def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random horizontal flips (probability 1/2 each) when the config asks for them."""
+        if not self.config.flip:
+            return images
+        flip = torch.rand(len(images), generator=generator) < 0.5
+        return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
     def add_loss(self, loss: torch.Tensor) -> None:
         """Adds a (micro-)batch's loss, averaged over processes, to the current logging interval."""

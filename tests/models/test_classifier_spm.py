@@ -35,7 +35,8 @@ def test_prototype_head_equals_its_formula():
         m = model.embed(bank.get_images())
     labels = bank.labels
     prototypes = torch.stack([m[labels == c].mean(0) for c in range(4)])
-    want = torch.softmax(q @ prototypes.T / math.sqrt(16), dim=1)
+    with torch.no_grad():
+        want = torch.softmax(model.to_query(q) @ model.to_key(prototypes).T / math.sqrt(16), dim=1)
     torch.testing.assert_close(model.predict(queries, bank), want, atol=1e-5, rtol=1e-4)
 
 
@@ -47,7 +48,9 @@ def test_neighbors_head_equals_its_formula():
     want = torch.zeros(3, 4)
     for i in range(3):
         nearest = torch.cdist(q[i : i + 1], m)[0].topk(5, largest=False).indices
-        weights = torch.softmax(m[nearest] @ q[i] / math.sqrt(16), dim=0)
+        with torch.no_grad():
+            keys, query = model.to_key(m[nearest]), model.to_query(q[i])
+        weights = torch.softmax(keys @ query / math.sqrt(16), dim=0)
         for w, j in zip(weights, nearest):
             want[i, bank.labels[j]] += w
     torch.testing.assert_close(model.predict(queries, bank), want, atol=1e-5, rtol=1e-4)

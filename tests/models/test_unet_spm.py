@@ -80,7 +80,7 @@ def test_paper_memory_encoding_depends_on_the_timestep():
         (lambda u, m: u(torch.randn(1, 1, 8, 8), 1, torch.tensor([0]), m[0][:, :4], m[1]), "memory_tokens must have"),
         (lambda u, m: u(torch.randn(1, 1, 8, 8), 1, torch.tensor([0]), m[0][:2], m[1]), "memory_tokens must be"),
         (lambda u, m: u.encode_memory(torch.rand(2, 3, 8, 8), torch.tensor([0, 1])), r"shape \(M, 1, 8, 8\)"),
-        (lambda u, m: u.encode_memory(torch.rand(2, 1, 8, 8), torch.tensor([0, 4])), r"memory labels .*\[4\]"),
+        (lambda u, m: u.encode_memory(torch.rand(2, 1, 8, 8), torch.tensor([0, 5])), r"memory labels .*\[5\]"),
     ],
 )
 def test_bad_input(call, match):

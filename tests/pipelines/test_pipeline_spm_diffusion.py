@@ -8,7 +8,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from tests.conftest import make_images
-from tests.tiny import sample, tiny_memory, tiny_pipeline
+from tests.tiny import read_items, sample, tiny_memory, tiny_pipeline
 
 
 @pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler])
@@ -184,15 +184,6 @@ def test_sampling_runs_in_eval_mode_and_restores_training_mode():
     assert torch.equal(first, sample(pipe))  # no dropout noise while sampling
 
 
-def read_items(readout) -> list[list[int]]:
-    """The items each query of a readout reads, in query order."""
-    out = {}
-    for groups in readout.sets:
-        for row, group in zip(groups.rows.tolist(), groups.group.tolist()):
-            out[row] = groups.items[group][groups.valid[group]].tolist()
-    return [out[q] for q in sorted(out)]
-
-
 def test_unconditional_memory_choice(monkeypatch):
     pipe = tiny_pipeline()
     seen = []
@@ -207,3 +198,20 @@ def test_unconditional_memory_choice(monkeypatch):
     assert labels == [[[0], [3], [0, 3], [0, 3]], [[0], [3], [0], [3]]]  # the memory labels each query reads
     all_memory = sample(pipe, unconditional_memory="all")
     assert not torch.equal(all_memory, sample(pipe, unconditional_memory="class"))
+
+
+@pytest.mark.parametrize("memory_size", [3, None])
+def test_deleting_one_class_leaves_other_classes_bit_identical(memory_size):
+    """The official protocol (the default): a sample reads its own class's memory in both guidance branches,
+    so deleting class-1 items never changes a class-0 or class-2 sample, even in a mixed batch."""
+    pipe = tiny_pipeline()
+    labels = [0, 1, 2, 1, 0, 2]
+    before = sample(pipe, class_labels=labels, memory_size=memory_size)
+    args = dict(class_labels=labels, memory_size=memory_size, num_inference_steps=1, output_type="pt")
+    read_by_class_1 = pipe(generator=torch.Generator().manual_seed(0), **args).memory_ids[1]
+    pipe.memory_bank.remove(ids=read_by_class_1[:2])  # two of the items class 1 reads
+    after = sample(pipe, class_labels=labels, memory_size=memory_size)
+    others = torch.tensor([label != 1 for label in labels])
+    assert torch.equal(before[others], after[others]) and not torch.equal(before[~others], after[~others])
+    pipe.memory_bank.remove(labels=[1])  # and the whole class
+    assert torch.equal(before[others], sample(pipe, class_labels=labels, memory_size=memory_size)[others])

@@ -89,3 +89,13 @@ def test_cifar10_recipe_needs_the_data_on_disk(tmp_path):
         and cfg.memory_per_batch == 256
         and cfg.model["block_out_channels"] == [128, 256, 256, 256]
     )
+
+
+def test_the_official_recipe_beside_the_ddpm_one(tmp_path):
+    (tmp_path / "cifar").mkdir()
+    overrides = parse_overrides(["--data_path", str(tmp_path / "cifar")])
+    official, ddpm = (load_config(f"configs/cifar10_{name}.yaml", overrides) for name in ("official", "ddpm"))
+    assert (official.train_batch_size, official.memory_per_batch, official.learning_rate) == (256, 256, 5e-4)
+    assert (official.lr_warmup_steps, official.ema_decay, official.weight_decay) == (19600, 0.9993, 0.0)
+    assert official.flip and ddpm.flip and official.memory_label_dropout == 0.1
+    assert official.model == ddpm.model  # the same network; only the optimisation differs
