@@ -61,6 +61,8 @@ class SPMClassifier(ModelMixin, ConfigMixin):
         if head != "linear" and query_key_projections:  # the official head: (W_q q) . (W_k p) / sqrt(d)
             self.to_query = torch.nn.Linear(embed_dim, embed_dim, bias=False)
             self.to_key = torch.nn.Linear(embed_dim, embed_dim, bias=False)
+            for projection in (self.to_query, self.to_key):  # start as the plain scaled dot product
+                torch.nn.init.eye_(projection.weight)
         self.memory_cache = MemoryFeatureCache(batch_size=256)
         self._prototypes: tuple[torch.Tensor, torch.Tensor] | None = None  # per-class sums (float64), counts
 
