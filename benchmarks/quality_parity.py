@@ -1,0 +1,122 @@
+"""Quality parity: does the SPM generate as well as its parametric twin? (issue: paper fidelity)
+
+Trains (or reuses) the SPM with additive fusion, the SPM with dot fusion and the twin on the digits with the
+same budget, samples each at several guidance scales w and memory sizes, and measures
+
+- domain FID on all classes against the training images (features of the judge classifier, as the report);
+- class consistency: the share of samples the judge classifies as the class they were generated for;
+- seconds of sampling.
+
+    python benchmarks/quality_parity.py                      # 4,000 steps per model, 2,000 samples per setting
+    python benchmarks/quality_parity.py --reuse runs/parity  # models already trained there (<name>/pipeline)
+    python benchmarks/quality_parity.py --tiny               # the same code paths at test size, in seconds
+
+Writes `--json` (default benchmarks/quality_parity_cpu.json): a list of records
+`{"model", "guidance_scale", "memory_size", "fid", "class_consistency", "seconds", ...}`, "twin" in the
+twin's model name. On a shared 2-core machine, run it with OMP_NUM_THREADS=1 (see RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+from spm_gen import SPMClassifier
+from spm_gen.data import load_digits_dataset
+from spm_gen.metrics.fid import compute_fid, save_images
+from spm_gen.models.classifier_spm import load_classifier, save_classifier
+from spm_gen.reporting.generations import sample_generations
+from spm_gen.sampling import load_pipeline
+from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.utils.images import to_unit_range
+
+MODELS = {"spm_additive": ["--fusion_type", "additive"], "spm_dot": ["--fusion_type", "dot"], "twin": ["--fusion_type", "none"]}  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/digits.yaml")
+    parser.add_argument("--train-steps", type=int, default=4000)
+    parser.add_argument("--reuse", help="a folder with <model>/pipeline already trained (skips training)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--num-images", type=int, default=2000, help="samples per setting (classes cycling)")
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[0.0, 0.3, 1.0, 2.0])
+    parser.add_argument("--memory-sizes", nargs="+", default=["64", "none"], help="items read per class")
+    parser.add_argument("--inference-steps", type=int, default=50)
+    parser.add_argument("--judge", default="assets/digits/judge", help="the classifier for FID and consistency")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--out", default="runs/quality_parity")
+    parser.add_argument("--json", default="benchmarks/quality_parity_cpu.json")
+    parser.add_argument("--tiny", action="store_true", help="configs/tiny.yaml, a few steps and samples")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.config, args.train_steps, args.num_images, args.inference_steps = "configs/tiny.yaml", 4, 20, 2
+        args.guidance_scales, args.memory_sizes, args.judge = [0.0, 0.3], ["4", "none"], None
+    return args
+
+
+def pipeline_dir(args: argparse.Namespace, name: str) -> str:
+    """The model's pipeline folder: reused, or trained now into `<out>/<name>`."""
+    if args.reuse:
+        return os.path.join(args.reuse, name, "pipeline")
+    steps = str(args.train_steps)
+    overrides = ["--output_dir", os.path.join(args.out, name), "--max_train_steps", steps, "--sample_every", steps,
+                 "--checkpointing_steps", steps, *MODELS[name]]  # fmt: skip
+    return train(load_config(args.config, parse_overrides(overrides)))
+
+
+def judge_for(args: argparse.Namespace, image_size: int):
+    """The judge `(model, bank)`: the shipped digits judge, or (with --tiny) an untrained one at test size."""
+    if args.judge:
+        return load_classifier(args.judge)
+    folder = os.path.join(args.out, "judge")
+    save_classifier(SPMClassifier(image_size=image_size, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6,
+                                  head="linear"), None, folder)  # fmt: skip
+    return load_classifier(folder)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    base = load_config(args.config)
+    training = load_digits_dataset(image_size=base.image_size, split="train", seed=base.seed)
+    reference = save_images(to_unit_range(training.images), os.path.join(args.out, "reference"), prefix="train")
+    judge, judge_bank = judge_for(args, base.image_size)
+    labels = [i % 10 for i in range(args.num_images)]
+    records = []
+    for name in args.models:
+        pipe = load_pipeline(pipeline_dir(args, name))
+        sizes = [None] if not pipe.unet.uses_memory else [None if m == "none" else int(m) for m in args.memory_sizes]
+        for w in args.guidance_scales:
+            for memory_size in sizes:
+                extra = {} if not pipe.unet.uses_memory else {"memory_size": memory_size}
+                folder = os.path.join(args.out, "samples", f"{name}_w{w}_m{memory_size}")
+                gen = sample_generations(name, pipe, labels, folder, seed=0, batch_size=args.batch_size,
+                                         num_inference_steps=args.inference_steps, guidance_scale=w, **extra)  # fmt: skip
+                fid = compute_fid(folder, reference, "domain", judge)["fid"]
+                predicted = judge.predict(gen.images, judge_bank).argmax(1).cpu()
+                record = {
+                    "model": name, "guidance_scale": w, "memory_size": memory_size, "fid": fid,
+                    "class_consistency": (predicted == gen.labels).float().mean().item(), "seconds": gen.seconds,
+                    "num_images": len(gen.images), "inference_steps": args.inference_steps,
+                }  # fmt: skip
+                records.append(record)
+                print(json.dumps(record), flush=True)
+    settings = {key: value for key, value in vars(args).items() if key != "json"}
+    settings["machine"] = f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}"
+    settings["date"] = time.strftime("%Y-%m-%d")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=2)
+        with open(os.path.splitext(args.json)[0] + "_settings.json", "w") as f:
+            json.dump(settings, f, indent=2)
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+import importlib.util
+import json
+
+import pytest
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("quality_parity", "benchmarks/quality_parity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # trains three tiny models
+def test_tiny_mode_writes_one_record_per_model_and_setting(tmp_path):
+    out = tmp_path / "parity.json"
+    records = _benchmark().main(["--tiny", "--out", str(tmp_path / "run"), "--json", str(out)])
+    assert json.loads(out.read_text()) == records
+    settings = [(r["model"], r["guidance_scale"], r["memory_size"]) for r in records]
+    spm = [(m, w, s) for m in ("spm_additive", "spm_dot") for w in (0.0, 0.3) for s in (4, None)]
+    assert settings == spm + [("twin", 0.0, None), ("twin", 0.3, None)]
+    assert all(r["num_images"] == 20 and r["fid"] >= 0 for r in records)
+    settings_file = json.loads((tmp_path / "parity_settings.json").read_text())
+    assert settings_file["tiny"] and "core" in settings_file["machine"]
