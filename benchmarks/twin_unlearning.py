@@ -14,9 +14,10 @@ import argparse
 import json
 import os
 
-from spm_gen.demo import DIGITS_MODELS, individual_removals
+from spm_gen.demo import individual_removals
 from spm_gen.memory.saved_folder import SavedFolder
 from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.paths import DIGITS_MODELS
 from spm_gen.reporting.generations import sample_generations
 from spm_gen.reporting.measures import Judge, RemovedData, fid_references, measure_row
 from spm_gen.sampling import load_pipeline

@@ -137,7 +137,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             batch_size (`int`, defaults to 1): samples when `class_labels` is None or an int.
             num_inference_steps (`int`, defaults to 50): denoising steps (the paper: DDIM, 50 steps).
             guidance_scale (`float`, defaults to 0.3): w in eps = (1 + w) eps_cond - w eps_uncond (the paper's
-                classifier-free guidance); 0 disables guidance.
+                classifier-free guidance), which is diffusers' and DiT's scale s = 1 + w (our 0.3 is their
+                1.3); guidance is off only at 0.
             memory_size (`int`, *optional*): memory items read per class (or per reference image); None
                 reads every item of the class.
             memory_selection (`str`, defaults to `"random"`): `"random"` (seeded by `generator`) or

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from spm_gen.cli import guarded
 from spm_gen.measure import measure_fid
 
 
@@ -43,4 +44,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))  # bad input: one `error: ...` line and exit 2, as `spm-gen`

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from spm_gen.cli import guarded
 from spm_gen.training import TrainConfig, train
 from spm_gen.training.config import script_main
 
@@ -20,4 +21,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))  # bad input: one `error: ...` line and exit 2, as `spm-gen`

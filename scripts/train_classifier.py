@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from spm_gen.cli import guarded
 from spm_gen.training import ClassifierTrainConfig
 from spm_gen.training.classifier_loop import train_classifier
 from spm_gen.training.config import script_main
@@ -18,4 +19,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded(main))  # bad input: one `error: ...` line and exit 2, as `spm-gen`

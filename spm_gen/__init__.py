@@ -1,27 +1,33 @@
-"""spm-gen: deep semi-parametric image models on Hugging Face diffusers."""
+"""spm-gen: deep semi-parametric image models on Hugging Face diffusers.
 
-from .memory import MemoryBank, PixelEncoder, RemovalReceipt, TransformersImageEncoder
-from .models import MemoryFusion, SPMClassifier, SPMUNet2DModel
+The public names load lazily, so that `import spm_gen` (and the `spm-gen` command's help) does not import
+torch and diffusers before they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MemoryBank",
-    "MemoryFusion",
-    "PixelEncoder",
-    "RemovalReceipt",
-    "SPMClassifier",
-    "SPMDiffusionPipeline",
-    "SPMUNet2DModel",
-    "TransformersImageEncoder",
-    "__version__",
-]
+_LAZY = {
+    "MemoryBank": ".memory",
+    "PixelEncoder": ".memory",
+    "RemovalReceipt": ".memory",
+    "TransformersImageEncoder": ".memory",
+    "MemoryFusion": ".models",
+    "SPMClassifier": ".models",
+    "SPMUNet2DModel": ".models",
+}
+
+__all__ = [*_LAZY, "SPMDiffusionPipeline", "__version__"]
 
 
 def __getattr__(name: str):
-    # the pipeline lives in the top-level `pipelines` package, which imports spm_gen itself
-    if name == "SPMDiffusionPipeline":
+    if name == "SPMDiffusionPipeline":  # the pipeline lives in the top-level `pipelines` package
         from pipelines import SPMDiffusionPipeline
 
         return SPMDiffusionPipeline
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'spm_gen' has no attribute {name!r}")

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from collections.abc import Callable
 
-from .demo import DIGITS_MODELS
+from .paths import DIGITS_MODELS
+
+VERSION = "0.1.0"
 
 
-def _log_report(summary: dict, output: str) -> None:
+def guarded(run: Callable[[], int]) -> int:
+    """Runs `run()`. Bad input (ValueError, FileNotFoundError) becomes one `error: ...` line and exit code 2,
+    never a traceback: the one error path of the `spm-gen` command and of the scripts in scripts/."""
+    try:
+        return run()
+    except (ValueError, FileNotFoundError) as e:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+        logging.getLogger("spm_gen").error("error: %s", e)
+        return 2
+
+
+def _log_report(summary: dict) -> None:
+    """One JSON line per row of the report."""
     log = logging.getLogger("spm_gen")
     for row in summary["rows"]:
-        log.info("%s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
-    log.info("report: %s/report.md", output)
+        log.info("%s", json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -33,7 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
     report = run_forgetting_demo(
         args.models, args.output, num_images=args.num_images, num_inference_steps=args.steps, seed=args.seed
     )
-    _log_report(report, args.output)
+    _log_report(report)
     return 0
 
 
@@ -61,6 +76,9 @@ def _remove(args: argparse.Namespace) -> int:
     log = logging.getLogger("spm_gen")
     counts = {label: outcome.labels.count(label) for label in sorted(set(outcome.labels))}
     shown = ", ".join(outcome.ids[:10]) + (f" and {len(outcome.ids) - 10} more" if len(outcome.ids) > 10 else "")
+    if args.dry_run and not outcome.ids:
+        log.info("dry run: nothing would be removed (no memory item matches); nothing changed")
+        return 0
     if args.dry_run:
         log.info("dry run: would remove %d items (per label %s): %s; nothing changed", len(outcome.ids), counts, shown)
         return 0
@@ -80,6 +98,8 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if not (args.remove_class or args.remove_ids or args.remove_ids_file):
+        raise ValueError("nothing to remove: give --remove-class, --remove-ids and/or --remove-ids-file")
     from .memory.deletion import read_ids_file
     from .reporting import ReportConfig, run_report
     from .unlearning.twin import TwinUnlearning
@@ -100,13 +120,27 @@ def _report(args: argparse.Namespace) -> int:
         compile_fusion=args.compile_fusion,
         seed=args.seed,
     )
-    _log_report(run_report(config), args.output)
+    _log_report(run_report(config))
     return 0
+
+
+class _TrainHelp(argparse.Action):
+    """`spm-gen train --help`: the usual help, then every config key `--key value` accepts (imported only here,
+    so that the other help texts stay fast)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from .training.config import config_keys_help
+
+        parser.epilog = config_keys_help()
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.print_help()
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spm-gen", description="Deep semi-parametric image models that forget.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
@@ -119,14 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=8, help="digit size of the memory-bank part (default: 8)")
     demo.add_argument("--num-images", type=int, default=300, help="generations per model (default: 300)")
     demo.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of sampling and of the removed ids (default: 0)")
     demo.set_defaults(func=_demo)
     train = sub.add_parser(
         "train",
         help="train an SPM or its twin (one process; use `accelerate launch scripts/train.py` for several)",
         description="Trains from a yaml config; override any key with --key value (e.g. --max_train_steps 200).",
+        add_help=False,
     )
-    train.add_argument("--config", required=True)
+    train.add_argument("-h", "--help", action=_TrainHelp, nargs=0, help="show this help and the config keys, and exit")
+    train.add_argument(
+        "--config", required=True, help="a yaml run config, e.g. configs/digits.yaml or configs/tiny.yaml"
+    )
     train.add_argument("--dry-run", action="store_true", help="print the resolved config as json and exit")
     train.set_defaults(func=_train, takes_overrides=True)
     remove = sub.add_parser(
@@ -175,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--twin-remain-weight", type=float, default=1.0, help="weight of the descent on the remaining data (default: 1)"
     )
     report.add_argument("--compile-fusion", action="store_true", help="torch.compile the SPM's additive score")
-    report.add_argument("--seed", type=int, default=0)
+    report.add_argument(
+        "--seed", type=int, default=0, help="seed of sampling and of the twin's unlearning (default: 0)"
+    )
     report.add_argument("--output", default="outputs/report", help="report folder (default: outputs/report)")
     report.set_defaults(func=_report)
     return parser
@@ -189,11 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stdout, force=True
     )
-    try:
-        return args.func(args, rest) if getattr(args, "takes_overrides", False) else args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        logging.getLogger("spm_gen").error("error: %s", e)
-        return 2
+    return guarded(lambda: args.func(args, rest) if getattr(args, "takes_overrides", False) else args.func(args))
 
 
 if __name__ == "__main__":

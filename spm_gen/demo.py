@@ -14,12 +14,10 @@ from .data import load_digits_dataset, to_memory_bank
 from .memory import MemoryBank
 from .memory.readout import class_readout
 from .memory.saved_folder import SavedFolder
+from .paths import DIGITS_MODELS
 from .utils.images import save_titled_rows
 
 logger = logging.getLogger(__name__)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIGITS_MODELS = os.path.join(REPO, "assets", "digits")  # shipped: see assets/digits/README.md
 
 
 def run_memory_demo(

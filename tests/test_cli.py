@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -42,3 +44,33 @@ def test_unknown_command_fails():
 def test_train_dry_run(capsys):
     assert main(["train", "--config", "configs/tiny.yaml", "--dry-run", "--max_train_steps", "3"]) == 0
     assert json.loads(capsys.readouterr().out)["max_train_steps"] == 3
+
+
+def test_scripts_and_the_command_share_one_error_path(tmp_path):
+    for command in (["scripts/train.py"], ["-m", "spm_gen.cli", "train"]):
+        result = subprocess.run([sys.executable, *command, "--config", "nope.yaml"], capture_output=True, text=True)
+        assert result.returncode == 2 and result.stdout.strip() == "error: config file 'nope.yaml' does not exist"
+        assert "Traceback" not in result.stderr
+
+
+def test_report_without_a_removal_names_the_flags(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--output", str(tmp_path / "r")]) == 2
+    assert "--remove-class" in capsys.readouterr().out
+
+
+def test_the_command_line_starts_without_torch_and_has_a_version(capsys):
+    probe = "import sys, spm_gen.cli; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.split() == [
+        "False",
+        "False",
+    ]
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == "spm-gen 0.1.0"
+
+
+def test_train_help_lists_the_config_keys(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--max_train_steps (1000)" in out and "--fusion_type (additive)" in out and "--config" in out

@@ -71,13 +71,16 @@ def _load_images(paths: list[str], bank: MemoryBank, resize: bool) -> torch.Tens
     return torch.stack(images)
 
 
-def resolve(bank: MemoryBank, request: DeletionRequest) -> ItemSelection:
-    """The items of `bank` that `request` names; raises ValueError (bank untouched) for unknown items."""
+def resolve(bank: MemoryBank, request: DeletionRequest, dry_run: bool = False) -> ItemSelection:
+    """The items of `bank` that `request` names; raises ValueError (bank untouched) for unknown items. Image
+    files that match nothing are an error for a removal; for a dry run they just add nothing."""
     if request.is_empty():
         raise ValueError("nothing to remove: give ids, an ids file, a class, image files or --similar-to files")
     hashes = content_hashes(_load_images(request.image_files, bank, resize=False)) if request.image_files else []
     unknown = sorted(set(hashes) - set(bank.hashes))
-    if unknown:
+    if unknown and dry_run:
+        hashes = [h for h in hashes if h not in unknown]
+    elif unknown:
         names = [p for p, h in zip(request.image_files, hashes) if h in unknown]
         raise ValueError(f"no memory item has the content of {names}; nothing was changed")
     ids = list(request.ids)
@@ -85,7 +88,7 @@ def resolve(bank: MemoryBank, request: DeletionRequest) -> ItemSelection:
         if request.threshold is None:
             raise ValueError("--similar-to needs --threshold (an RMS pixel distance in [0, 1])")
         found = bank.find_similar(_load_images(request.similar_files, bank, resize=True), threshold=request.threshold)
-        if not found:
+        if not found and not dry_run:
             raise ValueError(f"no memory item within threshold {request.threshold} of {request.similar_files}")
         ids += found
     return ItemSelection.of(ids, request.labels, hashes)
@@ -105,9 +108,9 @@ def delete_from_folder(
     if output is not None and os.path.exists(output):
         raise ValueError(f"--output '{output}' exists already; choose a new folder")
     bank = source.load_bank()
-    selection = resolve(bank, request)
+    selection = resolve(bank, request, dry_run)
     if dry_run:
-        ids = bank.resolve_ids(selection)
+        ids = [] if selection.is_empty() else bank.resolve_ids(selection)
         return DeletionOutcome(None, ids, bank.get_labels(ids).tolist(), folder, None, time.perf_counter() - start)
     receipt = bank.remove(selection, reason=request.reason)
     if output is None:

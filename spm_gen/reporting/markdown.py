@@ -43,6 +43,23 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sanity_warnings(rows: list[dict]) -> list[str]:
+    """Numbers that look like a broken model or judge rather than a result."""
+    warnings = []
+    for row in rows:
+        name = row["model"]
+        if "before" in name and row.get("ua") == 100:
+            warnings.append(
+                f"{name}: UA is 100 before the removal: the judge never recognises the removed classes in its "
+                "generations (an untrained or broken model, or a judge that does not fit this data)"
+            )
+        if row.get("fid_remaining") is not None and row["fid_remaining"] > 100:
+            warnings.append(
+                f"{name}: FID {row['fid_remaining']:.0f} on the remaining classes looks like a broken model"
+            )
+    return warnings
+
+
 def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> str:
     """Writes `report.md` next to its pictures (linked relative to it)."""
     base = os.path.dirname(os.path.abspath(path))
@@ -57,6 +74,7 @@ def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> st
         "",
         table(summary["rows"]),
         "",
+        *[f"**Warning:** {warning}\n" for warning in summary.get("warnings", [])],
         "## Pictures",
     ]
     for title, files in pictures.items():

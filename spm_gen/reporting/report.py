@@ -19,7 +19,7 @@ from ..sampling import load_pipeline
 from ..unlearning.twin import forget_and_remain
 from .config import ReportConfig
 from .generations import Generations, sample_generations
-from .markdown import write_report
+from .markdown import sanity_warnings, write_report
 from .measures import Judge, RemovedData, fid_references, measure_row
 from .pictures import save_class_grids, save_removed_gallery
 
@@ -129,7 +129,10 @@ def run_report(config: ReportConfig) -> dict:
         },
         "config": config.to_dict(),
         "machine": machine(),
+        "warnings": sanity_warnings(rows),
     }
+    for warning in summary["warnings"]:
+        logger.warning("warning: %s", warning)
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(summary, f, indent=2)
     write_report(os.path.join(out, "report.md"), summary, pictures)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import json
 import os
@@ -19,11 +20,18 @@ from ..models.classifier_spm import SPMClassifier
 from ..models.unet_spm import SPMUNet2DModel
 from ..utils.validation import check_values
 
+TRACKER_PACKAGES = {name: name for name in ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive")}
 DATA_HINTS = {
     "dataset": f" (one of {list(choices_of(Dataset))})",
     "mixed_precision": f" (one of {list(choices_of(MixedPrecision))})",
     "data_path": " (the path does not exist)",
 }
+
+
+def tracker_installed(name: str) -> bool:
+    """Whether accelerate's tracker `name` can run here (its package is installed)."""
+    package = TRACKER_PACKAGES.get(name)
+    return package is not None and importlib.util.find_spec(package) is not None
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -163,7 +171,13 @@ class TrainConfig(RunConfig):
             "num_sample_images": self.num_sample_images > 0,
             "sample_inference_steps": self.sample_inference_steps > 0,
             "guidance_scale": self.guidance_scale >= 0,
+            "log_with": self.log_with is None or tracker_installed(self.log_with),
         }
+
+    def validate(self) -> None:
+        hint = f" (one of {sorted(TRACKER_PACKAGES)}, with its package installed: pip install {self.log_with})"
+        check_values(self, self.checks(), {**DATA_HINTS, "log_with": hint})
+        check_model(self.model_class, self.model)
 
 
 @dataclass
@@ -276,6 +290,19 @@ def configure(path: str, override_argv: list[str], config_class: type = TrainCon
         sys.stdout.write(config.to_json() + "\n")
         return None
     return config
+
+
+def config_keys_help(config_class: type = TrainConfig) -> str:
+    """The keys `--key value` accepts: the run's fields with their defaults, then the model's arguments."""
+    fields = [f for f in dataclasses.fields(config_class) if f.name != "model"]
+    run = [f"  --{f.name} ({f.default if f.default is not dataclasses.MISSING else '[]'})" for f in fields]
+    parameters = inspect.signature(config_class.model_class.__init__).parameters
+    model = [f"  --{name} ({p.default})" for name, p in parameters.items() if name != "self"]
+    return (
+        "config keys (override the yaml with --key value):\n"
+        + "\n".join(run)
+        + ("\nmodel arguments (--key value or --model.key value):\n" + "\n".join(model))
+    )
 
 
 def script_main(argv: list[str] | None, description: str, config_class: type, run: Any, example: str) -> int:

@@ -4,7 +4,6 @@ GPUs), on the shared run skeleton (`spm_gen.training.run`)."""
 from __future__ import annotations
 
 import copy
-import math
 import os
 import shutil
 
@@ -18,7 +17,7 @@ from diffusers.training_utils import EMAModel
 
 from ..data import ImageDataset, to_memory_bank
 from ..models.unet_spm import SPMUNet2DModel
-from ..utils.images import save_image_grid
+from ..utils.images import save_titled_rows
 from .checkpoints import resolve_resume, save_checkpoint
 from .config import TrainConfig
 from .losses import LossOptions, diffusion_loss
@@ -47,7 +46,7 @@ def build_pipeline(unet: SPMUNet2DModel, noise_scheduler: DDPMScheduler, dataset
 
 
 def sample_grid(pipe, config: TrainConfig, num_classes: int, path: str) -> str:
-    """`num_sample_images` samples, classes cycling, one row per class."""
+    """`num_sample_images` samples, classes cycling, one row per class, each row titled with its class."""
     labels = [i % num_classes for i in range(config.num_sample_images)]
     labels.sort()
     images = pipe(
@@ -57,8 +56,8 @@ def sample_grid(pipe, config: TrainConfig, num_classes: int, path: str) -> str:
         generator=torch.Generator(pipe.unet.device).manual_seed(config.seed),
         output_type="pt",
     ).images
-    per_row = math.ceil(config.num_sample_images / num_classes)
-    return save_image_grid(images, path, nrow=per_row, upscale=4)
+    rows = {f"class {c}": images[torch.tensor(labels) == c] for c in sorted(set(labels))}
+    return save_titled_rows(rows, path, title=f"samples, guidance {config.guidance_scale}")
 
 
 def train(config: TrainConfig) -> str | None:

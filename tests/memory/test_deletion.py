@@ -97,3 +97,12 @@ def test_works_on_a_classifier_folder(tmp_path):
     assert main(["remove", str(tmp_path / "clf"), "--class", "1"]) == 0
     _, bank = load_classifier(str(tmp_path / "clf"))
     assert 1 not in bank.class_counts()
+
+
+def test_a_dry_run_that_matches_nothing_says_so_and_a_removal_of_nothing_fails(folder, tmp_path, capsys):
+    far = _png(tmp_path / "far.png", torch.zeros(1, 8, 8))
+    args = ["remove", str(folder), "--similar-to", far, "--threshold", "0.01"]
+    assert main([*args, "--dry-run"]) == 0
+    assert "nothing would be removed" in capsys.readouterr().out
+    assert main(args) == 2 and "no memory item within threshold" in capsys.readouterr().out
+    assert len(_bank(folder)) == 12

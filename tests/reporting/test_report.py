@@ -9,6 +9,7 @@ from spm_gen.cli import main
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting import ReportConfig, run_report
 from spm_gen.reporting.generations import Generations
+from spm_gen.reporting.markdown import sanity_warnings
 from spm_gen.reporting.measures import RemovedData, measure_row
 from spm_gen.sampling import read_sample_folder
 from spm_gen.unlearning.twin import TwinUnlearning
@@ -99,3 +100,15 @@ def test_bad_requests_fail_before_sampling(tiny_models, tmp_path, capsys):
     assert not (out / "samples").exists()
     with pytest.raises(ValueError, match="give the SPM pipeline"):
         run_report(ReportConfig(tiny_models["twin"], str(out), remove_classes=[3]))
+
+
+def test_numbers_that_look_broken_are_flagged():
+    rows = [
+        {"model": "SPM before removal", "ua": 100.0, "fid_remaining": 1.5},
+        {"model": "SPM after removal", "ua": 100.0, "fid_remaining": 1.6},
+        {"model": "twin before", "ua": 10.0, "fid_remaining": 250.0},
+    ]
+    warnings = sanity_warnings(rows)
+    assert len(warnings) == 2 and warnings[0].startswith("SPM before removal: UA is 100")
+    assert warnings[1].startswith("twin before: FID 250")
+    assert sanity_warnings(rows[1:2]) == []  # UA 100 after a removal is the goal

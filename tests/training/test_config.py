@@ -99,3 +99,14 @@ def test_the_official_recipe_beside_the_ddpm_one(tmp_path):
     assert (official.lr_warmup_steps, official.ema_decay, official.weight_decay) == (19600, 0.9993, 0.0)
     assert official.flip and ddpm.flip and official.memory_label_dropout == 0.1
     assert official.model == ddpm.model  # the same network; only the optimisation differs
+
+
+def test_a_tracker_that_is_not_installed_fails_before_training(monkeypatch):
+    import spm_gen.training.config as config
+
+    monkeypatch.setattr(config, "tracker_installed", lambda name: name == "wandb")
+    with pytest.raises(ValueError, match=r"bad config value log_with='tensorboard' .*pip install tensorboard"):
+        load_config("configs/tiny.yaml", parse_overrides(["--log_with", "tensorboard"]))
+    assert load_config("configs/tiny.yaml", parse_overrides(["--log_with", "wandb"])).log_with == "wandb"
+    with pytest.raises(ValueError, match="log_with='nope'"):
+        load_config("configs/tiny.yaml", parse_overrides(["--log_with", "nope"]))

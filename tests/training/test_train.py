@@ -13,7 +13,10 @@ from tests.conftest import launch_two_cpu_processes
 
 
 def _config(tmp_path, *extra):
-    return load_config("configs/tiny.yaml", parse_overrides(["--output_dir", str(tmp_path / "run"), *extra]))
+    every_step = ["--checkpointing_steps", "2", "--log_every", "1"]  # tiny.yaml's intervals fit 200 steps
+    return load_config(
+        "configs/tiny.yaml", parse_overrides(["--output_dir", str(tmp_path / "run"), *every_step, *extra])
+    )
 
 
 @pytest.mark.slow
@@ -75,7 +78,8 @@ def test_twin_trains_without_memory(tmp_path):
 @pytest.mark.slow
 def test_two_cpu_processes_train_and_only_rank_0_writes(tmp_path):
     run = tmp_path / "run"
-    launch_two_cpu_processes("scripts/train.py", "--config", "configs/tiny.yaml", "--output_dir", str(run))
+    every_step = ["--checkpointing_steps", "2", "--log_every", "1"]
+    launch_two_cpu_processes("scripts/train.py", "--config", "configs/tiny.yaml", "--output_dir", str(run), *every_step)
     assert (run / "pipeline" / "model_index.json").exists()
     assert checkpoint_steps(str(run)) == [2, 4]
     # rank 1 wrote nothing of its own: one loss log line per step, one sample grid, no stray files

@@ -1,0 +1,8 @@
+"""Where the repository's shipped files are (light: imported by the command line before anything heavy)."""
+
+from __future__ import annotations
+
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS_MODELS = os.path.join(REPO, "assets", "digits")  # shipped: see assets/digits/README.md
