@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -109,42 +109,24 @@ def saliency_masks(model: torch.nn.Module, loss: Callable[[], torch.Tensor], sha
 
 
 def diffusion_gradient_ascent(
-    unet: SPMUNet2DModel,
-    scheduler: DDPMScheduler,
-    forget: ImageDataset,
-    steps: int,
-    lr: float = 1e-5,
-    remain: ImageDataset | None = None,
-    remain_weight: float = 1.0,
-    batch_size: int = 32,
-    seed: int = 0,
+    unet: SPMUNet2DModel, scheduler: DDPMScheduler, forget: ImageDataset, budget: UnlearningBudget
 ) -> tuple[SPMUNet2DModel, float]:
-    """A copy of the twin `unet` after `steps` steps of ascent on the forget data's loss (and descent on
-    `remain`'s, weighted by `remain_weight`, when given). Returns `(unet, seconds)`."""
+    """A copy of the twin `unet` after `budget.steps` steps of ascent on the forget data's loss (and descent
+    on `budget.remain`'s, weighted by `remain_weight`, when given). Returns `(unet, seconds)`."""
     _check(unet, forget)
 
     def ascent(model: SPMUNet2DModel, data: TrainingBatch, g: torch.Generator) -> torch.Tensor:
         return -diffusion_loss(model, scheduler, data, g)
 
-    budget = UnlearningBudget(steps, lr, remain, remain_weight, batch_size, seed, desc="gradient ascent")
-    return _unlearn(unet, scheduler, forget, ascent, budget)
+    return _unlearn(unet, scheduler, forget, ascent, replace(budget, desc="gradient ascent"))
 
 
 def diffusion_random_label(
-    unet: SPMUNet2DModel,
-    scheduler: DDPMScheduler,
-    forget: ImageDataset,
-    steps: int,
-    lr: float = 1e-4,
-    remain: ImageDataset | None = None,
-    remain_weight: float = 1.0,
-    saliency: float | None = 0.5,
-    batch_size: int = 32,
-    seed: int = 0,
+    unet: SPMUNet2DModel, scheduler: DDPMScheduler, forget: ImageDataset, budget: UnlearningBudget
 ) -> tuple[SPMUNet2DModel, float]:
     """SalUn's random-label unlearning for a class-conditional twin: for forget images `x` of label `c`, the
     prediction `eps(x_t | c)` is trained towards the original model's `eps(x_t | c')` for a random other
-    label `c'`, updating only the `saliency` share of weights most salient to the forget loss (None: all).
+    label `c'`, updating only the `budget.saliency` share of weights most salient to the forget loss (None: all).
     Returns `(unet, seconds)`."""
     _check(unet, forget)
     frozen = copy.deepcopy(unet).eval().requires_grad_(False)
@@ -162,5 +144,4 @@ def diffusion_random_label(
             target = frozen(noisy, t, other).sample
         return F.mse_loss(model(noisy, t, labels).sample.float(), target.float())
 
-    budget = UnlearningBudget(steps, lr, remain, remain_weight, batch_size, seed, saliency, "random-label (SalUn)")
-    return _unlearn(unet, scheduler, forget, random_label, budget)
+    return _unlearn(unet, scheduler, forget, random_label, replace(budget, desc="random-label (SalUn)"))

@@ -3,7 +3,7 @@ scenario: which method, with what budget, and the forget / remain split of the t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from diffusers import DDPMScheduler
 
@@ -11,7 +11,7 @@ from ..choices import TwinMethod, check_choice
 from ..data import ImageDataset
 from ..memory.bank import MemoryBank
 from ..utils.validation import check_values
-from .diffusion_baselines import diffusion_gradient_ascent, diffusion_random_label
+from .diffusion_baselines import UnlearningBudget, diffusion_gradient_ascent, diffusion_random_label
 
 TITLES: dict[TwinMethod, str] = {"random_label": "random-label (SalUn)", "gradient_ascent": "gradient ascent"}
 
@@ -48,11 +48,13 @@ class TwinUnlearning:
         """The twin pipeline after this unlearning of `forget` (descent on `remain`), and the seconds it took."""
         self.check()
         scheduler = DDPMScheduler.from_config(twin.scheduler.config)
-        common = dict(steps=self.steps, lr=self.lr, remain=remain, remain_weight=self.remain_weight, seed=seed)
+        budget = UnlearningBudget(self.steps, self.lr, remain, self.remain_weight, seed=seed)
         if self.method == "random_label":
-            unet, seconds = diffusion_random_label(twin.unet, scheduler, forget, saliency=self.saliency, **common)
+            unet, seconds = diffusion_random_label(
+                twin.unet, scheduler, forget, replace(budget, saliency=self.saliency)
+            )
         else:
-            unet, seconds = diffusion_gradient_ascent(twin.unet, scheduler, forget, **common)
+            unet, seconds = diffusion_gradient_ascent(twin.unet, scheduler, forget, budget)
         unlearned = type(twin)(unet=unet, scheduler=twin.scheduler, memory_bank=None)
         unlearned.set_progress_bar_config(disable=True)
         return unlearned, seconds

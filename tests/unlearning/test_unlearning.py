@@ -94,7 +94,7 @@ def test_diffusion_gradient_ascent_raises_the_forget_loss():
     from spm_gen.training.config import build_unet
     from spm_gen.training.losses import diffusion_loss
     from spm_gen.training.run import TrainingBatch
-    from spm_gen.unlearning.diffusion_baselines import diffusion_gradient_ascent
+    from spm_gen.unlearning.diffusion_baselines import UnlearningBudget, diffusion_gradient_ascent
 
     torch.manual_seed(0)
     twin = build_unet("configs/tiny.yaml", fusion_type="none")
@@ -108,18 +108,18 @@ def test_diffusion_gradient_ascent_raises_the_forget_loss():
             return diffusion_loss(model.eval(), scheduler, batch, torch.Generator().manual_seed(5)).item()
 
     unlearned, _ = diffusion_gradient_ascent(
-        twin, scheduler, forget, steps=5, lr=1e-3, remain=data.subset(data.labels != 3)
+        twin, scheduler, forget, UnlearningBudget(steps=5, lr=1e-3, remain=data.subset(data.labels != 3))
     )
     assert forget_loss(unlearned) > forget_loss(twin)
     with pytest.raises(ValueError, match="parametric twin"):
-        diffusion_gradient_ascent(build_unet("configs/tiny.yaml"), scheduler, forget, steps=1)
+        diffusion_gradient_ascent(build_unet("configs/tiny.yaml"), scheduler, forget, UnlearningBudget(1, 1e-5))
 
 
 def test_diffusion_random_label_moves_only_salient_weights_towards_other_labels():
     from diffusers import DDPMScheduler
 
     from spm_gen.training.config import build_unet
-    from spm_gen.unlearning.diffusion_baselines import diffusion_random_label
+    from spm_gen.unlearning.diffusion_baselines import UnlearningBudget, diffusion_random_label
     from spm_gen.utils.images import to_model_range
 
     torch.manual_seed(0)
@@ -140,10 +140,10 @@ def test_diffusion_random_label_moves_only_salient_weights_towards_other_labels(
         with torch.no_grad():
             return (model(noisy, t, torch.full((32,), 3)).sample - others).pow(2).mean().item()
 
-    unlearned, _ = diffusion_random_label(twin, scheduler, forget, steps=30, lr=1e-3, saliency=0.2)
+    unlearned, _ = diffusion_random_label(twin, scheduler, forget, UnlearningBudget(30, 1e-3, saliency=0.2))
     assert gap(unlearned) < 0.5 * gap(twin)
     changed = sum(int((a != b).sum()) for a, b in zip(unlearned.parameters(), twin.parameters()))
     total = sum(p.numel() for p in twin.parameters())
     assert 0 < changed <= 0.2 * total + 10  # only the salient fifth of the weights moved
     with pytest.raises(ValueError, match="saliency"):
-        diffusion_random_label(twin, scheduler, forget, steps=1, saliency=1.5)
+        diffusion_random_label(twin, scheduler, forget, UnlearningBudget(1, 1e-4, saliency=1.5))
