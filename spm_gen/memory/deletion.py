@@ -76,14 +76,15 @@ def resolve(bank: MemoryBank, request: DeletionRequest, dry_run: bool = False) -
     files that match nothing are an error for a removal; for a dry run they just add nothing."""
     if request.is_empty():
         raise ValueError("nothing to remove: give ids, an ids file, a class, image files or --similar-to files")
-    hashes = content_hashes(_load_images(request.image_files, bank, resize=False)) if request.image_files else []
-    unknown = sorted(set(hashes) - set(bank.hashes))
-    if unknown and dry_run:
-        hashes = [h for h in hashes if h not in unknown]
-    elif unknown:
-        names = [p for p, h in zip(request.image_files, hashes) if h in unknown]
-        raise ValueError(f"no memory item has the content of {names}; nothing was changed")
     ids = list(request.ids)
+    if request.image_files:  # matched by content hash, checked here once (naming the files), removed by id
+        hashes = content_hashes(_load_images(request.image_files, bank, resize=False))
+        unknown = set(hashes) - set(bank.hashes)
+        if unknown and not dry_run:
+            names = [p for p, h in zip(request.image_files, hashes) if h in unknown]
+            raise ValueError(f"no memory item has the content of {names}; nothing was changed")
+        wanted = set(hashes)
+        ids += [i for i, h in zip(bank.ids, bank.hashes) if h in wanted]
     if request.similar_files:
         if request.threshold is None:
             raise ValueError("--similar-to needs --threshold (an RMS pixel distance in [0, 1])")
@@ -91,7 +92,7 @@ def resolve(bank: MemoryBank, request: DeletionRequest, dry_run: bool = False) -
         if not found and not dry_run:
             raise ValueError(f"no memory item within threshold {request.threshold} of {request.similar_files}")
         ids += found
-    return ItemSelection.of(ids, request.labels, hashes)
+    return ItemSelection.of(list(dict.fromkeys(ids)), request.labels)
 
 
 def delete_from_folder(
