@@ -8,6 +8,7 @@ is resolved against the folder's bank into one typed `ItemSelection`, removed, a
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,23 @@ class DeletionRequest:
 
     def is_empty(self) -> bool:
         return not (self.ids or self.labels or self.image_files or self.similar_files)
+
+    def check(self) -> None:
+        """Raises ValueError for a threshold that is not a finite number in [0, 1] or that has no use."""
+        if self.threshold is None:
+            return
+        if not self.similar_files:
+            raise ValueError("--threshold goes with --similar-to only")
+        if not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1:
+            raise ValueError(f"--threshold must be an RMS pixel distance in [0, 1], got {self.threshold}")
+
+
+def check_output_outside(source: str, output: str) -> None:
+    """Raises ValueError when `output` is `source` or lies inside it (real paths): a copy nested in the
+    input would keep data that later removals in the input never erase."""
+    source_real, output_real = os.path.realpath(source), os.path.realpath(output)
+    if output_real == source_real or output_real.startswith(source_real + os.sep):
+        raise ValueError(f"--output '{output}' is inside the input folder '{source}'; choose a folder outside it")
 
 
 @dataclass
@@ -105,7 +123,10 @@ def delete_from_folder(
     `<target>/receipts/`. Unknown ids, classes or images raise ValueError and change nothing.
     """
     start = time.perf_counter()
+    request.check()
     source = SavedFolder(folder).require_bank()
+    if output is not None:
+        check_output_outside(folder, output)
     if output is not None and os.path.exists(output):
         raise ValueError(f"--output '{output}' exists already; choose a new folder")
     bank = source.load_bank()

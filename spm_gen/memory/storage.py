@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -34,7 +35,9 @@ from .rows import RowStore
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
-_DATA_PREFIXES = ("bank-", "items-", "receipts-")
+_OWN_FILE = r"(bank-[0-9a-f]{12}\.safetensors|items-[0-9a-f]{12}\.json|receipts-[0-9a-f]{12}\.jsonl)"
+_OWN_DATA = re.compile(rf"^{_OWN_FILE}$")  # the data files a save writes
+_OWN_TMP = re.compile(rf"^\.({_OWN_FILE}|config\.json)\.[0-9a-f]{{8}}\.tmp$")  # their temporary files (atomic_write)
 
 
 @dataclass(frozen=True)
@@ -112,11 +115,11 @@ def write_bank(directory: str, config: dict, tensors: dict[str, torch.Tensor], r
 
 
 def _remove_unreferenced(directory: str, keep: set[str]) -> None:
-    """Deletes data files of earlier or interrupted saves, so no removed item's bytes stay in the folder."""
+    """Deletes data files of earlier or interrupted saves, so no removed item's bytes stay in the folder. Only
+    files the bank itself writes (by their exact names) are touched; a user's `bank-statement.csv` is not."""
     for name in os.listdir(directory):
-        stale_data = name.startswith(_DATA_PREFIXES) and name not in keep
-        stale_tmp = name.startswith(".") and name.endswith(".tmp")
-        if stale_data or stale_tmp:
+        stale_data = _OWN_DATA.match(name) is not None and name not in keep
+        if stale_data or _OWN_TMP.match(name):
             os.remove(os.path.join(directory, name))
     fsync_dir(directory)
 

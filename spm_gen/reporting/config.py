@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from ..memory.deletion import check_output_outside
 from ..unlearning.twin import TwinUnlearning
 from ..utils.validation import check_values
 
@@ -47,6 +48,7 @@ class ReportConfig:
             },
         )
         self.twin.check()
+        check_output_outside(self.pipeline_dir, self.output_dir)
         for key in ("pipeline_dir", "classifier_dir", "oracle_dir", "twin_dir"):
             path = getattr(self, key)
             if path is not None and not os.path.isdir(path):

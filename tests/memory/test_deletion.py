@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -106,3 +107,27 @@ def test_a_dry_run_that_matches_nothing_says_so_and_a_removal_of_nothing_fails(f
     assert "nothing would be removed" in capsys.readouterr().out
     assert main(args) == 2 and "no memory item within threshold" in capsys.readouterr().out
     assert len(_bank(folder)) == 12
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--similar-to", "x.png", "--threshold", "5"],
+            r"--threshold must be an RMS pixel distance in \[0, 1\], got 5",
+        ),
+        (["--similar-to", "x.png", "--threshold", "nan"], "got nan"),
+        (["--similar-to", "x.png", "--threshold", "inf"], "got inf"),
+        (["--ids", "1", "--threshold", "0.1"], "--threshold goes with --similar-to only"),
+    ],
+)
+def test_thresholds_outside_zero_one_are_refused(folder, capsys, extra, message):
+    assert main(["remove", str(folder), *extra]) == 2
+    assert re.search(message, capsys.readouterr().out) and len(_bank(folder)) == 12
+
+
+@pytest.mark.parametrize("inside", [".", "sub", "memory_bank/x"])
+def test_an_output_inside_the_input_is_refused(folder, capsys, inside):
+    assert main(["remove", str(folder), "--ids", "1", "--output", str(folder / inside)]) == 2
+    assert "is inside the input folder" in capsys.readouterr().out
+    assert len(_bank(folder)) == 12 and not (folder / "sub").exists()

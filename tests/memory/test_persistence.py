@@ -171,3 +171,18 @@ def test_diffusers_pipeline_saves_and_loads_the_bank(tmp_path):
     loaded = _BankPipeline.from_pretrained(tmp_path)
     assert isinstance(loaded.memory_bank, MemoryBank) and _same(loaded.memory_bank, bank)
     assert _same(MemoryBank.from_pretrained(tmp_path, subfolder="memory_bank"), bank)
+
+
+def test_a_save_deletes_only_the_files_the_bank_wrote(tiny_bank, tmp_path):
+    tiny_bank.save_pretrained(tmp_path)
+    users = ["bank-statement.csv", "items-to-buy.json", "receipts-2026.jsonl", ".notes.tmp", "x.tmp"]
+    for name in users:
+        (tmp_path / name).write_text("mine")
+    stale = ["bank-0123456789ab.safetensors", ".items-0123456789ab.json.89abcdef.tmp"]  # the bank's own leftovers
+    for name in stale:
+        (tmp_path / name).write_text("old")
+    tiny_bank.remove(ids=["0"])
+    tiny_bank.save_pretrained(tmp_path)
+    names = set(os.listdir(tmp_path))
+    assert set(users) <= names and not set(stale) & names
+    assert _same(MemoryBank.from_pretrained(tmp_path), tiny_bank)

@@ -112,3 +112,11 @@ def test_numbers_that_look_broken_are_flagged():
     assert len(warnings) == 2 and warnings[0].startswith("SPM before removal: UA is 100")
     assert warnings[1].startswith("twin before: FID 250")
     assert sanity_warnings(rows[1:2]) == []  # UA 100 after a removal is the goal
+
+
+def test_a_report_inside_the_pipeline_folder_is_refused(tmp_path):
+    (tmp_path / "pipe").mkdir()
+    config = ReportConfig(str(tmp_path / "pipe"), str(tmp_path / "pipe" / "report"), remove_classes=[3])
+    with pytest.raises(ValueError, match="is inside the input folder"):
+        config.check()
+    ReportConfig(str(tmp_path / "pipe"), str(tmp_path / "report"), remove_classes=[3]).check()
