@@ -72,7 +72,7 @@ def _remove(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         reason=args.reason,
     )
-    outcome = delete_from_folder(args.folder, request, dry_run=args.dry_run, output=args.output)
+    outcome = delete_from_folder(args.folder, request, dry_run=args.dry_run, output=args.output, wait=args.wait)
     log = logging.getLogger("spm_gen")
     counts = {label: outcome.labels.count(label) for label in sorted(set(outcome.labels))}
     shown = ", ".join(outcome.ids[:10]) + (f" and {len(outcome.ids) - 10} more" if len(outcome.ids) > 10 else "")
@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--reason", default="", help="recorded in the receipt")
     remove.add_argument("--dry-run", action="store_true", help="show what would be removed; change nothing")
     remove.add_argument("--output", help="write the edited model to this new folder instead of editing in place")
+    remove.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for another removal on the folder (default: 60)"
+    )
     remove.set_defaults(func=_remove)
     report = sub.add_parser(
         "report",

@@ -114,9 +114,10 @@ def resolve(bank: MemoryBank, request: DeletionRequest, dry_run: bool = False) -
 
 
 def delete_from_folder(
-    folder: str, request: DeletionRequest, dry_run: bool = False, output: str | None = None
+    folder: str, request: DeletionRequest, dry_run: bool = False, output: str | None = None, wait: float = 60.0
 ) -> DeletionOutcome:
-    """Deletes the requested items from a saved folder's memory and commits atomically.
+    """Deletes the requested items from a saved folder's memory and commits atomically, holding the folder's
+    lock from reading the bank to writing the receipt (a concurrent removal waits up to `wait` seconds).
 
     In place, the bank's own save is atomic; with `output`, the folder is copied and edited in a staging
     folder that is renamed to `output` when complete. The receipt is also written as json to
@@ -129,11 +130,18 @@ def delete_from_folder(
         check_output_outside(folder, output)
     if output is not None and os.path.exists(output):
         raise ValueError(f"--output '{output}' exists already; choose a new folder")
+    with source.locked(wait):
+        return _delete(source, request, dry_run, output, start)
+
+
+def _delete(
+    source: SavedFolder, request: DeletionRequest, dry_run: bool, output: str | None, start: float
+) -> DeletionOutcome:
     bank = source.load_bank()
     selection = resolve(bank, request, dry_run)
     if dry_run:
         ids = [] if selection.is_empty() else bank.resolve_ids(selection)
-        return DeletionOutcome(None, ids, bank.get_labels(ids).tolist(), folder, None, time.perf_counter() - start)
+        return DeletionOutcome(None, ids, bank.get_labels(ids).tolist(), source.path, None, time.perf_counter() - start)
     receipt = bank.remove(selection, reason=request.reason)
     if output is None:
         source.save_bank(bank)

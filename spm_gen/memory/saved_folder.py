@@ -7,15 +7,25 @@ bank in place or as a new folder, and writing a receipt.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..utils.atomic import atomic_write_text
 from .bank import MemoryBank
 from .receipts import RemovalReceipt
+
+LOCK_NAME = ".spm-gen.lock"
+
+
+class FolderBusyError(ValueError):
+    """Another process held the folder's lock for longer than we were willing to wait."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,29 @@ class SavedFolder:
             )
         return self
 
+    @contextmanager
+    def locked(self, timeout: float = 60.0) -> Iterator[SavedFolder]:
+        """Holds an exclusive lock on the folder (`flock` on `<folder>/.spm-gen.lock`) for a whole
+        read-modify-commit, so that concurrent removals run one after the other instead of undoing each
+        other. Waits up to `timeout` seconds for another holder, then raises `FolderBusyError`."""
+        with open(os.path.join(self.path, LOCK_NAME), "a") as lock:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise FolderBusyError(
+                            f"'{self.path}' is being changed by another process (its lock is held); waited "
+                            f"{timeout:g} s: try again when it has finished"
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield self
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def load_bank(self, verify: bool = True) -> MemoryBank:
         return MemoryBank.from_pretrained(self.require_bank().bank_dir, verify=verify)
 
@@ -57,7 +90,7 @@ class SavedFolder:
             os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.{uuid.uuid4().hex[:8]}.tmp"
         )
         try:
-            shutil.copytree(self.path, staging, ignore=shutil.ignore_patterns(self.bank_name))
+            shutil.copytree(self.path, staging, ignore=shutil.ignore_patterns(self.bank_name, LOCK_NAME))
             SavedFolder(staging, self.bank_name).save_bank(bank)
             os.replace(staging, output)
         finally:

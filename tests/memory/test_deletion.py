@@ -1,6 +1,9 @@
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from PIL import Image
 
 from spm_gen import MemoryBank
 from spm_gen.cli import main
+from spm_gen.memory.saved_folder import SavedFolder
 from tests.conftest import make_images
 
 
@@ -131,3 +135,26 @@ def test_an_output_inside_the_input_is_refused(folder, capsys, inside):
     assert main(["remove", str(folder), "--ids", "1", "--output", str(folder / inside)]) == 2
     assert "is inside the input folder" in capsys.readouterr().out
     assert len(_bank(folder)) == 12 and not (folder / "sub").exists()
+
+
+def _remove_process(folder, *args) -> subprocess.Popen:
+    command = [sys.executable, "-m", "spm_gen.cli", "remove", str(folder), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow  # real processes
+def test_a_second_removal_waits_for_the_first_and_both_take_effect(folder):
+    with SavedFolder(str(folder)).locked():  # a removal in progress elsewhere
+        waiting = _remove_process(folder, "--ids", "1")
+        time.sleep(2.0)
+        assert waiting.poll() is None  # it waits for the lock instead of reading a bank about to change
+        busy = _remove_process(folder, "--ids", "2", "--wait", "0.2")
+        assert busy.wait(60) == 2 and "being changed by another process" in busy.stdout.read()
+    assert waiting.wait(60) == 0
+    for _ in range(3):  # and two real removals at once: neither undoes the other
+        ids_left = _bank(folder).ids
+        first, second = (_remove_process(folder, "--ids", item) for item in (ids_left[-1], ids_left[0]))
+        assert first.wait(60) == 0 and second.wait(60) == 0
+    bank = _bank(folder)
+    assert "1" not in bank and len(bank) == 12 - 1 - 6
+    assert len(bank.receipts) == 7 and len(os.listdir(folder / "receipts")) == 7
