@@ -115,6 +115,7 @@ def _report(args: argparse.Namespace) -> int:
         num_images=args.num_images,
         num_inference_steps=args.steps,
         memory_size=args.memory_size,
+        empty_memory=args.empty_memory,
         near_copy_threshold=args.threshold,
         twin=TwinUnlearning(args.twin_method, args.twin_steps, args.twin_lr, args.twin_remain_weight),
         compile_fusion=args.compile_fusion,
@@ -214,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--twin-lr", type=float, default=1e-4, help="their learning rate (default: 1e-4)")
     report.add_argument(
         "--twin-remain-weight", type=float, default=1.0, help="weight of the descent on the remaining data (default: 1)"
+    )
+    report.add_argument(
+        "--empty-memory",
+        choices=["all", "error"],
+        default="all",
+        help="what samples of a class with no memory left read: all memory (default) or an error",
     )
     report.add_argument("--compile-fusion", action="store_true", help="torch.compile the SPM's additive score")
     report.add_argument(

@@ -152,7 +152,7 @@ def class_readout(
     if empty and empty_memory == "error":
         raise ValueError(f"no memory items for labels {empty} (empty_memory='error')")
     if empty:
-        logger.debug("no memory items with labels %s; they read all memory", empty)
+        logger.warning("no memory items with labels %s: their samples read all memory (empty_memory='all')", empty)
     chosen = {c: bank.select(c if c in counts else None, memory_size, generator=generator) for c in classes}
     own = [c for c in classes if c in counts]  # one group per class with memory; the others read everything
     group_of = {c: g for g, c in enumerate(own)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from ..choices import EmptyMemory, check_choice
 from ..memory.deletion import check_output_outside
 from ..unlearning.twin import TwinUnlearning
 from ..utils.validation import check_values
@@ -23,6 +24,7 @@ class ReportConfig:
     num_inference_steps: int = 50
     guidance_scale: float = 0.3
     memory_size: int | None = 64  # memory items each class reads while sampling (None: all)
+    empty_memory: EmptyMemory = "all"  # what a removed class's samples read: all memory, or an error
     near_copy_threshold: float = 0.04  # RMS pixel distance; digits: 99.9% of training images are farther apart
     twin: TwinUnlearning = field(default_factory=TwinUnlearning)
     compile_fusion: bool = False  # torch.compile the SPM's additive score (faster sampling after a compile)
@@ -48,6 +50,7 @@ class ReportConfig:
             },
         )
         self.twin.check()
+        check_choice("empty_memory", self.empty_memory, EmptyMemory)
         check_output_outside(self.pipeline_dir, self.output_dir)
         for key in ("pipeline_dir", "classifier_dir", "oracle_dir", "twin_dir"):
             path = getattr(self, key)

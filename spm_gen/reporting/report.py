@@ -64,7 +64,8 @@ def run_report(config: ReportConfig) -> dict:
 
     def sample(name: str, pipe, folder: str) -> Generations:
         logger.info("sampling %d images: %s", len(labels), name)
-        extra = {"memory_size": config.memory_size} if pipe.memory_bank is not None else {}
+        reads = pipe.memory_bank is not None
+        extra = {"memory_size": config.memory_size, "empty_memory": config.empty_memory} if reads else {}
         return sample_generations(name, pipe, labels, os.path.join(samples, folder), **kwargs, **extra)
 
     models = [sample("SPM before removal", spm, "spm_before")]

@@ -215,3 +215,14 @@ def test_deleting_one_class_leaves_other_classes_bit_identical(memory_size):
     assert torch.equal(before[others], after[others]) and not torch.equal(before[~others], after[~others])
     pipe.memory_bank.remove(labels=[1])  # and the whole class
     assert torch.equal(before[others], sample(pipe, class_labels=labels, memory_size=memory_size)[others])
+
+
+def test_an_emptied_class_reads_all_memory_with_a_warning_or_raises(caplog):
+    pipe = tiny_pipeline()
+    pipe.memory_bank.remove(labels=[3])
+    with caplog.at_level("WARNING"):
+        out = pipe(class_labels=[0, 3], num_inference_steps=1, memory_size=2, output_type="pt")
+    assert "no memory items with labels [3]" in caplog.text
+    assert set(out.memory_ids[0]) <= set(out.memory_ids[1])  # class 3 reads everything the batch selected
+    with pytest.raises(ValueError, match=r"no memory items for labels \[3\] \(empty_memory='error'\)"):
+        pipe(class_labels=[0, 3], num_inference_steps=1, memory_size=2, output_type="pt", empty_memory="error")
