@@ -3,21 +3,13 @@ import torch
 
 from spm_gen.memory.readout import MemoryReadout, class_readout, nearest_readout
 from tests.conftest import make_images
-
-
-def _read_sets(readout: MemoryReadout) -> dict[int, list[int]]:
-    """Query -> the item indices it reads, from the readout's group sets."""
-    out = {}
-    for groups in readout.sets:
-        for row, group in zip(groups.rows.tolist(), groups.group.tolist()):
-            out[row] = groups.items[group][groups.valid[group]].tolist()
-    return out
+from tests.tiny import read_items
 
 
 def test_from_labels_groups_by_label_and_falls_back_to_all_items():
     items = torch.tensor([0, 2, 1, 0, 2])
     readout = MemoryReadout.from_labels(torch.tensor([2, 0, 7, -1, 2]), items)
-    assert _read_sets(readout) == {0: [1, 4], 1: [0, 3], 2: [0, 1, 2, 3, 4], 3: [0, 1, 2, 3, 4], 4: [1, 4]}
+    assert read_items(readout) == [[1, 4], [0, 3], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4], [1, 4]]
     with pytest.raises(ValueError, match="memory_tokens must be"):
         readout.check_tokens(torch.zeros(4, 1, 2))
 
@@ -41,14 +33,14 @@ def test_class_readout_guidance_branches(tiny_bank):
     labels = torch.tensor([0, 1])
     same = class_readout(tiny_bank, labels, 2, torch.Generator().manual_seed(0), unconditional="class")
     everything = class_readout(tiny_bank, labels, 2, torch.Generator().manual_seed(0), unconditional="all")
-    assert _read_sets(same)[2] == _read_sets(same)[0] and _read_sets(same)[3] == _read_sets(same)[1]
-    assert _read_sets(everything)[2] == _read_sets(everything)[3] == list(range(4))
+    assert read_items(same)[2:] == read_items(same)[:2]
+    assert read_items(everything)[2] == read_items(everything)[3] == list(range(4))
 
 
 def test_nearest_readout_reads_the_items_nearest_each_reference(tiny_bank):
     references = tiny_bank.get_images(["5", "2"])
     readout, labels = nearest_readout(tiny_bank, references, None, 1)
     assert readout.read == [["5"], ["2"]] and labels.tolist() == [1, 2]
-    assert _read_sets(readout) == {0: [0], 1: [1]} and readout.ids == ["5", "2"]
+    assert read_items(readout) == [[0], [1]] and readout.ids == ["5", "2"]
     with pytest.raises(ValueError, match="2 reference_images but 1 class_labels"):
         nearest_readout(tiny_bank, make_images(2), torch.tensor([0]), 1)
