@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,10 @@ from spm_gen.memory.readout import class_readout, nearest_readout
 from spm_gen.models.unet_spm import SPMUNet2DModel
 from spm_gen.utils.images import from_model_range
 from spm_gen.utils.modes import eval_mode
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 @dataclass
@@ -59,9 +64,13 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         """The labels of the batch on the CPU; None (or classes cycling, with `cycle`) when none are given."""
         if class_labels is None:
             return torch.arange(batch_size) % self.unet.config.num_class_embeds if cycle else None
-        if isinstance(class_labels, int | np.integer):
+        if _is_integer(class_labels):
             class_labels = [int(class_labels)] * batch_size
-        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+        values = class_labels.tolist() if isinstance(class_labels, torch.Tensor | np.ndarray) else class_labels
+        values = values if isinstance(values, list | tuple) else [values]
+        if not values or any(not _is_integer(v) for v in values):
+            raise ValueError(f"class_labels must be a non-empty list of integers (or an int), got {class_labels!r}")
+        labels = torch.tensor([int(v) for v in values], dtype=torch.long)
         num_classes = self.unet.config.num_class_embeds
         bad = sorted(set(labels[(labels < 0) | (labels >= num_classes)].tolist()))
         if bad:
@@ -71,6 +80,11 @@ class SPMDiffusionPipeline(DiffusionPipeline):
     def _reference_images(self, reference_images) -> torch.Tensor:
         if isinstance(reference_images, PIL.Image.Image):
             reference_images = [reference_images]
+        if isinstance(reference_images, list | tuple) and all(isinstance(r, torch.Tensor) for r in reference_images):
+            shapes = {tuple(r.shape) for r in reference_images}
+            if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+                raise ValueError(f"reference_images as a list of tensors must all be (C, H, W), got shapes {shapes}")
+            return torch.stack(list(reference_images))
         if isinstance(reference_images, list | tuple):
             mode = "L" if self.unet.config.in_channels == 1 else "RGB"
             arrays = [np.asarray(img.convert(mode), dtype=np.float32) / 255.0 for img in reference_images]
@@ -89,14 +103,14 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         choices: dict[str, tuple[str, object]],
     ) -> None:
         """Raises ValueError naming the first bad argument; `choices` maps names to (value, Literal alias)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be positive, got {num_inference_steps}")
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        if memory_size is not None and memory_size <= 0:
-            raise ValueError(f"memory_size must be positive or None, got {memory_size}")
+        for name, value in (("batch_size", batch_size), ("num_inference_steps", num_inference_steps)):
+            if not _is_integer(value) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        number = isinstance(guidance_scale, int | float) and not isinstance(guidance_scale, bool)
+        if not number or not math.isfinite(guidance_scale) or guidance_scale < 0:  # NaN would disable guidance
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        if memory_size is not None and (not _is_integer(memory_size) or memory_size <= 0):
+            raise ValueError(f"memory_size must be a positive integer or None, got {memory_size!r}")
         for name, (value, alias) in choices.items():
             check_choice(name, value, alias)
         if choices["memory_selection"][0] == "nearest" and reference_images is None:

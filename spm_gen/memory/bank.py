@@ -17,8 +17,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from tqdm.auto import tqdm
 
 from ..utils.images import to_unit_range
+from . import items, storage
 from . import nearest as search
-from . import storage
 from .changes import BankChange, ChangeLog
 from .encoders import ImageEncoder, PixelEncoder
 from .items import ItemSelection, as_embeddings, as_ids, as_labels, as_uint8_images, content_hashes, preview
@@ -159,18 +159,13 @@ class MemoryBank(ModelMixin, ConfigMixin):
     def add(
         self, images: Images, labels: LabelsIn, ids: IdsIn = None, embeddings: torch.Tensor | None = None
     ) -> list[str]:
-        """Adds items (e.g. images no parameter was trained on). Returns their ids.
-
-        Args:
-            images: `(M, C, H, W)` float in [0, 1] or uint8, with this bank's `(C, H, W)`.
-            labels: `M` non-negative integer labels.
-            ids: `M` new unique ids; default: consecutive integers after the largest numeric id in the bank.
-            embeddings (`torch.Tensor` of shape `(M, D)`): required when the bank stores embeddings.
-        """
+        """Adds `images` `(M, C, H, W)` (float in [0, 1] or uint8) with `M` non-negative integer `labels` (e.g.
+        images no parameter was trained on); returns their ids: `ids`, or consecutive integers after every
+        numeric id the bank ever held (ids are never reused). `embeddings` `(M, D)`: when the bank stores them."""
         store = self._store
         images_u8 = as_uint8_images(images, self.image_shape)
         labels_np = as_labels(labels, len(images_u8))
-        start = 1 + max((int(i) for i in store.ids if i.isdigit()), default=-1)
+        start = items.next_numeric_id(store.ids, [i for r in self._receipts for i in r["removed_ids"]])  # never reused
         new_ids = as_ids(ids, len(images_u8), start=start)
         taken = [i for i in new_ids if i in store]
         if taken:

@@ -93,10 +93,29 @@ def as_embeddings(embeddings: torch.Tensor, count: int, dim: int | None = None) 
     return embeddings.detach().float()
 
 
+def next_numeric_id(*id_lists: Sequence[str]) -> int:
+    """One more than the largest decimal (ASCII digits) id in the lists; 0 when there is none."""
+    return 1 + max((int(i) for ids in id_lists for i in ids if i.isascii() and i.isdigit()), default=-1)
+
+
 def content_hashes(images: torch.Tensor) -> list[str]:
     """sha256 hex digest of each image's uint8 CHW bytes (`images`: uint8 `(N, C, H, W)`)."""
     flat = images.cpu().contiguous().numpy().reshape(len(images), int(np.prod(images.shape[1:])))
     return [hashlib.sha256(row.tobytes()).hexdigest() for row in flat]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _strings(name: str, values: Sequence[str] | str | None) -> list[str]:
+    """One string or a sequence of strings as a list; anything else is a ValueError naming it."""
+    if values is None:
+        return []
+    values = [values] if isinstance(values, str) else values
+    if not isinstance(values, Sequence | np.ndarray) or any(not isinstance(v, str) for v in values):
+        raise ValueError(f"{name} must be a string or a list of strings, got {values!r}")
+    return list(values)
 
 
 @dataclass(frozen=True)
@@ -117,10 +136,14 @@ class ItemSelection:
         labels: Sequence[int] | int | None = None,
         hashes: Sequence[str] | str | None = None,
     ) -> ItemSelection:
-        ids = [ids] if isinstance(ids, str) else list(ids or [])
-        hashes = [hashes] if isinstance(hashes, str) else list(hashes or [])
-        labels = [labels] if isinstance(labels, int | np.integer) else list(labels if labels is not None else [])
-        return cls(tuple(ids), tuple(int(lab) for lab in labels), tuple(hashes))
+        ids, hashes = _strings("ids", ids), _strings("hashes", hashes)
+        labels = [labels] if _is_int(labels) else labels
+        if labels is not None and (isinstance(labels, str) or not isinstance(labels, Sequence | np.ndarray)):
+            raise ValueError(f"labels must be integers, got {labels!r}")
+        bad = [lab for lab in labels if not _is_int(lab)] if labels is not None else []
+        if bad:
+            raise ValueError(f"labels must be integers, got {preview(bad)}")
+        return cls(tuple(ids), tuple(int(lab) for lab in labels or []), tuple(hashes))
 
     @classmethod
     def given(cls, selection: ItemSelection | None, ids, labels, hashes) -> ItemSelection:

@@ -247,3 +247,16 @@ def test_an_empty_bank_grows_from_add():
     emb = torch.randn(3, 5)
     assert bank.add(make_images(3, seed=8), [0, 1, 1], embeddings=emb) == ["0", "1", "2"]
     assert torch.equal(bank.embeddings, emb) and bank.nearest(emb[[2]], k=1).ids == [["2"]]
+
+
+def test_ids_are_never_reused_and_removal_arguments_are_checked(tiny_bank):
+    tiny_bank.remove(ids=["11", "10"])
+    assert tiny_bank.add(make_images(1, seed=9), [0]) == ["12"]  # not "10": a receipt names it
+    tiny_bank.add(make_images(1, seed=10), [0], ids=["²"])  # a non-decimal id does not break later adds
+    assert tiny_bank.add(make_images(1, seed=11), [1]) == ["13"]
+    with pytest.raises(ValueError, match="labels must be integers"):
+        tiny_bank.remove(labels=["3"])
+    with pytest.raises(ValueError, match="labels must be integers"):
+        tiny_bank.remove(labels=[True])
+    with pytest.raises(ValueError, match="ids must be a string or a list of strings, got 5"):
+        tiny_bank.remove(ids=5)

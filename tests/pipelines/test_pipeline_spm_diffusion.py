@@ -158,16 +158,24 @@ def test_twin_needs_no_memory(tmp_path):
     [
         ({"class_labels": [0, 4]}, r"class_labels must be in \[0, 4\), got \[4\]"),
         ({"class_labels": [-1]}, r"got \[-1\]"),
-        ({"memory_size": 0}, "memory_size must be positive"),
+        ({"memory_size": 0}, "memory_size must be a positive integer"),
+        ({"memory_size": 2.5}, "memory_size must be a positive integer or None, got 2.5"),
+        ({"num_inference_steps": 2.0}, "num_inference_steps must be a positive integer, got 2.0"),
+        ({"class_labels": 3.7}, "class_labels must be a non-empty list of integers .* got 3.7"),
+        ({"class_labels": True}, "got True"),
+        ({"class_labels": ["3"]}, r"got \['3'\]"),
+        ({"class_labels": []}, r"got \[\]"),
+        ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number >= 0, got nan"),
+        ({"guidance_scale": float("inf")}, "got inf"),
         ({"memory_selection": "best"}, "memory_selection must be one of"),
         ({"output_type": "jpg"}, "output_type must be one of"),
-        ({"guidance_scale": -1.0}, "guidance_scale must be >= 0"),
+        ({"guidance_scale": -1.0}, "guidance_scale must be a finite number >= 0"),
         ({"unconditional_memory": "none"}, "unconditional_memory must be one of"),
     ],
 )
 def test_bad_input(pipe, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        pipe(num_inference_steps=1, **kwargs)
+        pipe(**{"num_inference_steps": 1, **kwargs})
 
 
 def test_memory_that_does_not_fit_the_unet():
@@ -226,3 +234,10 @@ def test_an_emptied_class_reads_all_memory_with_a_warning_or_raises(caplog):
     assert set(out.memory_ids[0]) <= set(out.memory_ids[1])  # class 3 reads everything the batch selected
     with pytest.raises(ValueError, match=r"no memory items for labels \[3\] \(empty_memory='error'\)"):
         pipe(class_labels=[0, 3], num_inference_steps=1, memory_size=2, output_type="pt", empty_memory="error")
+
+
+def test_reference_images_as_a_list_of_tensors():
+    pipe = tiny_pipeline()
+    references = [pipe.memory_bank.get_images(["5"])[0], pipe.memory_bank.get_images(["2"])[0]]
+    args = dict(memory_selection="nearest", memory_size=1, num_inference_steps=1, output_type="pt")
+    assert pipe(reference_images=references, **args).memory_ids == [["5"], ["2"]]
