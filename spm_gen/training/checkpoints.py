@@ -4,13 +4,18 @@ are old ones beyond the limit deleted."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 
 from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+EMA_FILE = "ema.safetensors"
 
 
 def checkpoint_steps(run_dir: str) -> list[int]:
@@ -38,14 +43,42 @@ def resolve_resume(run_dir: str, resume: str | None) -> tuple[str, int] | None:
     return resume, int(match.group(1))
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: str, step: int, total_limit: int) -> str:
-    """Saves the accelerator's state (model, optimizer, scheduler, EMA, RNG) for `step`; all processes call it."""
+def save_ema(ema: EMAModel, folder: str) -> str:
+    """The EMA's state as `<folder>/ema.safetensors`: shadow weights as tensors, the scalars as metadata
+    (our own state never goes through pickle)."""
+    state = ema.state_dict()
+    tensors = {f"shadow.{i:05d}": p.detach().cpu().contiguous() for i, p in enumerate(state["shadow_params"])}
+    scalars = {k: json.dumps(v) for k, v in state.items() if k not in ("shadow_params", "collected_params")}
+    path = os.path.join(folder, EMA_FILE)
+    save_file(tensors, path, metadata=scalars)
+    return path
+
+
+def load_ema(ema: EMAModel, folder: str) -> None:
+    """Restores what `save_ema` wrote into `ema` (tensors moved to its device)."""
+    path = os.path.join(folder, EMA_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint '{folder}' has no {EMA_FILE} (the run uses EMA)")
+    with safe_open(path, framework="pt") as f:
+        state = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        shadow = [f.get_tensor(name) for name in sorted(f.keys())]
+    device = ema.shadow_params[0].device
+    ema.load_state_dict({**state, "shadow_params": [t.to(device) for t in shadow]})
+
+
+def save_checkpoint(
+    accelerator: Accelerator, run_dir: str, step: int, total_limit: int, ema: EMAModel | None = None
+) -> str:
+    """Saves the accelerator's state (model, optimizer, scheduler, RNG) and the EMA (safetensors) for `step`;
+    all processes call it."""
     final = checkpoint_path(run_dir, step)
     tmp = final + ".tmp"
     if accelerator.is_main_process and os.path.exists(tmp):
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
+    if ema is not None and accelerator.is_main_process:
+        save_ema(ema, tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if os.path.exists(final):

@@ -18,7 +18,7 @@ from diffusers.training_utils import EMAModel
 from ..data import ImageDataset, to_memory_bank
 from ..models.unet_spm import SPMUNet2DModel
 from ..utils.images import save_titled_rows
-from .checkpoints import resolve_resume, save_checkpoint
+from .checkpoints import load_ema, resolve_resume, save_checkpoint
 from .config import TrainConfig
 from .losses import LossOptions, diffusion_loss
 from .run import TrainingRun
@@ -105,8 +105,7 @@ def train(config: TrainConfig) -> str | None:
     )
     model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     if ema is not None:
-        ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
+        ema.to(accelerator.device)  # saved by save_checkpoint as safetensors, not through accelerate's pickle
     if config.log_with:
         accelerator.init_trackers("spm-gen", config={k: str(v) for k, v in vars(config).items()})
 
@@ -114,6 +113,8 @@ def train(config: TrainConfig) -> str | None:
     resumed = resolve_resume(config.output_dir, config.resume)
     if resumed is not None:
         accelerator.load_state(resumed[0])
+        if ema is not None:
+            load_ema(ema, resumed[0])
         start_step = resumed[1]
         logger.info(f"resumed from {resumed[0]} at step {start_step}")
     if accelerator.is_main_process:
@@ -143,7 +144,7 @@ def train(config: TrainConfig) -> str | None:
             if config.log_with:
                 accelerator.log(record, step=global_step)
         if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
-            save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit)
+            save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit, ema)
         if global_step % config.sample_every == 0 and accelerator.is_main_process:
             with _ema_weights(accelerator.unwrap_model(model), ema) as weights:
                 pipe = build_pipeline(weights, noise_scheduler, run.dataset)

@@ -42,6 +42,8 @@ def test_resume_reaches_the_same_state(tmp_path):
     partial_cfg = _config(tmp_path / "b", "--use_ema", "true", "--max_train_steps", "2")
     train(partial_cfg)
     assert checkpoint_steps(partial_cfg.output_dir) == [2]
+    checkpoint = os.listdir(os.path.join(partial_cfg.output_dir, "checkpoints", "checkpoint-2"))
+    assert "ema.safetensors" in checkpoint and not any(f.startswith("custom_checkpoint") for f in checkpoint)
     resumed = train(_config(tmp_path / "b", "--use_ema", "true", "--resume", "latest"))
     a = load_file(os.path.join(full, "unet", "diffusion_pytorch_model.safetensors"))
     b = load_file(os.path.join(resumed, "unet", "diffusion_pytorch_model.safetensors"))
