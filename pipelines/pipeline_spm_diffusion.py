@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,11 +48,29 @@ class SPMDiffusionPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _optional_components = ["memory_bank"]
+    _callback_tensor_inputs = ["latents"]
 
     def __init__(self, unet: SPMUNet2DModel, scheduler: SchedulerMixin, memory_bank: MemoryBank | None = None):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, memory_bank=memory_bank)
         self.memory_cache = MemoryFeatureCache()
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set it to True in a `callback_on_step_end` to stop the denoising loop after this step."""
+        return self._interrupt
 
     @property
     def dtype(self) -> torch.dtype:
@@ -142,6 +161,10 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         return_dict: bool = True,
         unconditional_memory: UnconditionalMemory = "class",
         empty_memory: EmptyMemory = "all",
+        num_images_per_prompt: int = 1,
+        latents: torch.Tensor | None = None,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
     ) -> SPMPipelineOutput | tuple:
         r"""
         Args:
@@ -160,8 +183,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             reference_images (`torch.Tensor` of shape `(B, C, H, W)` in [0, 1], or PIL images): for `"nearest"`.
             generator (`torch.Generator` or a list of them, *optional*): makes sampling and memory selection
                 deterministic.
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (`(B, H, W, C)` floats in [0, 1]) or
-                `"pt"` (`(B, C, H, W)` tensor in [0, 1]).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (`(B, H, W, C)` floats in [0, 1]), `"pt"`
+                (`(B, C, H, W)` tensor in [0, 1]) or `"latent"` (the final latents, model space [-1, 1]).
             return_dict (`bool`, defaults to True): return an `SPMPipelineOutput` instead of a tuple.
             unconditional_memory (`str`, defaults to `"class"`): what the unconditional branch of guidance
                 reads. `"class"` (the official protocol): its own class's memory, the same as the conditional
@@ -170,6 +193,13 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 batch, and a sample then depends on the other classes in its batch).
             empty_memory (`str`, defaults to `"all"`): what a class with no memory at all (emptied by deletion)
                 reads: `"all"`, every item the batch selected (the paper's test-time fallback), or `"error"`.
+            num_images_per_prompt (`int`, defaults to 1): samples per class label (and per reference image).
+            latents (`torch.Tensor` of shape `(B, C, H, W)`, *optional*): initial noise to start from instead of
+                drawing it from `generator` (B = the number of samples).
+            callback_on_step_end (`Callable`, *optional*): called after each step as
+                `callback_on_step_end(pipe, i, t, callback_kwargs)` with the tensors named in
+                `callback_on_step_end_tensor_inputs` (`"latents"`); the dict it returns replaces them.
+                Set `pipe._interrupt = True` in it to stop after the step.
 
         Returns:
             [`SPMPipelineOutput`] (an `ImagePipelineOutput` with `memory_ids`) or `(images,)`.
@@ -181,12 +211,22 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             "empty_memory": (empty_memory, EmptyMemory),
         }
         self.check_inputs(batch_size, num_inference_steps, guidance_scale, memory_size, reference_images, choices)
+        if not _is_integer(num_images_per_prompt) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}")
+        unknown = sorted(set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs))
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} are not in {self._callback_tensor_inputs}")
+        if isinstance(class_labels, list | tuple) and batch_size not in (1, len(class_labels)):
+            raise ValueError(f"batch_size={batch_size} with {len(class_labels)} class_labels: give one or the other")
+        self._guidance_scale, self._interrupt = guidance_scale, False
         device, cfg = self._execution_device, self.unet.config
         guided = guidance_scale > 0
 
         # 1. the samples' labels, and what each sample reads from memory (decided once for the whole call)
         cycle = memory_selection == "random" or not self.unet.uses_memory
         labels = self._class_labels(class_labels, batch_size, cycle=cycle)
+        if labels is not None:
+            labels = labels.repeat_interleave(num_images_per_prompt)
         readout, tokens = None, None
         if self.unet.uses_memory:
             selection_generator = generator[0] if isinstance(generator, list) else generator
@@ -196,7 +236,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                     self.memory_bank, labels, memory_size, selection_generator, empty_memory, unconditional
                 )
             else:
-                references = self._reference_images(reference_images)
+                references = self._reference_images(reference_images).repeat_interleave(num_images_per_prompt, 0)
                 readout, labels = nearest_readout(self.memory_bank, references, labels, memory_size, unconditional)
             readout = readout.to(device)
             if cfg.memory_encoding == "clean":  # encoded once per bank version, shared by steps and branches
@@ -206,9 +246,13 @@ class SPMDiffusionPipeline(DiffusionPipeline):
 
         # 2. initial noise and timesteps
         shape = (len(labels), cfg.in_channels, cfg.sample_size, cfg.sample_size)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        latents = latents * self.scheduler.init_noise_sigma
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self._num_timesteps = len(self.scheduler.timesteps)
         step_parameters = inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if "generator" in step_parameters else {}
         if "use_clipped_model_output" in step_parameters:  # DDIM: eps re-derived from the clipped x0 (official)
@@ -216,7 +260,9 @@ class SPMDiffusionPipeline(DiffusionPipeline):
 
         # 3. denoising loop (sampling never uses dropout, also when called on a unet being trained)
         with eval_mode(self.unet):
-            for t in self.progress_bar(self.scheduler.timesteps):
+            for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+                if self.interrupt:
+                    break
                 model_input = torch.cat([latents, latents]) if guided else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 if readout is not None and cfg.memory_encoding == "paper":  # memory encoded at this step's t
@@ -226,10 +272,13 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                     eps_cond, eps_uncond = eps.chunk(2)
                     eps = (1 + guidance_scale) * eps_cond - guidance_scale * eps_uncond
                 latents = self.scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents} if "latents" in callback_on_step_end_tensor_inputs else {}
+                    latents = callback_on_step_end(self, i, t, tensors).get("latents", latents)
 
         # 4. post-processing
-        images = from_model_range(latents)
-        if output_type != "pt":
+        images = latents if output_type == "latent" else from_model_range(latents)
+        if output_type in ("np", "pil"):
             images = images.cpu().permute(0, 2, 3, 1).float().numpy()
             if output_type == "pil":
                 images = self.numpy_to_pil(images)

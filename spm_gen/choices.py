@@ -20,7 +20,7 @@ MemorySelection = Literal["random", "nearest"]
 """Seeded items of the sample's class, or the items nearest a reference image (image variations)."""
 UnconditionalMemory = Literal["all", "class"]
 """What guidance's unconditional branch reads: every item the batch selected, or its own class's memory."""
-OutputType = Literal["pil", "np", "pt"]
+OutputType = Literal["pil", "np", "pt", "latent"]
 ClassifierHead = Literal["prototype", "neighbors", "linear"]
 TwinMethod = Literal["random_label", "gradient_ascent"]
 """Parametric unlearning of the twin: SalUn's random-label fine-tuning, or gradient ascent."""

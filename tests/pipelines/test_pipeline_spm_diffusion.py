@@ -241,3 +241,40 @@ def test_reference_images_as_a_list_of_tensors():
     references = [pipe.memory_bank.get_images(["5"])[0], pipe.memory_bank.get_images(["2"])[0]]
     args = dict(memory_selection="nearest", memory_size=1, num_inference_steps=1, output_type="pt")
     assert pipe(reference_images=references, **args).memory_ids == [["5"], ["2"]]
+
+
+def test_diffusers_call_conventions():
+    pipe = tiny_pipeline()
+    args = dict(class_labels=[0, 2], num_inference_steps=2, memory_size=3)
+    seen = []
+
+    def callback(p, i, t, tensors):
+        seen.append((i, int(t), p.num_timesteps, p.do_classifier_free_guidance, p.guidance_scale))
+        return {"latents": tensors["latents"] * 0} if i == 0 else tensors
+
+    zeroed = pipe(**args, callback_on_step_end=callback, output_type="latent").images
+    assert [s[0] for s in seen] == [0, 1] and seen[0][2:] == (2, True, 0.3) and zeroed.shape == (2, 1, 8, 8)
+    # user latents replace the generator's noise; "latent" output is the model-space result before clamping
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    seeded = dict(args, generator=torch.Generator().manual_seed(1))  # the generator then picks memory only
+    from_latents = pipe(**seeded, latents=noise, output_type="latent").images
+    seeded["generator"] = torch.Generator().manual_seed(1)
+    assert torch.equal(from_latents, pipe(**seeded, latents=noise.clone(), output_type="latent").images)
+    seeded["generator"] = torch.Generator().manual_seed(1)
+    pt = pipe(**seeded, latents=noise, output_type="pt").images
+    torch.testing.assert_close(pt, (from_latents / 2 + 0.5).clamp(0, 1))
+    # samples per class label; a batch size that contradicts the labels is an error
+    out = pipe(**args, num_images_per_prompt=3, output_type="pt")
+    assert out.images.shape[0] == 6 and [len(ids) for ids in out.memory_ids] == [3] * 6
+    with pytest.raises(ValueError, match="batch_size=5 with 2 class_labels"):
+        pipe(**args, batch_size=5)
+    with pytest.raises(ValueError, match=r"latents must have shape \(2, 1, 8, 8\)"):
+        pipe(**args, latents=torch.randn(3, 1, 8, 8))
+
+    def stop(p, i, t, tensors):
+        p._interrupt = True
+        return tensors
+
+    seen.clear()
+    pipe(**args, callback_on_step_end=lambda p, i, t, x: seen.append(i) or stop(p, i, t, x))
+    assert seen == [0]  # interrupted after the first step
