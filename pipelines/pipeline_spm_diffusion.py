@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from spm_gen.choices import EmptyMemory, MemorySelection, OutputType, UnconditionalMemory, check_choice
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.memory.feature_cache import MemoryFeatureCache
-from spm_gen.memory.readout import class_readout, nearest_readout
+from spm_gen.memory.readout import class_readout, nearest_readout, per_sample_readout
 from spm_gen.models.unet_spm import SPMUNet2DModel
 from spm_gen.utils.images import from_model_range
 from spm_gen.utils.modes import eval_mode
@@ -229,12 +229,13 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             labels = labels.repeat_interleave(num_images_per_prompt)
         readout, tokens = None, None
         if self.unet.uses_memory:
-            selection_generator = generator[0] if isinstance(generator, list) else generator
             unconditional = unconditional_memory if guided else None
-            if memory_selection == "random":
-                readout = class_readout(
-                    self.memory_bank, labels, memory_size, selection_generator, empty_memory, unconditional
+            if memory_selection == "random" and isinstance(generator, list):  # sample i: generator i alone
+                readout = per_sample_readout(
+                    self.memory_bank, labels, memory_size, generator, empty_memory, unconditional
                 )
+            elif memory_selection == "random":
+                readout = class_readout(self.memory_bank, labels, memory_size, generator, empty_memory, unconditional)
             else:
                 references = self._reference_images(reference_images).repeat_interleave(num_images_per_prompt, 0)
                 readout, labels = nearest_readout(self.memory_bank, references, labels, memory_size, unconditional)

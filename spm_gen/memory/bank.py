@@ -222,11 +222,13 @@ class MemoryBank(ModelMixin, ConfigMixin):
         bar = (lambda it: tqdm(it, desc="embedding memory")) if show_progress else None
         self.set_embeddings(search.encode_rows(self._store, encoder, batch_size, bar), encoder.describe())
 
-    def select(self, label: int | None, k: int | None = None, generator: torch.Generator | None = None) -> list[str]:
+    def select(
+        self, label: int | None, k: int | None = None, generator: torch.Generator | None = None, seed: int | None = None
+    ) -> list[str]:
         """The ids of the `k` items of class `label` (all items when None) that a query reads, in rank order
-        (every candidate when k is None); see `spm_gen.memory.selection`. A class with no items is an error here:
-        what it reads instead is decided by the readout (`spm_gen.memory.readout`)."""
-        return select_ids(self._store, label, k, seed_from_generator(generator))
+        (all when k is None), seeded by `seed` or one draw from `generator` (`spm_gen.memory.selection`). A class
+        with no items is an error here: what it reads instead is decided by the readout (`memory.readout`)."""
+        return select_ids(self._store, label, k, seed if seed is not None else seed_from_generator(generator))
 
     def nearest(self, embeddings: torch.Tensor, k: int, label: int | None = None) -> search.NearestResult:
         """Exact k nearest stored embeddings (Euclidean) of each query `(Q, D)`, optionally among one label."""

@@ -163,6 +163,39 @@ def class_readout(
     return MemoryReadout.from_id_groups(groups, _unconditional_keys(keys, unconditional), read)
 
 
+def per_sample_readout(
+    bank,
+    labels: torch.Tensor,
+    memory_size: int | None,
+    generators: list[torch.Generator],
+    empty_memory: EmptyMemory = "all",
+    unconditional: UnconditionalMemory | None = None,
+) -> MemoryReadout:
+    """Sample i reads `memory_size` items of its class chosen with a seed derived from `generators[i]` (its
+    initial seed; the generator itself is not advanced), so a sample depends on its own generator and class
+    only, never on the rest of the batch (diffusers' convention for a list of generators). A class with no
+    memory reads, by `empty_memory`, its own seeded pick among all items, or raises. With guidance, the
+    unconditional branch reads the sample's own items (`"class"`) or every item the batch selected (`"all"`)."""
+    check_choice("empty_memory", empty_memory, EmptyMemory)
+    if len(generators) != len(labels):
+        raise ValueError(f"got {len(generators)} generators for {len(labels)} samples")
+    counts = bank.class_counts()
+    empty = sorted({c for c in labels.tolist() if c not in counts})
+    if empty and empty_memory == "error":
+        raise ValueError(f"no memory items for labels {empty} (empty_memory='error')")
+    read = [
+        bank.select(c if c in counts else None, memory_size, seed=derived_seed(g))
+        for c, g in zip(labels.tolist(), generators)
+    ]
+    return MemoryReadout.from_id_groups(read, _unconditional_keys(torch.arange(len(read)), unconditional), read)
+
+
+def derived_seed(generator: torch.Generator) -> int:
+    """A 63-bit seed for memory selection derived from `generator`'s initial seed (splitmix64's golden ratio
+    step), leaving the generator's own stream to the noise."""
+    return (generator.initial_seed() * 0x9E3779B97F4A7C15 + 0x5EED) % (2**63 - 1)
+
+
 def nearest_readout(
     bank,
     references: torch.Tensor,

@@ -278,3 +278,19 @@ def test_diffusers_call_conventions():
     seen.clear()
     pipe(**args, callback_on_step_end=lambda p, i, t, x: seen.append(i) or stop(p, i, t, x))
     assert seen == [0]  # interrupted after the first step
+
+
+def test_with_a_list_of_generators_a_sample_does_not_depend_on_the_rest_of_the_batch():
+    pipe = tiny_pipeline()
+
+    def run(labels, seeds):
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return pipe(class_labels=labels, generator=generators, memory_size=3, num_inference_steps=2, output_type="pt")
+
+    alone = run([0], [7])
+    mixed = run([2, 0, 1, 3], [5, 7, 6, 9])
+    torch.testing.assert_close(mixed.images[1], alone.images[0], atol=1e-5, rtol=1e-5)
+    assert mixed.memory_ids[1] == alone.memory_ids[0]
+    assert run([0], [8]).memory_ids[0] != alone.memory_ids[0] or not torch.equal(run([0], [8]).images, alone.images)
+    with pytest.raises(ValueError, match="got 2 generators for 3 samples"):
+        run([0, 1, 2], [1, 2])
