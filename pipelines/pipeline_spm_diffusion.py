@@ -21,6 +21,7 @@ from spm_gen.memory.readout import class_readout, nearest_readout, per_sample_re
 from spm_gen.models.unet_spm import SPMUNet2DModel
 from spm_gen.utils.images import from_model_range
 from spm_gen.utils.modes import eval_mode
+from spm_gen.utils.progress import bar_settings
 
 
 def _is_integer(value: object) -> bool:
@@ -54,6 +55,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, memory_bank=memory_bank)
         self.memory_cache = MemoryFeatureCache()
+        self.set_progress_bar_config(**bar_settings())  # one line per 30 s when stderr is not a terminal
 
     @property
     def guidance_scale(self) -> float:

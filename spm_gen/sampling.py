@@ -7,10 +7,10 @@ import re
 
 import torch
 from accelerate import PartialState
-from tqdm.auto import tqdm
 
 from .metrics.fid import save_png
 from .utils.images import to_unit_range
+from .utils.progress import progress
 
 NAME = re.compile(r"^\d{6}_class(\d+)\.png$")
 
@@ -45,7 +45,7 @@ def sample_to_folder(
     written = []
     with state.split_between_processes(indices) as mine:
         batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
-        for batch in tqdm(batches, desc="sampling", disable=not state.is_local_main_process):
+        for batch in progress(batches, "sampling", disable=not state.is_local_main_process):
             images = pipe(
                 class_labels=[class_labels[i] for i in batch],
                 generator=torch.Generator(pipe.unet.device).manual_seed(seed * 1_000_003 + batch[0]),

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from tqdm.auto import tqdm
 
 from ..utils.images import to_unit_range
+from ..utils.progress import progress
 from . import items, storage
 from . import nearest as search
 from .changes import BankChange, ChangeLog
@@ -219,7 +219,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
     ) -> None:
         """Embeds every item with `encoder` (default: `PixelEncoder()`) and stores the result."""
         encoder = encoder if encoder is not None else PixelEncoder()
-        bar = (lambda it: tqdm(it, desc="embedding memory")) if show_progress else None
+        bar = (lambda it: progress(it, "embedding memory")) if show_progress else None
         self.set_embeddings(search.encode_rows(self._store, encoder, batch_size, bar), encoder.describe())
 
     def select(

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-from tqdm.auto import tqdm
 
+from ..utils.progress import progress
 from ..utils.weights_key import weights_key
 from .changes import ContentKey
 
@@ -123,7 +123,7 @@ class MemoryFeatureCache:
         order = sorted(range(len(ids)), key=lambda i: keys[i])
         device = next(model.parameters()).device
         size, outputs = self.batch_size, []
-        for start in tqdm(range(0, len(order), size), desc="encoding memory", disable=not self.show_progress):
+        for start in progress(range(0, len(order), size), "encoding memory", disable=not self.show_progress):
             chunk = order[start : start + size]
             images = bank.get_images([ids[i] for i in chunk]).to(device)
             labels = torch.tensor([keys[i][1] for i in chunk], device=device)

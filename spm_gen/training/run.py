@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset
+from ..utils.progress import progress
 from .config import RunConfig
 from .data import load_training_dataset
 from .logs import append_loss, plot_losses, truncate_losses
@@ -90,13 +91,8 @@ class TrainingRun:
             elif os.path.exists(self.loss_log):
                 os.remove(self.loss_log)
         total = self.config.max_train_steps
-        return tqdm(
-            range(start_step, total),
-            initial=start_step,
-            total=total,
-            desc="training",
-            disable=not self.accelerator.is_local_main_process,
-        )
+        steps = range(start_step, total)
+        return progress(steps, "training", not self.accelerator.is_local_main_process, initial=start_step, total=total)
 
     def generators(self, step: int) -> tuple[torch.Generator, torch.Generator]:
         """The step's random streams on the CPU (batch drawing) and on the device (noise)."""
