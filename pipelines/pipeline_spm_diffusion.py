@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ from spm_gen.memory.bank import MemoryBank
 from spm_gen.memory.feature_cache import MemoryFeatureCache
 from spm_gen.memory.readout import class_readout, nearest_readout, per_sample_readout
 from spm_gen.models.unet_spm import SPMUNet2DModel
+from spm_gen.utils.atomic import atomic_write
 from spm_gen.utils.images import from_model_range
 from spm_gen.utils.modes import eval_mode
 from spm_gen.utils.progress import bar_settings
@@ -56,6 +59,15 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler, memory_bank=memory_bank)
         self.memory_cache = MemoryFeatureCache()
         self.set_progress_bar_config(**bar_settings())  # one line per 30 s when stderr is not a terminal
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """`DiffusionPipeline.save_pretrained`, plus this file as `pipeline.py`, so that diffusers' generic loader
+        opens the folder as a community pipeline does:
+        `DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)`."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            target = os.path.join(os.fspath(save_directory), "pipeline.py")
+            atomic_write(target, lambda tmp: shutil.copyfile(os.path.abspath(__file__), tmp))
 
     @property
     def guidance_scale(self) -> float:

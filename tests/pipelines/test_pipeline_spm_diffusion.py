@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from tests.conftest import make_images
@@ -41,7 +41,7 @@ def test_save_and_load_give_identical_images(pipe, tmp_path):
     pipe.memory_bank.remove(ids=["0"])
     before = sample(pipe)
     pipe.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["memory_bank", "model_index.json", "scheduler", "unet"]
+    assert sorted(os.listdir(tmp_path)) == ["memory_bank", "model_index.json", "pipeline.py", "scheduler", "unet"]
     index = json.load(open(tmp_path / "model_index.json"))
     assert index["unet"] == ["spm_gen.models.unet_spm", "SPMUNet2DModel"]
     assert index["memory_bank"] == ["spm_gen.memory.bank", "MemoryBank"]
@@ -49,6 +49,10 @@ def test_save_and_load_give_identical_images(pipe, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert loaded.memory_bank.ids == pipe.memory_bank.ids and len(loaded.memory_bank.receipts) == 1
     assert torch.equal(sample(loaded), before)
+    # diffusers' generic loader, as for a community pipeline (the folder carries pipeline.py)
+    generic = DiffusionPipeline.from_pretrained(tmp_path, custom_pipeline=str(tmp_path), trust_remote_code=True)
+    generic.set_progress_bar_config(disable=True)
+    assert type(generic).__name__ == "SPMDiffusionPipeline" and torch.equal(sample(generic), before)
 
 
 def _never_held(removed_ids=(), removed_class=None) -> MemoryBank:
