@@ -16,6 +16,7 @@ the previous save or the new one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -109,9 +110,49 @@ def write_bank(directory: str, config: dict, tensors: dict[str, torch.Tensor], r
         _num_items=len(record.ids),
         _version=record.version,
         _embedding_info=record.embedding_info,
+        _items_digest=items_digest(record.ids, tensors["labels"]),
     )
     atomic_write_text(os.path.join(directory, CONFIG_NAME), json.dumps(commit, indent=2, sort_keys=True) + "\n")
     _remove_unreferenced(directory, keep={data_file, items_file, receipts_file})
+
+
+def items_digest(ids: list[str], labels: torch.Tensor) -> str:
+    """sha256 over the ids and labels of the rows, so a flipped label or a renamed id is caught on load."""
+    digest = hashlib.sha256(json.dumps(ids).encode("utf-8"))
+    digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _corrupted(directory: str, problem: str) -> ValueError:
+    return ValueError(f"Corrupted memory bank at '{directory}': {problem}")
+
+
+def _check_commit(directory: str, config: object) -> None:
+    """The commit record's fields have the types a save writes; file names stay inside the folder."""
+    if not isinstance(config, dict):
+        raise _corrupted(directory, f"{CONFIG_NAME} is not an object")
+    for key in ("_data_file", "_items_file", "_receipts_file"):
+        name = config.get(key)
+        if not isinstance(name, str) or not _OWN_DATA.match(name):
+            raise _corrupted(directory, f"{CONFIG_NAME} field {key}={name!r} is not a data file of this folder")
+    if isinstance(config.get("_num_items"), bool) or not isinstance(config.get("_num_items"), int):
+        raise _corrupted(directory, f"{CONFIG_NAME} field _num_items={config.get('_num_items')!r} is not an integer")
+    if not isinstance(config.get("_version"), str):
+        raise _corrupted(directory, f"{CONFIG_NAME} field _version={config.get('_version')!r} is not a string")
+
+
+def _check_items(directory: str, ids: object, hashes: object, labels: torch.Tensor, digest: object) -> None:
+    """Ids are unique strings, hashes strings, labels a 1-D int64 column of non-negative values, and (for saves
+    that record it) the ids and labels match their digest."""
+    if not isinstance(ids, list) or any(not isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        raise _corrupted(directory, "the ids are not unique strings")
+    if not isinstance(hashes, list) or any(not isinstance(h, str) for h in hashes):
+        raise _corrupted(directory, "the content hashes are not strings")
+    if labels.dtype != torch.int64 or labels.ndim != 1 or (labels.numel() and int(labels.min()) < 0):
+        found = f"{labels.dtype} {tuple(labels.shape)}"
+        raise _corrupted(directory, f"labels must be a 1-D int64 column of non-negative values, got {found}")
+    if digest is not None and digest != items_digest(ids, labels):
+        raise _corrupted(directory, "the ids or labels do not match the digest of the save (changed after saving)")
 
 
 def _remove_unreferenced(directory: str, keep: set[str]) -> None:
@@ -135,11 +176,11 @@ def read_bank(directory: str, verify: bool = True) -> StoredBank:
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
-        data_file, items_file = config["_data_file"], config["_items_file"]
-        receipts_file, num_items = config["_receipts_file"], int(config["_num_items"])
-        version = str(config["_version"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"Corrupted memory bank at '{directory}': unreadable {CONFIG_NAME} ({e!r})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _corrupted(directory, f"unreadable {CONFIG_NAME} ({e})") from e
+    _check_commit(directory, config)
+    data_file, items_file = config["_data_file"], config["_items_file"]
+    receipts_file, num_items, version = config["_receipts_file"], config["_num_items"], config["_version"]
 
     data_path = os.path.join(directory, data_file)
     try:
@@ -149,8 +190,8 @@ def read_bank(directory: str, verify: bool = True) -> StoredBank:
     try:
         with open(os.path.join(directory, items_file), encoding="utf-8") as f:
             items = json.load(f)
-        ids, hashes = list(items["ids"]), list(items["hashes"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        ids, hashes = items["ids"], items["hashes"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise ValueError(f"Corrupted memory bank at '{directory}': cannot read {items_file} ({e!r})") from e
 
     receipts = _read_receipts(directory, receipts_file)
@@ -166,6 +207,7 @@ def read_bank(directory: str, verify: bool = True) -> StoredBank:
         raise ValueError(
             f"Corrupted memory bank at '{directory}': the commit records {num_items} items but found {counts}"
         )
+    _check_items(directory, ids, hashes, tensors["labels"], config.get("_items_digest"))
     if tensors["images"].dtype != torch.uint8:
         raise ValueError(f"Corrupted memory bank at '{directory}': images are {tensors['images'].dtype}, not uint8")
     if verify:
@@ -179,6 +221,9 @@ def read_bank(directory: str, verify: bool = True) -> StoredBank:
 def _read_receipts(directory: str, receipts_file: str) -> list[dict]:
     try:
         with open(os.path.join(directory, receipts_file), encoding="utf-8") as f:
-            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"Corrupted memory bank at '{directory}': cannot read {receipts_file} ({e!r})") from e
+            receipts = [json.loads(line) for line in f.read().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _corrupted(directory, f"cannot read {receipts_file} ({e!r})") from e
+    if any(not isinstance(r, dict) or not isinstance(r.get("removed_ids"), list) for r in receipts):
+        raise _corrupted(directory, f"{receipts_file} has a line that is not a removal receipt")
+    return receipts

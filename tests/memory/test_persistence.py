@@ -76,6 +76,21 @@ def test_receipt_log_has_ids_and_hashes_only(tiny_bank, tmp_path):
     }
 
 
+def _edit_config(path, **fields):
+    config = json.load(open(os.path.join(path, "config.json")))
+    open(os.path.join(path, "config.json"), "w").write(json.dumps({**config, **fields}))
+
+
+def _edit_items(path, **fields):
+    items = json.load(open(_committed_file(path, "_items_file")))
+    open(_committed_file(path, "_items_file"), "w").write(json.dumps({**items, **fields}))
+
+
+def _edit_labels(path, change):
+    tensors = load_file(_committed_file(path, "_data_file"))
+    save_file({**tensors, "labels": change(tensors["labels"])}, _committed_file(path, "_data_file"))
+
+
 def _committed_file(path, key):
     return os.path.join(path, json.load(open(os.path.join(path, "config.json")))[key])
 
@@ -88,6 +103,15 @@ def _committed_file(path, key):
         (lambda p: open(_committed_file(p, "_data_file"), "wb").write(b"\x00" * 10), "cannot read bank-"),
         (lambda p: os.remove(_committed_file(p, "_items_file")), "cannot read items-"),
         (lambda p: open(_committed_file(p, "_receipts_file"), "w").write("{bad"), "cannot read receipts-"),
+        (lambda p: open(_committed_file(p, "_receipts_file"), "w").write("[1, 2]\n"), "not a removal receipt"),
+        (lambda p: _edit_config(p, _data_file="../elsewhere.safetensors"), "is not a data file of this folder"),
+        (lambda p: _edit_config(p, _data_file=7), "_data_file=7 is not a data file"),
+        (lambda p: _edit_config(p, _num_items=None), "_num_items=None is not an integer"),
+        (lambda p: _edit_items(p, ids=list(range(11))), "the ids are not unique strings"),
+        (lambda p: _edit_items(p, ids=["1"] * 11), "the ids are not unique strings"),
+        (lambda p: _edit_labels(p, lambda labels: labels ^ 1), "do not match the digest"),
+        (lambda p: _edit_labels(p, lambda labels: labels.float()), "1-D int64 column"),
+        (lambda p: _edit_labels(p, lambda labels: labels[:, None]), "1-D int64 column"),
     ],
 )
 def test_corrupted_folder_gives_a_clear_error(tiny_bank, tmp_path, damage, match):
