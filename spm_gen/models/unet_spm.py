@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import AttentionMixin
+from diffusers.models.attention_processor import AttnProcessor
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
@@ -35,7 +37,7 @@ from ..utils.images import to_model_range
 from .fusion import MemoryFusion
 
 
-class SPMUNet2DModel(ModelMixin, ConfigMixin):
+class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
     """Class-conditional UNet with a memory-fusion middle block.
 
     Args:
@@ -195,6 +197,12 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
         return F.adaptive_avg_pool2d(h, pool).flatten(2).transpose(1, 2)  # (B, pool*pool, C)
 
     # ------------------------------------------------------------------ public API
+
+    def set_default_attn_processor(self) -> None:
+        """diffusers' default processor for the self-attention of the down/up levels (and the twin's middle).
+        Processors (`attn_processors`, `set_attn_processor`, from `AttentionMixin`) apply to those layers; the
+        memory fusion is not a diffusers attention layer and keeps its own kernels (`compile_fusion`)."""
+        self.set_attn_processor(AttnProcessor())
 
     def compile_fusion(self, **compile_kwargs) -> None:
         """Fuses the additive score into one `torch.compile`d kernel (see `MemoryFusion.compile_scores`).

@@ -97,3 +97,23 @@ def test_bad_config():
         build_unet(TINY, memory_encoding="noisy")
     with pytest.raises(ValueError, match="smaller than fusion_pool_size=8"):
         build_unet(TINY, fusion_pool_size=8)
+
+
+@pytest.mark.parametrize("fusion_type", ["additive", "none"])
+def test_attention_processors_can_be_listed_and_swapped(fusion_type):
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    unet = tiny_unet(fusion_type=fusion_type).eval()
+    assert unet.attn_processors and all(isinstance(p, AttnProcessor2_0) for p in unet.attn_processors.values())
+    x, labels = torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
+    kwargs = {}
+    if fusion_type != "none":
+        images, mem_labels = tiny_memory(8)
+        kwargs = dict(
+            memory_tokens=unet.encode_memory(images, mem_labels), readout=MemoryReadout.from_labels(labels, mem_labels)
+        )
+    with torch.no_grad():
+        before = unet(x, 3, labels, **kwargs).sample
+        unet.set_default_attn_processor()
+        assert all(isinstance(p, AttnProcessor) for p in unet.attn_processors.values())
+        torch.testing.assert_close(unet(x, 3, labels, **kwargs).sample, before, atol=1e-5, rtol=1e-5)
