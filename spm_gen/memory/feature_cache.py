@@ -65,6 +65,11 @@ class MemoryFeatureCache:
     def __len__(self) -> int:
         return len(self._features)
 
+    @property
+    def version(self) -> str | None:
+        """The bank version the cache last followed (None before the first sync)."""
+        return self._version
+
     def clear(self) -> None:
         self._features.clear()
         self._weights = self._version = None

@@ -129,3 +129,18 @@ def test_bad_input():
         tiny_bank().remove(ids=["nope"])
     with pytest.raises(ValueError, match="head must be one of"):
         tiny_classifier("knn")
+
+
+def test_prototypes_follow_the_bank_when_another_reader_synced_the_cache_first():
+    model, bank = tiny_classifier(), tiny_bank()
+    queries = make_images(6, seed=11)
+    model.predict(queries, bank)
+    bank.remove(ids=["1", "6", "7"])
+    model.memory_cache.features(bank, bank.ids[:2], model)  # the shared cache follows the removal first
+    keep = [i for i in range(24) if str(i) not in ("1", "6", "7")]
+    never = MemoryBank.from_images(
+        make_images(24, seed=3)[keep], (torch.arange(24) % 4)[keep], ids=[str(i) for i in keep]
+    )
+    torch.testing.assert_close(
+        model.predict(queries, bank), tiny_classifier().predict(queries, never), atol=1e-6, rtol=1e-5
+    )
