@@ -130,6 +130,19 @@ def _unconditional_keys(keys: torch.Tensor, unconditional: UnconditionalMemory |
     return torch.cat([keys, keys if unconditional == "class" else torch.full_like(keys, -1)])
 
 
+def classes_with_memory(bank, labels: torch.Tensor, empty_memory: EmptyMemory) -> dict[int, int]:
+    """The bank's class counts, after deciding what the batch's classes with no memory at all do: with
+    `"error"` they raise, with `"all"` they are logged as reading all memory."""
+    check_choice("empty_memory", empty_memory, EmptyMemory)
+    counts = bank.class_counts()
+    empty = sorted({c for c in labels.tolist() if c not in counts})
+    if empty and empty_memory == "error":
+        raise ValueError(f"no memory items for labels {empty} (empty_memory='error')")
+    if empty:
+        logger.warning("no memory items with labels %s: their samples read all memory (empty_memory='all')", empty)
+    return counts
+
+
 def class_readout(
     bank,
     labels: torch.Tensor,
@@ -145,14 +158,8 @@ def class_readout(
     all items added to them), or raises. With guidance (`unconditional` given), the unconditional branch
     reads its own class's memory (`"class"`) or every item the batch selected (`"all"`).
     """
-    check_choice("empty_memory", empty_memory, EmptyMemory)
-    counts = bank.class_counts()
+    counts = classes_with_memory(bank, labels, empty_memory)
     classes = sorted(set(labels.tolist()))
-    empty = [c for c in classes if c not in counts]
-    if empty and empty_memory == "error":
-        raise ValueError(f"no memory items for labels {empty} (empty_memory='error')")
-    if empty:
-        logger.warning("no memory items with labels %s: their samples read all memory (empty_memory='all')", empty)
     chosen = {c: bank.select(c if c in counts else None, memory_size, generator=generator) for c in classes}
     own = [c for c in classes if c in counts]  # one group per class with memory; the others read everything
     group_of = {c: g for g, c in enumerate(own)}
@@ -176,13 +183,9 @@ def per_sample_readout(
     only, never on the rest of the batch (diffusers' convention for a list of generators). A class with no
     memory reads, by `empty_memory`, its own seeded pick among all items, or raises. With guidance, the
     unconditional branch reads the sample's own items (`"class"`) or every item the batch selected (`"all"`)."""
-    check_choice("empty_memory", empty_memory, EmptyMemory)
     if len(generators) != len(labels):
         raise ValueError(f"got {len(generators)} generators for {len(labels)} samples")
-    counts = bank.class_counts()
-    empty = sorted({c for c in labels.tolist() if c not in counts})
-    if empty and empty_memory == "error":
-        raise ValueError(f"no memory items for labels {empty} (empty_memory='error')")
+    counts = classes_with_memory(bank, labels, empty_memory)
     read = [
         bank.select(c if c in counts else None, memory_size, seed=derived_seed(g))
         for c, g in zip(labels.tolist(), generators)
