@@ -46,14 +46,6 @@ class DeletionRequest:
             raise ValueError(f"--threshold must be an RMS pixel distance in [0, 1], got {self.threshold}")
 
 
-def check_output_outside(source: str, output: str) -> None:
-    """Raises ValueError when `output` is `source` or lies inside it (real paths): a copy nested in the
-    input would keep data that later removals in the input never erase."""
-    source_real, output_real = os.path.realpath(source), os.path.realpath(output)
-    if output_real == source_real or output_real.startswith(source_real + os.sep):
-        raise ValueError(f"--output '{output}' is inside the input folder '{source}'; choose a folder outside it")
-
-
 @dataclass
 class DeletionOutcome:
     receipt: RemovalReceipt | None  # None for a dry run
@@ -127,9 +119,7 @@ def delete_from_folder(
     request.check()
     source = SavedFolder(folder).require_bank()
     if output is not None:
-        check_output_outside(folder, output)
-    if output is not None and os.path.exists(output):
-        raise ValueError(f"--output '{output}' exists already; choose a new folder")
+        source.check_copy_target(output)  # before any work; commit_copy checks again under the lock
     with source.locked(wait):
         return _delete(source, request, dry_run, output, start)
 

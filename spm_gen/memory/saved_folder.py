@@ -28,6 +28,14 @@ class FolderBusyError(ValueError):
     """Another process held the folder's lock for longer than we were willing to wait."""
 
 
+def check_output_outside(source: str, output: str) -> None:
+    """Raises ValueError when `output` is `source` or lies inside it (real paths): a copy nested in the
+    input would keep data that later removals in the input never erase."""
+    source_real, output_real = os.path.realpath(source), os.path.realpath(output)
+    if output_real == source_real or output_real.startswith(source_real + os.sep):
+        raise ValueError(f"--output '{output}' is inside the input folder '{source}'; choose a folder outside it")
+
+
 @dataclass(frozen=True)
 class SavedFolder:
     """A folder written by `SPMDiffusionPipeline.save_pretrained` or `save_classifier`."""
@@ -84,8 +92,7 @@ class SavedFolder:
     def commit_copy(self, bank: MemoryBank, output: str) -> SavedFolder:
         """A new folder `output`: this folder's files with `bank` as its memory. Built in a staging folder
         beside `output` and renamed into place when complete, so `output` is either absent or whole."""
-        if os.path.exists(output):
-            raise ValueError(f"--output '{output}' exists already; choose a new folder")
+        self.check_copy_target(output)
         staging = os.path.join(
             os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.{uuid.uuid4().hex[:8]}.tmp"
         )
@@ -97,6 +104,12 @@ class SavedFolder:
             if os.path.exists(staging):
                 shutil.rmtree(staging)
         return SavedFolder(output, self.bank_name)
+
+    def check_copy_target(self, output: str) -> None:
+        """Raises ValueError unless `output` is a new folder outside this one."""
+        check_output_outside(self.path, output)
+        if os.path.exists(output):
+            raise ValueError(f"--output '{output}' exists already; choose a new folder")
 
     def write_receipt(self, receipt: RemovalReceipt) -> str:
         """Writes `receipt` as json to `<folder>/receipts/` (atomically) and returns its path."""

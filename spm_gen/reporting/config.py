@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from ..choices import EmptyMemory, check_choice
-from ..memory.deletion import check_output_outside
+from ..memory.saved_folder import check_output_outside
 from ..unlearning.twin import TwinUnlearning
 from ..utils.validation import check_values
 
