@@ -112,9 +112,13 @@ class RunConfig:
             "log_every": self.log_every > 0,
         }
 
+    def hints(self) -> dict[str, str]:
+        """Key -> text appended to its error message; subclasses add their own."""
+        return DATA_HINTS
+
     def validate(self) -> None:
         """Raises ValueError naming the first bad key (before any training starts)."""
-        check_values(self, self.checks(), DATA_HINTS)
+        check_values(self, self.checks(), self.hints())
         check_model(self.model_class, self.model)
 
     def to_json(self) -> str:
@@ -174,10 +178,9 @@ class TrainConfig(RunConfig):
             "log_with": self.log_with is None or tracker_installed(self.log_with),
         }
 
-    def validate(self) -> None:
+    def hints(self) -> dict[str, str]:
         hint = f" (one of {sorted(TRACKER_PACKAGES)}, with its package installed: pip install {self.log_with})"
-        check_values(self, self.checks(), {**DATA_HINTS, "log_with": hint})
-        check_model(self.model_class, self.model)
+        return {**super().hints(), "log_with": hint}
 
 
 @dataclass
