@@ -10,10 +10,13 @@ same budget, samples each at several guidance scales w and memory sizes, and mea
     python benchmarks/quality_parity.py                      # 4,000 steps per model, 2,000 samples per setting
     python benchmarks/quality_parity.py --reuse runs/parity  # models already trained there (<name>/pipeline)
     python benchmarks/quality_parity.py --tiny               # the same code paths at test size, in seconds
+    python benchmarks/quality_parity.py --reuse runs/parity --resume  # go on where an interrupted run stopped
 
 Writes `--json` (default benchmarks/quality_parity_cpu.json): a list of records
 `{"model", "guidance_scale", "memory_size", "fid", "class_consistency", "seconds", ...}`, "twin" in the
-twin's model name. On a shared 2-core machine, run it with OMP_NUM_THREADS=1 (see RESULTS.md).
+twin's model name, rewritten after every setting. On a shared 2-core machine, run it with OMP_NUM_THREADS=1
+(see RESULTS.md); several processes with disjoint `--models` / `--guidance-scales` and their own `--json` split
+the grid (concatenate their lists).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--out", default="runs/quality_parity")
     parser.add_argument("--json", default="benchmarks/quality_parity_cpu.json")
+    parser.add_argument("--resume", action="store_true", help="keep the settings --json already holds")
     parser.add_argument("--tiny", action="store_true", help="configs/tiny.yaml, a few steps and samples")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -80,6 +84,32 @@ def judge_for(args: argparse.Namespace, image_size: int):
     return load_classifier(folder)
 
 
+def setting_key(record: dict) -> tuple:
+    return record["model"], record["guidance_scale"], record["memory_size"]
+
+
+def earlier_records(args: argparse.Namespace) -> list[dict]:
+    """With --resume, the records --json already holds (measured with the same samples and steps)."""
+    if not (args.resume and args.json and os.path.exists(args.json)):
+        return []
+    with open(args.json) as f:
+        records = json.load(f)
+    wrong = [r for r in records if (r["num_images"], r["inference_steps"]) != (args.num_images, args.inference_steps)]
+    if wrong:
+        raise ValueError(f"--resume: {args.json} holds settings measured with other --num-images or "
+                         f"--inference-steps: {setting_key(wrong[0])}")  # fmt: skip
+    return records
+
+
+def write_json(args: argparse.Namespace, records: list[dict]) -> None:
+    if not args.json:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json + ".tmp", "w") as f:
+        json.dump(records, f, indent=2)
+    os.replace(args.json + ".tmp", args.json)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     base = load_config(args.config)
@@ -87,12 +117,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     reference = save_images(to_unit_range(training.images), os.path.join(args.out, "reference"), prefix="train")
     judge, judge_bank = judge_for(args, base.image_size)
     labels = [i % 10 for i in range(args.num_images)]
-    records = []
+    records = earlier_records(args)
+    done = {setting_key(r) for r in records}
     for name in args.models:
         pipe = load_pipeline(pipeline_dir(args, name))
         sizes = [None] if not pipe.unet.uses_memory else [None if m == "none" else int(m) for m in args.memory_sizes]
         for w in args.guidance_scales:
             for memory_size in sizes:
+                if (name, w, memory_size) in done:
+                    continue
                 extra = {} if not pipe.unet.uses_memory else {"memory_size": memory_size}
                 folder = os.path.join(args.out, "samples", f"{name}_w{w}_m{memory_size}")
                 gen = sample_generations(name, pipe, labels, folder, seed=0, batch_size=args.batch_size,
@@ -105,14 +138,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "num_images": len(gen.images), "inference_steps": args.inference_steps,
                 }  # fmt: skip
                 records.append(record)
+                write_json(args, records)
                 print(json.dumps(record), flush=True)
     settings = {key: value for key, value in vars(args).items() if key != "json"}
     settings["machine"] = f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}"
     settings["date"] = time.strftime("%Y-%m-%d")
+    write_json(args, records)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=2)
         with open(os.path.splitext(args.json)[0] + "_settings.json", "w") as f:
             json.dump(settings, f, indent=2)
     return records

@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import shutil
 
 import pytest
 
@@ -22,3 +23,13 @@ def test_tiny_mode_writes_one_record_per_model_and_setting(tmp_path):
     assert all(r["num_images"] == 20 and r["fid"] >= 0 for r in records)
     settings_file = json.loads((tmp_path / "parity_settings.json").read_text())
     assert settings_file["tiny"] and "core" in settings_file["machine"]
+
+    # --resume keeps what the json holds: nothing is sampled again
+    shutil.rmtree(tmp_path / "run" / "samples")
+    again = _benchmark().main(["--tiny", "--reuse", str(tmp_path / "run"), "--out", str(tmp_path / "run"),
+                               "--json", str(out), "--resume"])  # fmt: skip
+    assert again == records and not (tmp_path / "run" / "samples").exists()
+    out.write_text(json.dumps([{**records[0], "inference_steps": 50}]))
+    with pytest.raises(ValueError, match="other --num-images"):
+        _benchmark().main(["--tiny", "--reuse", str(tmp_path / "run"), "--out", str(tmp_path / "run"),
+                           "--json", str(out), "--resume"])  # fmt: skip
