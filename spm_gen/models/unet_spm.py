@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import AttentionMixin
-from diffusers.models.attention_processor import AttnProcessor
+from diffusers.models.attention_processor import Attention, AttnProcessor
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
@@ -203,6 +203,22 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         Processors (`attn_processors`, `set_attn_processor`, from `AttentionMixin`) apply to those layers; the
         memory fusion is not a diffusers attention layer and keeps its own kernels (`compile_fusion`)."""
         self.set_attn_processor(AttnProcessor())
+
+    def set_attention_slice(self, slice_size: int | str | None) -> None:
+        """Sliced attention for the down/up levels' self-attention (`pipe.enable_attention_slicing`), as in
+        diffusers' UNets: `"auto"` computes each layer in two slices, `"max"` one slice at a time, an int that
+        many slices at once, None the default processor again. The memory fusion is not sliced."""
+        layers = [m for m in self.modules() if isinstance(m, Attention)]
+        for layer in layers:
+            if slice_size == "auto":
+                size = max(layer.sliceable_head_dim // 2, 1)
+            elif slice_size == "max":
+                size = 1
+            elif slice_size is None or (isinstance(slice_size, int) and not isinstance(slice_size, bool)):
+                size = slice_size
+            else:
+                raise ValueError(f"slice_size must be 'auto', 'max', an int or None, got {slice_size!r}")
+            layer.set_attention_slice(size)
 
     def compile_fusion(self, **compile_kwargs) -> None:
         """Fuses the additive score into one `torch.compile`d kernel (see `MemoryFusion.compile_scores`).
