@@ -7,21 +7,19 @@ bank in place or as a new folder, and writing a receipt.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import re
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..utils.atomic import atomic_write_text
+from ..utils.locks import LOCK_NAME, LockBusy, folder_lock, is_abandoned
 from .bank import MemoryBank
 from .receipts import RemovalReceipt
-
-LOCK_NAME = ".spm-gen.lock"
 
 
 class FolderBusyError(ValueError):
@@ -34,6 +32,18 @@ def check_output_outside(source: str, output: str) -> None:
     source_real, output_real = os.path.realpath(source), os.path.realpath(output)
     if output_real == source_real or output_real.startswith(source_real + os.sep):
         raise ValueError(f"--output '{output}' is inside the input folder '{source}'; choose a folder outside it")
+
+
+_STAGING = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # `commit_copy`'s staging folders
+
+
+def remove_abandoned_staging(parent: str) -> None:
+    """Deletes the staging folders in `parent` whose writer is gone (killed mid-copy): each holds a whole
+    memory, removed items included. A staging folder being built holds its lock and is left alone."""
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if _STAGING.match(name) and os.path.isdir(path) and is_abandoned(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -64,23 +74,18 @@ class SavedFolder:
         """Holds an exclusive lock on the folder (`flock` on `<folder>/.spm-gen.lock`) for a whole
         read-modify-commit, so that concurrent removals run one after the other instead of undoing each
         other. Waits up to `timeout` seconds for another holder, then raises `FolderBusyError`."""
-        with open(os.path.join(self.path, LOCK_NAME), "a") as lock:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise FolderBusyError(
-                            f"'{self.path}' is being changed by another process (its lock is held); waited "
-                            f"{timeout:g} s: try again when it has finished"
-                        ) from None
-                    time.sleep(0.05)
-            try:
-                yield self
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        lock = folder_lock(self.path, timeout)
+        try:
+            lock.__enter__()
+        except LockBusy:
+            raise FolderBusyError(
+                f"'{self.path}' is being changed by another process (its lock is held); waited "
+                f"{timeout:g} s: try again when it has finished"
+            ) from None
+        try:
+            yield self
+        finally:
+            lock.__exit__(None, None, None)
 
     def load_bank(self, verify: bool = True) -> MemoryBank:
         return MemoryBank.from_pretrained(self.require_bank().bank_dir, verify=verify)
@@ -91,15 +96,19 @@ class SavedFolder:
 
     def commit_copy(self, bank: MemoryBank, output: str) -> SavedFolder:
         """A new folder `output`: this folder's files with `bank` as its memory. Built in a staging folder
-        beside `output` and renamed into place when complete, so `output` is either absent or whole."""
+        beside `output` (locked while it is built) and renamed into place when complete, so `output` is
+        either absent or whole; staging folders that a killed run left beside it are deleted first."""
         self.check_copy_target(output)
-        staging = os.path.join(
-            os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.{uuid.uuid4().hex[:8]}.tmp"
-        )
+        parent, name = os.path.split(os.path.abspath(output))
+        remove_abandoned_staging(parent)
+        staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+        os.makedirs(staging)
         try:
-            shutil.copytree(self.path, staging, ignore=shutil.ignore_patterns(self.bank_name, LOCK_NAME))
-            SavedFolder(staging, self.bank_name).save_bank(bank)
-            os.replace(staging, output)
+            with folder_lock(staging, timeout=0):
+                ignore = shutil.ignore_patterns(self.bank_name, LOCK_NAME)
+                shutil.copytree(self.path, staging, ignore=ignore, dirs_exist_ok=True)
+                SavedFolder(staging, self.bank_name).save_bank(bank)
+                os.replace(staging, output)
         finally:
             if os.path.exists(staging):
                 shutil.rmtree(staging)

@@ -11,7 +11,10 @@ A save folder holds:
 
 A save writes new, uniquely named files, then commits `config.json`, and only then deletes the files the
 new commit does not name. A crash at any point leaves a folder whose `config.json` names complete files:
-the previous save or the new one.
+the previous save or the new one. Every file is written under a name the bank chose (the safetensors bytes
+too: safetensors' own writer would leave `.tmpXXXXXX` files nobody could recognise), and a save holds the
+folder's lock (`.spm-gen.lock`) throughout, so the next load or save that finds the lock free deletes what
+a killed save left: its temporary files and the previous commit's data files.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..utils.atomic import atomic_write, atomic_write_text, fsync_dir
+from ..utils.locks import LockBusy, folder_lock
 from .items import content_hashes, preview
 from .rows import RowStore
 
@@ -91,13 +96,30 @@ def load_bank(directory: str, verify: bool = True) -> LoadedBank:
 
 
 def write_bank(directory: str, config: dict, tensors: dict[str, torch.Tensor], record: BankRecord) -> None:
-    """Writes one save of a bank into `directory` (created if needed), atomically. See module docstring."""
+    """Writes one save of a bank into `directory` (created if needed), atomically, holding the folder's lock
+    (waits up to a minute for another save). See module docstring."""
     os.makedirs(directory, exist_ok=True)
+    try:
+        with folder_lock(directory, timeout=60.0):
+            _write_locked(directory, config, tensors, record)
+    except LockBusy:
+        raise ValueError(f"'{directory}' is being saved by another process; waited 60 s") from None
+
+
+def _write_bytes(data: bytes) -> Callable[[str], None]:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return write
+
+
+def _write_locked(directory: str, config: dict, tensors: dict[str, torch.Tensor], record: BankRecord) -> None:
     token = uuid.uuid4().hex[:12]
     data_file, items_file = f"bank-{token}.safetensors", f"items-{token}.json"
     receipts_file = f"receipts-{token}.jsonl"
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    atomic_write(os.path.join(directory, data_file), lambda tmp: save_file(tensors, tmp))
+    atomic_write(os.path.join(directory, data_file), _write_bytes(save(tensors)))
     atomic_write_text(os.path.join(directory, items_file), json.dumps({"ids": record.ids, "hashes": record.hashes}))
     atomic_write_text(
         os.path.join(directory, receipts_file), "".join(json.dumps(r, sort_keys=True) + "\n" for r in record.receipts)
@@ -155,14 +177,35 @@ def _check_items(directory: str, ids: object, hashes: object, labels: torch.Tens
         raise _corrupted(directory, "the ids or labels do not match the digest of the save (changed after saving)")
 
 
+def _leftovers(directory: str, keep: set[str]) -> list[str]:
+    """The bank's own files in `directory` that the commit does not name: earlier data, temporary files."""
+    return [n for n in os.listdir(directory) if (_OWN_DATA.match(n) and n not in keep) or _OWN_TMP.match(n)]
+
+
 def _remove_unreferenced(directory: str, keep: set[str]) -> None:
     """Deletes data files of earlier or interrupted saves, so no removed item's bytes stay in the folder. Only
-    files the bank itself writes (by their exact names) are touched; a user's `bank-statement.csv` is not."""
-    for name in os.listdir(directory):
-        stale_data = _OWN_DATA.match(name) is not None and name not in keep
-        if stale_data or _OWN_TMP.match(name):
-            os.remove(os.path.join(directory, name))
-    fsync_dir(directory)
+    files the bank itself writes (by their exact names) are touched; a user's `bank-statement.csv` is not.
+    The caller holds the folder's lock."""
+    stale = _leftovers(directory, keep)
+    for name in stale:
+        os.remove(os.path.join(directory, name))
+    if stale:
+        fsync_dir(directory)
+
+
+def _clean_after_load(directory: str, config: dict) -> None:
+    """What a killed save left beside the committed files goes, when no save is running (the lock is free)
+    and the folder is writable; otherwise the next load or save does it."""
+    keep = {config["_data_file"], config["_items_file"], config["_receipts_file"]}
+    leftovers = _leftovers(directory, keep)
+    if not leftovers:
+        return
+    try:
+        with folder_lock(directory, timeout=0), open(os.path.join(directory, CONFIG_NAME), encoding="utf-8") as f:
+            if json.load(f) == config:  # still the commit we read
+                _remove_unreferenced(directory, keep)
+    except (LockBusy, OSError, ValueError) as e:
+        logger.debug("left %s in '%s' for later (%s)", leftovers, directory, e)
 
 
 def read_bank(directory: str, verify: bool = True) -> StoredBank:
@@ -215,6 +258,7 @@ def read_bank(directory: str, verify: bool = True) -> StoredBank:
         if bad:
             raise ValueError(f"Corrupted memory bank at '{directory}': content hash mismatch for ids {preview(bad)}")
     record = BankRecord(ids, hashes, receipts, version, config.get("_embedding_info"))
+    _clean_after_load(directory, config)
     return StoredBank(config, tensors, record)
 
 

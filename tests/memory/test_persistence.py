@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 import spm_gen.memory.storage as storage
 from spm_gen import MemoryBank
+from spm_gen.utils.locks import folder_lock
 from tests.conftest import make_images
 
 
@@ -146,11 +148,14 @@ def test_interrupted_save_leaves_the_previous_save_loadable(tiny_bank, tmp_path,
 
     if fail_at == "data":
 
-        def broken_save_file(tensors, path):
-            open(path, "wb").write(b"partial")
-            raise KeyboardInterrupt
+        def broken_writer(data):
+            def write(path):
+                open(path, "wb").write(data[:10])
+                raise KeyboardInterrupt
 
-        monkeypatch.setattr(storage, "save_file", broken_save_file)
+            return write
+
+        monkeypatch.setattr(storage, "_write_bytes", broken_writer)
     else:
         real = storage.atomic_write_text
 
@@ -167,7 +172,25 @@ def test_interrupted_save_leaves_the_previous_save_loadable(tiny_bank, tmp_path,
     monkeypatch.undo()
     tiny_bank.save_pretrained(tmp_path)  # the next save cleans up what the interrupted one left
     assert _same(MemoryBank.from_pretrained(tmp_path), tiny_bank)
-    assert sorted(f.split("-")[0] for f in os.listdir(tmp_path)) == ["bank", "config.json", "items", "receipts"]
+    assert sorted(f.split("-")[0] for f in os.listdir(tmp_path)) == [".spm", "bank", "config.json", "items", "receipts"]
+
+
+def test_a_load_deletes_what_a_killed_save_left_unless_a_save_is_running(tiny_bank, tmp_path):
+    tiny_bank.save_pretrained(tmp_path)
+    old_data = _committed_file(tmp_path, "_data_file")
+    tiny_bank.remove(ids=["3"])
+    shutil.copy(old_data, tmp_path / "keep-old.bin")
+    tiny_bank.save_pretrained(tmp_path)
+    # a kill after the commit and before the cleanup: the previous data file (holding "3") is still there;
+    # a kill during a write: a temporary file of the bank's own naming
+    leftovers = [os.path.basename(old_data), ".bank-0123456789ab.safetensors.89abcdef.tmp", ".config.json.0badc0de.tmp"]
+    for name in leftovers:
+        shutil.copy(tmp_path / "keep-old.bin", tmp_path / name)
+    with folder_lock(str(tmp_path), timeout=0):  # a save in progress: its files are not ours to delete
+        MemoryBank.from_pretrained(tmp_path)
+        assert all((tmp_path / name).exists() for name in leftovers)
+    assert "3" not in MemoryBank.from_pretrained(tmp_path).ids
+    assert not any((tmp_path / name).exists() for name in leftovers) and (tmp_path / "keep-old.bin").exists()
 
 
 class _BankPipeline(DiffusionPipeline):
