@@ -25,10 +25,7 @@ from spm_gen.utils.atomic import atomic_write
 from spm_gen.utils.images import from_model_range
 from spm_gen.utils.modes import eval_mode
 from spm_gen.utils.progress import bar_settings
-
-
-def _is_integer(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+from spm_gen.utils.validation import check_positive_int, is_integer
 
 
 @dataclass
@@ -97,11 +94,11 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         """The labels of the batch on the CPU; None (or classes cycling, with `cycle`) when none are given."""
         if class_labels is None:
             return torch.arange(batch_size) % self.unet.config.num_class_embeds if cycle else None
-        if _is_integer(class_labels):
+        if is_integer(class_labels):
             class_labels = [int(class_labels)] * batch_size
         values = class_labels.tolist() if isinstance(class_labels, torch.Tensor | np.ndarray) else class_labels
         values = values if isinstance(values, list | tuple) else [values]
-        if not values or any(not _is_integer(v) for v in values):
+        if not values or any(not is_integer(v) for v in values):
             raise ValueError(f"class_labels must be a non-empty list of integers (or an int), got {class_labels!r}")
         labels = torch.tensor([int(v) for v in values], dtype=torch.long)
         num_classes = self.unet.config.num_class_embeds
@@ -136,13 +133,12 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         choices: dict[str, tuple[str, object]],
     ) -> None:
         """Raises ValueError naming the first bad argument; `choices` maps names to (value, Literal alias)."""
-        for name, value in (("batch_size", batch_size), ("num_inference_steps", num_inference_steps)):
-            if not _is_integer(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("num_inference_steps", num_inference_steps)
         number = isinstance(guidance_scale, int | float) and not isinstance(guidance_scale, bool)
         if not number or not math.isfinite(guidance_scale) or guidance_scale < 0:  # NaN would disable guidance
             raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-        if memory_size is not None and (not _is_integer(memory_size) or memory_size <= 0):
+        if memory_size is not None and (not is_integer(memory_size) or memory_size <= 0):
             raise ValueError(f"memory_size must be a positive integer or None, got {memory_size!r}")
         for name, (value, alias) in choices.items():
             check_choice(name, value, alias)
@@ -157,6 +153,10 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"memory images have shape {tuple(self.memory_bank.image_shape)}, the unet expects {expected}"
                 )
+            unknown = [c for c in self.memory_bank.class_counts() if c >= cfg.num_class_embeds]
+            if unknown:
+                last = cfg.num_class_embeds - 1
+                raise ValueError(f"memory items have labels {sorted(unknown)[:5]}, the unet knows classes 0..{last}")
 
     # ------------------------------------------------------------------ sampling
 
@@ -225,7 +225,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             "empty_memory": (empty_memory, EmptyMemory),
         }
         self.check_inputs(batch_size, num_inference_steps, guidance_scale, memory_size, reference_images, choices)
-        if not _is_integer(num_images_per_prompt) or num_images_per_prompt < 1:
+        if not is_integer(num_images_per_prompt) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}")
         unknown = sorted(set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs))
         if unknown:

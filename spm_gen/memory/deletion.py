@@ -57,12 +57,24 @@ class DeletionOutcome:
 
 
 def read_ids_file(path: str) -> list[str]:
-    """Ids from a text file (one per line, blank lines and #-comments skipped) or a json list."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if text.lstrip().startswith("["):
-        return [str(i) for i in json.loads(text)]
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    """Ids from a UTF-8 text file (one per line, blank lines and #-comments skipped; a byte-order mark is
+    ignored) or a json list of strings or integers. Raises ValueError naming the file when it can't be read."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--ids-file '{path}' is not a file" + (" (it is a folder)" if os.path.isdir(path) else ""))
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read --ids-file '{path}' as UTF-8 text ({e})") from e
+    if not text.lstrip().startswith("["):
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    try:
+        ids = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--ids-file '{path}' is not a valid json list ({e})") from e
+    if any(isinstance(i, bool) or not isinstance(i, str | int) for i in ids):
+        raise ValueError(f"--ids-file '{path}': a json list of ids holds strings or integers only")
+    return [str(i) for i in ids]
 
 
 def _load_images(paths: list[str], bank: MemoryBank, resize: bool) -> torch.Tensor:

@@ -56,6 +56,9 @@ def as_labels(labels: torch.Tensor | np.ndarray | Sequence[int] | int, count: in
         raise ValueError(f"labels must be integers, got dtype {arr.dtype}")
     if arr.size and arr.min() < 0:
         raise ValueError(f"labels must be non-negative, got {sorted(set(arr[arr < 0].tolist()))}")
+    too_large = arr[arr > np.iinfo(np.int64).max] if arr.dtype == np.uint64 else arr[:0]
+    if too_large.size:
+        raise ValueError(f"labels must fit in int64, got {sorted(set(too_large.tolist()))[:5]}")
     return arr.astype(np.int64)
 
 

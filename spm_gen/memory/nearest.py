@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..utils.images import to_unit_range
+from ..utils.validation import check_positive_int
 from .encoders import ImageEncoder
 from .items import as_uint8_images
 from .rows import RowStore
@@ -128,10 +129,12 @@ def nearest_embeddings(store: RowStore, queries: torch.Tensor, k: int, label: in
     stored = store.embeddings
     if stored is None:
         raise ValueError("this bank has no embeddings; call compute_embeddings(encoder) first")
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
+    check_positive_int("k", k)
     if queries.ndim != 2 or queries.shape[1] != stored.shape[1]:
         raise ValueError(f"query embeddings must have shape (Q, {stored.shape[1]}), got {tuple(queries.shape)}")
+    bad = (~torch.isfinite(queries).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"query embeddings must be finite: rows {bad[:5]} hold NaN or inf")
     if store.n == 0:
         raise ValueError("the memory bank is empty")
     rows_np, sq_norms = _label_rows(store, label), store.embedding_sq_norms()
@@ -197,8 +200,7 @@ def nearest_images(
     encoder: ImageEncoder | None,
 ) -> NearestResult:
     """The k stored items nearest to each image (pixel space when `encoder` is None), optionally of one label."""
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
+    check_positive_int("k", k)
     if store.n == 0:
         raise ValueError("no memory items")
     rows = _label_rows(store, label)
@@ -223,8 +225,8 @@ def find_similar(
         raise ValueError("find_similar needs threshold=, k=, or both")
     if threshold is not None and threshold < 0:
         raise ValueError(f"threshold must be non-negative, got {threshold}")
-    if k is not None and k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
+    if k is not None:
+        check_positive_int("k", k)
     if store.n == 0:
         return []
     queries, source = image_space(store, images, encoder)

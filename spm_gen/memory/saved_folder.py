@@ -26,6 +26,21 @@ class FolderBusyError(ValueError):
     """Another process held the folder's lock for longer than we were willing to wait."""
 
 
+def check_new_folder(output: str, source: str) -> None:
+    """Raises ValueError unless `output` is a non-empty path outside `source` that does not exist yet and
+    whose existing ancestors are folders (missing ones are created when it is written)."""
+    if not isinstance(output, str) or not output.strip():
+        raise ValueError(f"--output must name a new folder, got {output!r}")
+    check_output_outside(source, output)
+    if os.path.lexists(output):
+        raise ValueError(f"--output '{output}' exists already; choose a new folder")
+    parent = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--output '{output}' lies under '{parent}', which is a file, not a folder")
+
+
 def check_output_outside(source: str, output: str) -> None:
     """Raises ValueError when `output` is `source` or lies inside it (real paths): a copy nested in the
     input would keep data that later removals in the input never erase."""
@@ -100,6 +115,7 @@ class SavedFolder:
         either absent or whole; staging folders that a killed run left beside it are deleted first."""
         self.check_copy_target(output)
         parent, name = os.path.split(os.path.abspath(output))
+        os.makedirs(parent, exist_ok=True)
         remove_abandoned_staging(parent)
         staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
         os.makedirs(staging)
@@ -115,10 +131,8 @@ class SavedFolder:
         return SavedFolder(output, self.bank_name)
 
     def check_copy_target(self, output: str) -> None:
-        """Raises ValueError unless `output` is a new folder outside this one."""
-        check_output_outside(self.path, output)
-        if os.path.exists(output):
-            raise ValueError(f"--output '{output}' exists already; choose a new folder")
+        """Raises ValueError unless `output` names a new folder outside this one, under folders (not files)."""
+        check_new_folder(output, self.path)
 
     def write_receipt(self, receipt: RemovalReceipt) -> str:
         """Writes `receipt` as json to `<folder>/receipts/` (atomically) and returns its path."""

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..utils.validation import check_positive_int
+
 # splitmix64 constants (Steele, Lea, Flood 2014); numpy uint64 arithmetic wraps modulo 2**64.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -57,8 +59,8 @@ def select_rows(candidate_rows: np.ndarray, keys: np.ndarray, k: int | None, see
 def select_ids(store, label: int | None, k: int | None, seed: int) -> list[str]:
     """The ids of the `k` items of `store` (a `RowStore`) with `label` (all items when None) with the smallest
     seeded ranks, in rank order; all candidates when k is None."""
-    if k is not None and k <= 0:
-        raise ValueError(f"k must be positive or None, got {k}")
+    if k is not None:
+        check_positive_int("k", k)
     if store.n == 0:
         raise ValueError("the memory bank is empty")
     candidates = np.arange(store.n) if label is None else store.rows_with_label(label)

@@ -40,10 +40,27 @@ def removed_data(bank: MemoryBank, config: ReportConfig) -> RemovedData:
 
 
 def run_report(config: ReportConfig) -> dict:
-    """Runs the whole report into `config.output_dir`; returns the summary also written to `report.json`."""
+    """Runs the whole report into `config.output_dir`; returns the summary also written to `report.json`.
+    When it fails, the folders it created and left empty are deleted again."""
     config.check()
-    out = config.output_dir
-    os.makedirs(out, exist_ok=True)
+    created = not os.path.exists(config.output_dir)
+    os.makedirs(config.output_dir, exist_ok=True)
+    try:
+        return _run_report(config, config.output_dir)
+    except BaseException:
+        if created:
+            remove_empty_folders(config.output_dir)
+        raise
+
+
+def remove_empty_folders(top: str) -> None:
+    """Deletes `top` and the folders under it that hold no file (bottom up)."""
+    for root, _, _ in sorted(os.walk(top), key=lambda entry: -entry[0].count(os.sep)):
+        if not os.listdir(root):
+            os.rmdir(root)
+
+
+def _run_report(config: ReportConfig, out: str) -> dict:
     spm = load_pipeline(config.pipeline_dir)
     if spm.memory_bank is None:
         raise ValueError(f"'{config.pipeline_dir}' has no memory bank: give the SPM pipeline, not its twin")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def check_values(config: Any, checks: dict[str, bool], hints: dict[str, str] | None = None) -> None:
     """Raises ValueError naming the first key whose check failed (with `hints[key]` appended)."""
@@ -11,3 +13,14 @@ def check_values(config: Any, checks: dict[str, bool], hints: dict[str, str] | N
         if not ok:
             hint = (hints or {}).get(key, "")
             raise ValueError(f"bad config value {key}={getattr(config, key)!r}{hint}")
+
+
+def is_integer(value: object) -> bool:
+    """A Python or numpy integer, not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Raises ValueError naming `name` unless `value` is an integer >= 1 (2.5, True and "3" are refused)."""
+    if not is_integer(value) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -188,8 +188,22 @@ def test_select_all_items_and_bad_arguments(tiny_bank):
     tiny_bank.remove(labels=[3])
     with pytest.raises(ValueError, match="no memory items with label 3"):
         tiny_bank.select(3, 4)
-    with pytest.raises(ValueError, match="k must be positive"):
-        tiny_bank.select(0, 0)
+    for k in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"k must be a positive integer, got {k!r}"):
+            tiny_bank.select(0, k)
+
+
+def test_labels_that_do_not_fit_int64_and_non_finite_queries_are_refused():
+    bank = MemoryBank.from_images(make_images(4), [0, 1, 2, 3], embeddings=torch.randn(4, 3))
+    with pytest.raises(ValueError, match=r"labels must fit in int64, got \[9223372036854775808\]"):
+        bank.add(make_images(1), np.array([2**63], dtype=np.uint64), embeddings=torch.randn(1, 3))
+    queries = torch.randn(3, 3)
+    queries[1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"must be finite: rows \[1\] hold NaN or inf"):
+        bank.nearest(queries, k=1)
+    with pytest.raises(ValueError, match="k must be a positive integer, got 1.0"):
+        bank.nearest_images(make_images(1), k=1.0)
+    assert len(bank) == 4
 
 
 def test_nearest_matches_brute_force():

@@ -69,6 +69,27 @@ def test_ids_file_and_dry_run(folder, tmp_path, capsys):
     assert not (folder / "receipts").exists()
 
 
+def test_bad_ids_files_and_outputs_are_named_and_change_nothing(folder, tmp_path, capsys):
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "bad.json").write_text('["2", 3')
+    cases = [
+        (["--ids-file", str(tmp_path / "a_folder")], "a_folder' is not a file (it is a folder)"),
+        (["--ids-file", str(tmp_path / "bad.json")], "bad.json' is not a valid json list"),
+        (["--ids", "2", "--output", str(tmp_path / "a_file" / "sub")], "a_file', which is a file, not a folder"),
+        (["--ids", "2", "--output", ""], "--output must name a new folder, got ''"),
+    ]
+    for args, message in cases:
+        assert main(["remove", str(folder), *args]) == 2
+        assert message in capsys.readouterr().out
+    assert len(_bank(folder)) == 12 and sorted(os.listdir(tmp_path)) == ["a_file", "a_folder", "bad.json", "model"]
+    # a byte-order mark is not part of the first id; missing parents of --output are created
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf2\n3\n")
+    out = tmp_path / "new" / "edited"
+    assert main(["remove", str(folder), "--ids-file", str(tmp_path / "bom.txt"), "--output", str(out)]) == 0
+    assert "2" not in _bank(out) and "3" not in _bank(out) and len(_bank(folder)) == 12
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -186,6 +186,9 @@ def test_memory_that_does_not_fit_the_unet():
     pipe = tiny_pipeline(MemoryBank.from_images(make_images(4, size=16), [0, 1, 2, 3]))
     with pytest.raises(ValueError, match=r"memory images have shape \(1, 16, 16\), the unet expects \(1, 8, 8\)"):
         pipe(num_inference_steps=1)
+    pipe = tiny_pipeline(MemoryBank.from_images(make_images(3), [0, 1, 7]))  # the unet knows classes 0..3
+    with pytest.raises(ValueError, match=r"memory items have labels \[7\], the unet knows classes 0..3"):
+        pipe(num_inference_steps=1)
 
 
 def test_sampling_runs_in_eval_mode_and_restores_training_mode():

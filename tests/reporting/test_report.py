@@ -97,9 +97,14 @@ def test_bad_requests_fail_before_sampling(tiny_models, tmp_path, capsys):
         run_report(ReportConfig(tiny_models["spm"], str(out)))
     code = main(["report", tiny_models["spm"], "--remove-class", "42", "--output", str(out), "--num-images", "2"])
     assert code == 2 and "42" in capsys.readouterr().out
-    assert not (out / "samples").exists()
+    assert not out.exists()  # the folder it made for the report is gone again, being empty
     with pytest.raises(ValueError, match="give the SPM pipeline"):
         run_report(ReportConfig(tiny_models["twin"], str(out), remove_classes=[3]))
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["report", tiny_models["spm"], "--remove-class", "42", "--output", str(out)]) == 2
+    assert os.listdir(out) == ["notes.txt"]  # a folder that was there before stays
 
 
 def test_numbers_that_look_broken_are_flagged():
