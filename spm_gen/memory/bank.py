@@ -60,6 +60,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
         self._receipts: list[dict] = []
         self._changes = ChangeLog()
         self._version = uuid.uuid4().hex
+        self._saved: storage.SavedShards | None = None  # where the last load or save put the shards
 
     @classmethod
     def from_images(
@@ -258,7 +259,8 @@ class MemoryBank(ModelMixin, ConfigMixin):
         passed by `DiffusionPipeline.save_pretrained` are accepted and ignored."""
         if is_main_process:
             config = json.loads(self.to_json_string())
-            storage.save_bank(os.fspath(save_directory), config, self._store, self._receipts, self._version)
+            directory = os.fspath(save_directory)
+            self._saved = storage.save_bank(directory, config, self._store, self._receipts, self._version, self._saved)
 
     @classmethod
     def from_pretrained(
@@ -283,6 +285,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
                 f"{bank.image_shape}"
             )
         bank._store, bank._receipts, bank._version = stored.store, stored.receipts, stored.version
+        bank._saved = stored.saved
         return bank
 
     def _apply(self, fn, recurse: bool = True):

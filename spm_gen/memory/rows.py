@@ -4,6 +4,10 @@ Every column has one row per item, rows `0 .. n-1` are live and the capacity bey
 keeps the columns in step through four operations: `reserve`, `append`, `drop_rows` and `rows_of`.
 `drop_rows` moves the last live rows into the holes and zeroes the freed tail, so a deletion costs time
 proportional to the deleted rows and leaves no copy of their data in memory.
+
+Every row also belongs to a shard (a group of at most `shard_capacity` items saved as one file; see
+`spm_gen.memory.storage`), and the store records which shards changed since the last save, so a save
+rewrites only those.
 """
 
 from __future__ import annotations
@@ -15,6 +19,15 @@ import torch
 
 from .items import ItemSelection, as_embeddings, preview
 from .selection import id_keys
+
+SHARD_MAX_ITEMS = 32_768
+SHARD_MAX_BYTES = 64 * 2**20
+
+
+def shard_capacity(bytes_per_item: int) -> int:
+    """Items per saved shard: at most 32,768 and about 64 MiB, so that rewriting one shard of a large bank
+    writes a few percent of it."""
+    return max(1, min(SHARD_MAX_ITEMS, SHARD_MAX_BYTES // max(bytes_per_item, 1)))
 
 
 class RowStore:
@@ -36,6 +49,8 @@ class RowStore:
         self.ids: list[str] = []
         self.hashes: list[str] = []
         self._row: dict[str, int] = {}
+        self._shard = np.zeros(0, dtype=np.int64)
+        self.changed_shards: set[int] = set()
 
     # ------------------------------------------------------------------ views of the live rows
 
@@ -81,6 +96,34 @@ class RowStore:
     def rows_with_label(self, label: int) -> np.ndarray:
         return np.flatnonzero(self.labels == int(label))
 
+    def shard_groups(self) -> list[tuple[int, np.ndarray]]:
+        """`(shard, rows)` for every shard that holds items, in shard order; rows ascending."""
+        shards = self._shard[: self.n]
+        order = np.argsort(shards, kind="stable")
+        starts = np.flatnonzero(np.diff(shards[order], prepend=-1)) if self.n else np.zeros(0, np.int64)
+        return [(int(shards[order[a]]), order[a:b]) for a, b in zip(starts, [*starts[1:], self.n])]
+
+    def mark_saved(self) -> None:
+        """Every shard is now on disk as it is in memory."""
+        self.changed_shards.clear()
+
+    def _bytes_per_item(self) -> int:
+        embedding = 0 if self._embeddings is None else 4 * self._embeddings.shape[1]
+        return int(np.prod(self.image_shape)) + 8 + embedding
+
+    def _assign_shards(self, start: int, count: int) -> None:
+        """New rows fill the last shard up to `shard_capacity`, then open new shards; all are marked changed."""
+        capacity = shard_capacity(self._bytes_per_item())
+        shards = self._shard[:start]
+        last = int(shards.max()) if start else 0
+        room = max(capacity - int(np.count_nonzero(shards == last)), 0) if start else capacity
+        assigned = np.empty(count, dtype=np.int64)
+        assigned[: min(room, count)] = last
+        rest = np.arange(max(count - room, 0))
+        assigned[min(room, count) :] = last + 1 + rest // capacity
+        self._shard[start : start + count] = assigned
+        self.changed_shards.update(np.unique(assigned).tolist())
+
     # ------------------------------------------------------------------ changes
 
     def to(self, device: torch.device | str) -> None:
@@ -105,6 +148,7 @@ class RowStore:
             self._embeddings = grow(self._embeddings)
         self._labels = np.concatenate([self.labels, np.zeros(new_capacity - self.n, np.int64)])
         self._keys = np.concatenate([self.keys, np.zeros(new_capacity - self.n, np.uint64)])
+        self._shard = np.concatenate([self._shard[: self.n], np.zeros(new_capacity - self.n, np.int64)])
 
     def append(
         self,
@@ -113,9 +157,11 @@ class RowStore:
         ids: list[str],
         hashes: list[str],
         embeddings: torch.Tensor | None = None,
+        shard: int | None = None,
     ) -> None:
         """Appends rows. `embeddings` `(m, D)` is required when the store holds embeddings, and starts the
-        embedding column of an empty store."""
+        embedding column of an empty store. `shard`: the saved shard the rows were loaded from (unchanged);
+        None for new rows, which are assigned to shards and marked changed."""
         if len(set(ids)) != len(ids) or any(i in self._row for i in ids):
             raise ValueError("duplicate ids")
         n, m = self.n, len(ids)
@@ -134,6 +180,10 @@ class RowStore:
             self._embeddings[n : n + m] = embeddings.to(self._embeddings.device)
         self._labels[n : n + m] = labels
         self._keys[n : n + m] = id_keys(ids)
+        if shard is None:
+            self._assign_shards(n, m)
+        else:
+            self._shard[n : n + m] = shard
         self.ids.extend(ids)
         self.hashes.extend(hashes)
         self._row.update((item_id, n + i) for i, item_id in enumerate(ids))
@@ -145,6 +195,7 @@ class RowStore:
         store = torch.zeros((self._images.shape[0], embeddings.shape[1]), dtype=torch.float32)
         store[: self.n] = embeddings
         self._embeddings, self.embedding_info, self._sq_norms = store.to(self._images.device), info, None
+        self.changed_shards.update(np.unique(self._shard[: self.n]).tolist())
 
     def drop_rows(self, rows: np.ndarray) -> None:
         """Deletes `rows` (sorted, unique): the last kept rows move into holes, then the tail is zeroed."""
@@ -155,6 +206,7 @@ class RowStore:
         movers = tail[~np.isin(tail, rows)]
         for r in rows:
             del self._row[self.ids[r]]
+        self.changed_shards.update(np.unique(self._shard[rows]).tolist())
         if holes.size:
             dst, src = torch.from_numpy(holes).to(self.device), torch.from_numpy(movers).to(self.device)
             self._images[dst] = self._images[src]
@@ -162,6 +214,7 @@ class RowStore:
                 self._embeddings[dst] = self._embeddings[src]
             self._labels[holes] = self._labels[movers]
             self._keys[holes] = self._keys[movers]
+            self._shard[holes] = self._shard[movers]
             for h, m in zip(holes.tolist(), movers.tolist()):
                 self.ids[h] = self.ids[m]
                 self.hashes[h] = self.hashes[m]
@@ -171,6 +224,7 @@ class RowStore:
             self._embeddings[new_n:n] = 0
         self._labels[new_n:n] = 0
         self._keys[new_n:n] = 0
+        self._shard[new_n:n] = 0
         del self.ids[new_n:]
         del self.hashes[new_n:]
         self.n, self._sq_norms = new_n, None

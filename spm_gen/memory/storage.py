@@ -1,107 +1,100 @@
-"""On-disk format of a memory bank: safetensors + json, committed atomically.
+"""On-disk format of a memory bank: safetensors shards + json, committed atomically.
 
 A save folder holds:
 
-- `bank-<token>.safetensors`: `images` (uint8, N x C x H x W), `labels` (int64, N), optional `embeddings`.
-- `items-<token>.json`: `ids` and `hashes` (sha256 of each image's uint8 CHW bytes), aligned with rows.
+- `shard-<token>.safetensors` (one or more): the columns of a group of at most `rows.shard_capacity` items:
+  `images` (uint8, n x C x H x W), `labels` (int64, n), optional `embeddings`; its header metadata holds the
+  rows' `ids` and `hashes` (sha256 of each image's uint8 CHW bytes) as json lists.
 - `receipts-<token>.jsonl`: the bank's whole removal log, one receipt per line (ids and hashes, never
   pixels); each save appends the receipts of its removals to the log it was loaded with.
-- `config.json`: the bank's config plus the commit record (`_data_file`, `_items_file`,
-  `_receipts_file`, `_num_items`, `_version`). Replacing it with `os.replace` is the commit point.
+- `config.json`: the bank's config plus the commit record (`_shards`: file, count and digest of ids and
+  labels of each shard, in row order; `_receipts_file`, `_num_items`, `_version`, `_embedding_info`).
+  Replacing it with `os.replace` is the commit point.
 
-A save writes new, uniquely named files, then commits `config.json`, and only then deletes the files the
-new commit does not name. A crash at any point leaves a folder whose `config.json` names complete files:
-the previous save or the new one. Every file is written under a name the bank chose (the safetensors bytes
+A save rewrites only the shards whose rows changed since the bank was loaded from (or last saved to) the
+same folder, writes them under new names, commits `config.json`, and only then deletes the files the new
+commit does not name. A crash at any point leaves a folder whose `config.json` names complete files: the
+previous save or the new one. Every file is written under a name the bank chose (the safetensors bytes
 too: safetensors' own writer would leave `.tmpXXXXXX` files nobody could recognise), and a save holds the
 folder's lock (`.spm-gen.lock`) throughout, so the next load or save that finds the lock free deletes what
 a killed save left: its temporary files and the previous commit's data files.
+
+Loading reads one shard at a time into columns sized for the whole bank, so the peak memory is the bank
+plus one shard. Folders in the first format (one `bank-*.safetensors` + `items-*.json`) still load
+(`storage_v1`); their next save converts them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from ..utils.atomic import atomic_write, atomic_write_text, fsync_dir
 from ..utils.locks import LockBusy, folder_lock
-from .items import content_hashes, preview
 from .rows import RowStore
+from .storage_checks import (
+    ShardData,
+    check_items,
+    check_tensors,
+    corrupted,
+    items_digest,
+    read_receipts,
+    verify_hashes,
+)
+from .storage_v1 import FILE_KEYS as V1_FILE_KEYS
+from .storage_v1 import read_v1
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
-_OWN_FILE = r"(bank-[0-9a-f]{12}\.safetensors|items-[0-9a-f]{12}\.json|receipts-[0-9a-f]{12}\.jsonl)"
-_OWN_DATA = re.compile(rf"^{_OWN_FILE}$")  # the data files a save writes
+_TOKEN = "[0-9a-f]{12}"
+_SHARD = re.compile(rf"^shard-{_TOKEN}\.safetensors$")
+_RECEIPTS = re.compile(rf"^receipts-{_TOKEN}\.jsonl$")
+_OWN_FILE = rf"(shard-{_TOKEN}\.safetensors|receipts-{_TOKEN}\.jsonl|bank-{_TOKEN}\.safetensors|items-{_TOKEN}\.json)"
+_OWN_DATA = re.compile(rf"^{_OWN_FILE}$")  # the data files a save writes (and the first format's)
 _OWN_TMP = re.compile(rf"^\.({_OWN_FILE}|config\.json)\.[0-9a-f]{{8}}\.tmp$")  # their temporary files (atomic_write)
 
 
-@dataclass(frozen=True)
-class BankRecord:
-    """A bank's json side: row-aligned ids and content hashes, the removal log, version, embedding info."""
-
-    ids: list[str]
-    hashes: list[str]
-    receipts: list[dict]
-    version: str
-    embedding_info: dict | None
-
-
 @dataclass
-class StoredBank:
-    """What one committed save holds: the bank's config, its tensors and its record."""
+class SavedShards:
+    """Where each shard of a bank's rows lies in the folder it was last loaded from or saved to: shard ->
+    its commit entry (`file`, `count`, `digest`). A save into that folder reuses the unchanged ones."""
 
-    config: dict
-    tensors: dict[str, torch.Tensor]
-    record: BankRecord
+    directory: str | None = None  # real path
+    entries: dict[int, dict] = field(default_factory=dict)
 
 
 @dataclass
 class LoadedBank:
-    """A committed save as the bank holds it: config, rows, removal log, version."""
+    """A committed save as the bank holds it: config, rows, removal log, version, shard files."""
 
     config: dict
     store: RowStore
     receipts: list[dict]
     version: str
+    saved: SavedShards
 
 
-def save_bank(directory: str, config: dict, store: RowStore, receipts: list[dict], version: str) -> None:
-    """Writes the live rows of `store` with the bank's config, removal log and version (see `write_bank`)."""
-    tensors = {"images": store.images, "labels": torch.from_numpy(store.labels)}
-    if store.embeddings is not None:
-        tensors["embeddings"] = store.embeddings
-    write_bank(directory, config, tensors, BankRecord(store.ids, store.hashes, receipts, version, store.embedding_info))
-
-
-def load_bank(directory: str, verify: bool = True) -> LoadedBank:
-    """Reads the committed save in `directory` into a `RowStore` (see `read_bank`)."""
-    stored = read_bank(directory, verify)
-    images, record = stored.tensors["images"], stored.record
-    store = RowStore(tuple(images.shape[1:]))
-    store.append(images, stored.tensors["labels"].numpy().astype(np.int64), list(record.ids), list(record.hashes))
-    if "embeddings" in stored.tensors:
-        store.set_embeddings(stored.tensors["embeddings"].float(), record.embedding_info)
-    return LoadedBank(stored.config, store, list(record.receipts), record.version)
-
-
-def write_bank(directory: str, config: dict, tensors: dict[str, torch.Tensor], record: BankRecord) -> None:
-    """Writes one save of a bank into `directory` (created if needed), atomically, holding the folder's lock
-    (waits up to a minute for another save). See module docstring."""
+def save_bank(
+    directory: str, config: dict, store: RowStore, receipts: list[dict], version: str, saved: SavedShards | None
+) -> SavedShards:
+    """Writes the live rows of `store` with the bank's config, removal log and version into `directory`
+    (created if needed), atomically, holding the folder's lock (waits up to a minute for another save).
+    Returns where the shards now lie. See module docstring."""
     os.makedirs(directory, exist_ok=True)
     try:
         with folder_lock(directory, timeout=60.0):
-            _write_locked(directory, config, tensors, record)
+            return _write_locked(directory, config, store, receipts, version, saved)
     except LockBusy:
         raise ValueError(f"'{directory}' is being saved by another process; waited 60 s") from None
 
@@ -114,67 +107,57 @@ def _write_bytes(data: bytes) -> Callable[[str], None]:
     return write
 
 
-def _write_locked(directory: str, config: dict, tensors: dict[str, torch.Tensor], record: BankRecord) -> None:
-    token = uuid.uuid4().hex[:12]
-    data_file, items_file = f"bank-{token}.safetensors", f"items-{token}.json"
-    receipts_file = f"receipts-{token}.jsonl"
-    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    atomic_write(os.path.join(directory, data_file), _write_bytes(save(tensors)))
-    atomic_write_text(os.path.join(directory, items_file), json.dumps({"ids": record.ids, "hashes": record.hashes}))
+def _token() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _write_shard(directory: str, store: RowStore, rows: np.ndarray) -> dict:
+    index = torch.from_numpy(rows).to(store.device)
+    ids, hashes = [store.ids[r] for r in rows.tolist()], [store.hashes[r] for r in rows.tolist()]
+    tensors = {"images": store.images[index].cpu().contiguous(), "labels": torch.from_numpy(store.labels[rows])}
+    if store.embeddings is not None:
+        tensors["embeddings"] = store.embeddings[index].cpu().contiguous()
+    name = f"shard-{_token()}.safetensors"
+    data = save(tensors, metadata={"ids": json.dumps(ids), "hashes": json.dumps(hashes)})
+    atomic_write(os.path.join(directory, name), _write_bytes(data))
+    return {"file": name, "count": len(ids), "digest": items_digest(ids, tensors["labels"])}
+
+
+def _write_locked(
+    directory: str, config: dict, store: RowStore, receipts: list[dict], version: str, saved: SavedShards | None
+) -> SavedShards:
+    real = os.path.realpath(directory)
+    reusable = saved.entries if saved is not None and saved.directory == real else {}
+    entries = {}
+    for shard, rows in store.shard_groups():
+        entry = reusable.get(shard)
+        unchanged = entry is not None and shard not in store.changed_shards
+        if not (unchanged and os.path.isfile(os.path.join(directory, entry["file"]))):
+            entry = _write_shard(directory, store, rows)
+        entries[shard] = entry
+    receipts_file = f"receipts-{_token()}.jsonl"
     atomic_write_text(
-        os.path.join(directory, receipts_file), "".join(json.dumps(r, sort_keys=True) + "\n" for r in record.receipts)
+        os.path.join(directory, receipts_file), "".join(json.dumps(r, sort_keys=True) + "\n" for r in receipts)
     )
     commit = dict(config)
     commit.update(
-        _data_file=data_file,
-        _items_file=items_file,
+        _shards=list(entries.values()),
         _receipts_file=receipts_file,
-        _num_items=len(record.ids),
-        _version=record.version,
-        _embedding_info=record.embedding_info,
-        _items_digest=items_digest(record.ids, tensors["labels"]),
+        _num_items=store.n,
+        _version=version,
+        _embedding_info=store.embedding_info,
     )
     atomic_write_text(os.path.join(directory, CONFIG_NAME), json.dumps(commit, indent=2, sort_keys=True) + "\n")
-    _remove_unreferenced(directory, keep={data_file, items_file, receipts_file})
+    _remove_unreferenced(directory, _referenced(commit))
+    store.mark_saved()
+    return SavedShards(real, entries)
 
 
-def items_digest(ids: list[str], labels: torch.Tensor) -> str:
-    """sha256 over the ids and labels of the rows, so a flipped label or a renamed id is caught on load."""
-    digest = hashlib.sha256(json.dumps(ids).encode("utf-8"))
-    digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _corrupted(directory: str, problem: str) -> ValueError:
-    return ValueError(f"Corrupted memory bank at '{directory}': {problem}")
-
-
-def _check_commit(directory: str, config: object) -> None:
-    """The commit record's fields have the types a save writes; file names stay inside the folder."""
-    if not isinstance(config, dict):
-        raise _corrupted(directory, f"{CONFIG_NAME} is not an object")
-    for key in ("_data_file", "_items_file", "_receipts_file"):
-        name = config.get(key)
-        if not isinstance(name, str) or not _OWN_DATA.match(name):
-            raise _corrupted(directory, f"{CONFIG_NAME} field {key}={name!r} is not a data file of this folder")
-    if isinstance(config.get("_num_items"), bool) or not isinstance(config.get("_num_items"), int):
-        raise _corrupted(directory, f"{CONFIG_NAME} field _num_items={config.get('_num_items')!r} is not an integer")
-    if not isinstance(config.get("_version"), str):
-        raise _corrupted(directory, f"{CONFIG_NAME} field _version={config.get('_version')!r} is not a string")
-
-
-def _check_items(directory: str, ids: object, hashes: object, labels: torch.Tensor, digest: object) -> None:
-    """Ids are unique strings, hashes strings, labels a 1-D int64 column of non-negative values, and (for saves
-    that record it) the ids and labels match their digest."""
-    if not isinstance(ids, list) or any(not isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
-        raise _corrupted(directory, "the ids are not unique strings")
-    if not isinstance(hashes, list) or any(not isinstance(h, str) for h in hashes):
-        raise _corrupted(directory, "the content hashes are not strings")
-    if labels.dtype != torch.int64 or labels.ndim != 1 or (labels.numel() and int(labels.min()) < 0):
-        found = f"{labels.dtype} {tuple(labels.shape)}"
-        raise _corrupted(directory, f"labels must be a 1-D int64 column of non-negative values, got {found}")
-    if digest is not None and digest != items_digest(ids, labels):
-        raise _corrupted(directory, "the ids or labels do not match the digest of the save (changed after saving)")
+def _referenced(config: dict) -> set[str]:
+    """The data files a commit names."""
+    if "_shards" in config:
+        return {entry["file"] for entry in config["_shards"]} | {config["_receipts_file"]}
+    return {config[key] for key in V1_FILE_KEYS} | {config["_receipts_file"]}
 
 
 def _leftovers(directory: str, keep: set[str]) -> list[str]:
@@ -196,7 +179,7 @@ def _remove_unreferenced(directory: str, keep: set[str]) -> None:
 def _clean_after_load(directory: str, config: dict) -> None:
     """What a killed save left beside the committed files goes, when no save is running (the lock is free)
     and the folder is writable; otherwise the next load or save does it."""
-    keep = {config["_data_file"], config["_items_file"], config["_receipts_file"]}
+    keep = _referenced(config)
     leftovers = _leftovers(directory, keep)
     if not leftovers:
         return
@@ -208,11 +191,10 @@ def _clean_after_load(directory: str, config: dict) -> None:
         logger.debug("left %s in '%s' for later (%s)", leftovers, directory, e)
 
 
-def read_bank(directory: str, verify: bool = True) -> StoredBank:
-    """Reads the committed save in `directory`; raises `FileNotFoundError` or `ValueError` naming the problem.
+# ---------------------------------------------------------------------- loading
 
-    With `verify`, every image's sha256 is recomputed and compared with the stored hash.
-    """
+
+def _read_config(directory: str) -> dict:
     config_path = os.path.join(directory, CONFIG_NAME)
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"No memory bank at '{directory}': {CONFIG_NAME} is missing")
@@ -220,54 +202,97 @@ def read_bank(directory: str, verify: bool = True) -> StoredBank:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _corrupted(directory, f"unreadable {CONFIG_NAME} ({e})") from e
+        raise corrupted(directory, f"unreadable {CONFIG_NAME} ({e})") from e
+    if not isinstance(config, dict):
+        raise corrupted(directory, f"{CONFIG_NAME} is not an object")
     _check_commit(directory, config)
-    data_file, items_file = config["_data_file"], config["_items_file"]
-    receipts_file, num_items, version = config["_receipts_file"], config["_num_items"], config["_version"]
+    return config
 
-    data_path = os.path.join(directory, data_file)
-    try:
-        tensors = load_file(data_path)
-    except (FileNotFoundError, SafetensorError, OSError) as e:
-        raise ValueError(f"Corrupted memory bank at '{directory}': cannot read {data_file} ({e})") from e
-    try:
-        with open(os.path.join(directory, items_file), encoding="utf-8") as f:
-            items = json.load(f)
-        ids, hashes = items["ids"], items["hashes"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise ValueError(f"Corrupted memory bank at '{directory}': cannot read {items_file} ({e!r})") from e
 
-    receipts = _read_receipts(directory, receipts_file)
-    for name in ("images", "labels"):
-        if name not in tensors:
-            raise ValueError(f"Corrupted memory bank at '{directory}': {data_file} has no '{name}' tensor")
-    counts = {
-        "ids": len(ids),
-        "hashes": len(hashes),
-        **{name: int(t.shape[0]) for name, t in tensors.items()},
-    }
-    if any(c != num_items for c in counts.values()):
-        raise ValueError(
-            f"Corrupted memory bank at '{directory}': the commit records {num_items} items but found {counts}"
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_commit(directory: str, config: dict) -> None:
+    """The commit record's fields have the types a save writes; file names stay inside the folder."""
+    receipts = config.get("_receipts_file")
+    if not isinstance(receipts, str) or not _RECEIPTS.match(receipts):
+        raise corrupted(directory, f"{CONFIG_NAME} field _receipts_file={receipts!r} is not a data file of this folder")
+    if not _is_count(config.get("_num_items")):
+        raise corrupted(directory, f"{CONFIG_NAME} field _num_items={config.get('_num_items')!r} is not an integer")
+    if not isinstance(config.get("_version"), str):
+        raise corrupted(directory, f"{CONFIG_NAME} field _version={config.get('_version')!r} is not a string")
+    if "_shards" not in config:
+        return  # the first format; storage_v1 checks its fields
+    shards = config["_shards"]
+    good = isinstance(shards, list) and all(
+        isinstance(e, dict)
+        and isinstance(e.get("file"), str)
+        and _SHARD.match(e["file"])
+        and _is_count(e.get("count"))
+        and isinstance(e.get("digest"), str)
+        for e in shards
+    )
+    if not good:
+        raise corrupted(directory, f"{CONFIG_NAME} field _shards is not a list of shard files of this folder")
+    if sum(e["count"] for e in shards) != config["_num_items"]:
+        raise corrupted(
+            directory, f"the shards hold {sum(e['count'] for e in shards)} items, not {config['_num_items']}"
         )
-    _check_items(directory, ids, hashes, tensors["labels"], config.get("_items_digest"))
-    if tensors["images"].dtype != torch.uint8:
-        raise ValueError(f"Corrupted memory bank at '{directory}': images are {tensors['images'].dtype}, not uint8")
-    if verify:
-        bad = [i for i, h, h2 in zip(ids, hashes, content_hashes(tensors["images"])) if h != h2]
-        if bad:
-            raise ValueError(f"Corrupted memory bank at '{directory}': content hash mismatch for ids {preview(bad)}")
-    record = BankRecord(ids, hashes, receipts, version, config.get("_embedding_info"))
-    _clean_after_load(directory, config)
-    return StoredBank(config, tensors, record)
 
 
-def _read_receipts(directory: str, receipts_file: str) -> list[dict]:
+def _read_shard(directory: str, entry: dict, image_shape: tuple) -> ShardData:
+    """One shard's columns, ids and hashes, checked against its commit entry."""
+    name = entry["file"]
     try:
-        with open(os.path.join(directory, receipts_file), encoding="utf-8") as f:
-            receipts = [json.loads(line) for line in f.read().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _corrupted(directory, f"cannot read {receipts_file} ({e!r})") from e
-    if any(not isinstance(r, dict) or not isinstance(r.get("removed_ids"), list) for r in receipts):
-        raise _corrupted(directory, f"{receipts_file} has a line that is not a removal receipt")
-    return receipts
+        with safe_open(os.path.join(directory, name), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        ids, hashes = json.loads(metadata["ids"]), json.loads(metadata["hashes"])
+    except (FileNotFoundError, SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+        raise corrupted(directory, f"cannot read {name} ({e!r})") from e
+    check_items(directory, ids, hashes, None)
+    check_tensors(directory, name, tensors, {"commit": entry["count"], "ids": len(ids), "hashes": len(hashes)})
+    check_items(directory, ids, hashes, tensors["labels"], entry["digest"])
+    if tuple(tensors["images"].shape[1:]) != image_shape:
+        raise corrupted(
+            directory, f"{name} holds images of shape {tuple(tensors['images'].shape[1:])}, not {image_shape}"
+        )
+    return ShardData(tensors, ids, hashes)
+
+
+def load_bank(directory: str, verify: bool = True) -> LoadedBank:
+    """Reads the committed save in `directory` shard by shard into a `RowStore`; raises `FileNotFoundError`
+    or `ValueError` naming the problem. With `verify`, every image's sha256 is recomputed and compared."""
+    config = _read_config(directory)
+    image_shape = tuple(config.get("image_shape") or ())
+    if "_shards" in config:
+        entries = config["_shards"]
+        shards = (_read_shard(directory, entry, image_shape) for entry in entries)
+    else:
+        first = read_v1(directory, config)
+        entries, shards = [None], iter([first])
+        image_shape = tuple(first.tensors["images"].shape[1:])
+    receipts = read_receipts(directory, config["_receipts_file"])
+    store = RowStore(image_shape)
+    store.reserve(config["_num_items"])
+    for index, shard in enumerate(shards):
+        if verify:
+            verify_hashes(directory, shard.ids, shard.hashes, shard.tensors["images"])
+        embeddings = shard.tensors.get("embeddings")
+        try:
+            store.append(
+                shard.tensors["images"],
+                shard.tensors["labels"].numpy(),
+                shard.ids,
+                shard.hashes,
+                None if embeddings is None else embeddings.float(),
+                shard=index,
+            )
+        except ValueError as e:
+            raise corrupted(directory, f"shard {index} does not fit the ones before it ({e})") from e
+    if store.embeddings is not None:
+        store.embedding_info = config.get("_embedding_info")
+    saved = {i: e for i, e in enumerate(entries) if e is not None}
+    _clean_after_load(directory, config)
+    return LoadedBank(config, store, receipts, config["_version"], SavedShards(os.path.realpath(directory), saved))

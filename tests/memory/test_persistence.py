@@ -5,8 +5,10 @@ import shutil
 import pytest
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
+import spm_gen.memory.rows as rows
 import spm_gen.memory.storage as storage
 from spm_gen import MemoryBank
 from spm_gen.utils.locks import folder_lock
@@ -57,7 +59,7 @@ def test_saved_folder_holds_no_byte_of_removed_images(tiny_bank, tiny_images, tm
     everything = _folder_bytes(tmp_path)
     assert removed_bytes not in everything
     assert removed_embedding not in everything
-    assert len([f for f in os.listdir(tmp_path) if f.startswith("bank-")]) == 1
+    assert len([f for f in os.listdir(tmp_path) if f.startswith("shard-")]) == 1
 
 
 def test_receipt_log_has_ids_and_hashes_only(tiny_bank, tmp_path):
@@ -83,18 +85,24 @@ def _edit_config(path, **fields):
     open(os.path.join(path, "config.json"), "w").write(json.dumps({**config, **fields}))
 
 
-def _edit_items(path, **fields):
-    items = json.load(open(_committed_file(path, "_items_file")))
-    open(_committed_file(path, "_items_file"), "w").write(json.dumps({**items, **fields}))
-
-
-def _edit_labels(path, change):
-    tensors = load_file(_committed_file(path, "_data_file"))
-    save_file({**tensors, "labels": change(tensors["labels"])}, _committed_file(path, "_data_file"))
+def _shard_file(path):
+    return os.path.join(path, json.load(open(os.path.join(path, "config.json")))["_shards"][0]["file"])
 
 
 def _committed_file(path, key):
     return os.path.join(path, json.load(open(os.path.join(path, "config.json")))[key])
+
+
+def _edit_shard(path, change=lambda tensors: tensors, **metadata):
+    """Rewrites the first shard with `change(tensors)` and json `metadata` fields replaced."""
+    with safe_open(_shard_file(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    meta.update({key: json.dumps(value) for key, value in metadata.items()})
+    save_file(change(tensors), _shard_file(path), metadata=meta)
+
+
+def _edit_labels(path, change):
+    _edit_shard(path, lambda tensors: {**tensors, "labels": change(tensors["labels"])})
 
 
 @pytest.mark.parametrize(
@@ -102,15 +110,21 @@ def _committed_file(path, key):
     [
         (lambda p: open(os.path.join(p, "config.json"), "w").write("{not json"), "unreadable config.json"),
         (lambda p: os.remove(os.path.join(p, "config.json")), "config.json is missing"),
-        (lambda p: open(_committed_file(p, "_data_file"), "wb").write(b"\x00" * 10), "cannot read bank-"),
-        (lambda p: os.remove(_committed_file(p, "_items_file")), "cannot read items-"),
+        (lambda p: open(_shard_file(p), "wb").write(b"\x00" * 10), "cannot read shard-"),
+        (lambda p: os.remove(_shard_file(p)), "cannot read shard-"),
         (lambda p: open(_committed_file(p, "_receipts_file"), "w").write("{bad"), "cannot read receipts-"),
         (lambda p: open(_committed_file(p, "_receipts_file"), "w").write("[1, 2]\n"), "not a removal receipt"),
-        (lambda p: _edit_config(p, _data_file="../elsewhere.safetensors"), "is not a data file of this folder"),
-        (lambda p: _edit_config(p, _data_file=7), "_data_file=7 is not a data file"),
+        (
+            lambda p: _edit_config(p, _shards=[{"file": "../elsewhere.safetensors", "count": 11, "digest": ""}]),
+            "_shards is not a list of shard files of this folder",
+        ),
+        (lambda p: _edit_config(p, _shards=7), "_shards is not a list"),
+        (lambda p: _edit_config(p, _receipts_file="/etc/passwd"), "_receipts_file='/etc/passwd' is not a data file"),
         (lambda p: _edit_config(p, _num_items=None), "_num_items=None is not an integer"),
-        (lambda p: _edit_items(p, ids=list(range(11))), "the ids are not unique strings"),
-        (lambda p: _edit_items(p, ids=["1"] * 11), "the ids are not unique strings"),
+        (lambda p: _edit_config(p, _num_items=12), "the shards hold 11 items, not 12"),
+        (lambda p: _edit_shard(p, ids=list(range(11))), "the ids are not unique strings"),
+        (lambda p: _edit_shard(p, ids=["1"] * 11), "the ids are not unique strings"),
+        (lambda p: _edit_shard(p, ids=[str(i) for i in range(20, 30)]), "disagree on the number of items"),
         (lambda p: _edit_labels(p, lambda labels: labels ^ 1), "do not match the digest"),
         (lambda p: _edit_labels(p, lambda labels: labels.float()), "1-D int64 column"),
         (lambda p: _edit_labels(p, lambda labels: labels[:, None]), "1-D int64 column"),
@@ -126,10 +140,12 @@ def test_corrupted_folder_gives_a_clear_error(tiny_bank, tmp_path, damage, match
 
 def test_tampered_pixels_fail_hash_verification(tiny_bank, tmp_path):
     tiny_bank.save_pretrained(tmp_path)
-    data_file = _committed_file(tmp_path, "_data_file")
-    tensors = load_file(data_file)
-    tensors["images"][3, 0, 0, 0] ^= 1
-    save_file(tensors, data_file)
+
+    def flip(tensors):
+        tensors["images"][3, 0, 0, 0] ^= 1
+        return tensors
+
+    _edit_shard(tmp_path, flip)
     with pytest.raises(ValueError, match=r"hash mismatch for ids \['3'\]"):
         MemoryBank.from_pretrained(tmp_path)
     assert len(MemoryBank.from_pretrained(tmp_path, verify=False)) == 12
@@ -172,18 +188,22 @@ def test_interrupted_save_leaves_the_previous_save_loadable(tiny_bank, tmp_path,
     monkeypatch.undo()
     tiny_bank.save_pretrained(tmp_path)  # the next save cleans up what the interrupted one left
     assert _same(MemoryBank.from_pretrained(tmp_path), tiny_bank)
-    assert sorted(f.split("-")[0] for f in os.listdir(tmp_path)) == [".spm", "bank", "config.json", "items", "receipts"]
+    assert sorted(f.split("-")[0] for f in os.listdir(tmp_path)) == [".spm", "config.json", "receipts", "shard"]
 
 
 def test_a_load_deletes_what_a_killed_save_left_unless_a_save_is_running(tiny_bank, tmp_path):
     tiny_bank.save_pretrained(tmp_path)
-    old_data = _committed_file(tmp_path, "_data_file")
+    old_data = _shard_file(tmp_path)
     tiny_bank.remove(ids=["3"])
     shutil.copy(old_data, tmp_path / "keep-old.bin")
     tiny_bank.save_pretrained(tmp_path)
     # a kill after the commit and before the cleanup: the previous data file (holding "3") is still there;
     # a kill during a write: a temporary file of the bank's own naming
-    leftovers = [os.path.basename(old_data), ".bank-0123456789ab.safetensors.89abcdef.tmp", ".config.json.0badc0de.tmp"]
+    leftovers = [
+        os.path.basename(old_data),
+        ".shard-0123456789ab.safetensors.89abcdef.tmp",
+        ".config.json.0badc0de.tmp",
+    ]
     for name in leftovers:
         shutil.copy(tmp_path / "keep-old.bin", tmp_path / name)
     with folder_lock(str(tmp_path), timeout=0):  # a save in progress: its files are not ours to delete
@@ -233,3 +253,41 @@ def test_a_save_deletes_only_the_files_the_bank_wrote(tiny_bank, tmp_path):
     names = set(os.listdir(tmp_path))
     assert set(users) <= names and not set(stale) & names
     assert _same(MemoryBank.from_pretrained(tmp_path), tiny_bank)
+
+
+def _by_id(bank: MemoryBank) -> dict:
+    return {i: (bank.get_images([i])[0], int(bank.get_labels([i])[0])) for i in bank.ids}
+
+
+def test_a_save_rewrites_only_the_shards_whose_rows_changed(tmp_path, monkeypatch):
+    monkeypatch.setattr(rows, "SHARD_MAX_ITEMS", 4)
+    bank = MemoryBank.from_images(make_images(12), torch.arange(12) % 3)
+    bank.save_pretrained(tmp_path)
+    first = [e["file"] for e in json.load(open(tmp_path / "config.json"))["_shards"]]
+    assert len(first) == 3
+    bank.remove(ids=["5"])  # in the second shard; the last row moves into its place but keeps its shard
+    bank.save_pretrained(tmp_path)
+    second = [e["file"] for e in json.load(open(tmp_path / "config.json"))["_shards"]]
+    assert second[0] == first[0] and second[2] == first[2] and second[1] != first[1]
+    loaded = MemoryBank.from_pretrained(tmp_path)
+    assert sorted(loaded.ids, key=int) == sorted(bank.ids, key=int) and len(loaded) == 11
+    a, b = _by_id(loaded), _by_id(bank)
+    assert all(torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1] for i in b)
+    # new items fill the last shard, then open new ones; an unchanged folder is not rewritten
+    loaded.add(make_images(6, seed=9), [0] * 6)
+    loaded.save_pretrained(tmp_path)
+    third = json.load(open(tmp_path / "config.json"))["_shards"]
+    assert [e["count"] for e in third] == [4, 3, 4, 4, 2] and third[0]["file"] == first[0]
+    MemoryBank.from_pretrained(tmp_path).save_pretrained(tmp_path)
+    assert json.load(open(tmp_path / "config.json"))["_shards"] == third
+
+
+def test_first_format_folders_load_and_convert_on_their_next_save(tmp_path):
+    shutil.copytree("assets/digits/judge/memory_bank", tmp_path / "bank")  # saved before shards existed
+    old = MemoryBank.from_pretrained(tmp_path / "bank")
+    assert any(name.startswith("bank-") for name in os.listdir(tmp_path / "bank"))
+    old.remove(ids=[old.ids[0]])
+    old.save_pretrained(tmp_path / "bank")
+    names = os.listdir(tmp_path / "bank")
+    assert not any(n.startswith(("bank-", "items-")) for n in names) and any(n.startswith("shard-") for n in names)
+    assert _same(MemoryBank.from_pretrained(tmp_path / "bank"), old)

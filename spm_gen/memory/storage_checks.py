@@ -1,0 +1,80 @@
+"""Checks on what a saved memory bank holds: every problem is a `ValueError` that starts with
+"Corrupted memory bank at '<folder>'", never a traceback or a silent wrong load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .items import content_hashes, preview
+
+
+def corrupted(directory: str, problem: str) -> ValueError:
+    return ValueError(f"Corrupted memory bank at '{directory}': {problem}")
+
+
+def items_digest(ids: list[str], labels: torch.Tensor) -> str:
+    """sha256 over the ids and labels of the rows, so a flipped label or a renamed id is caught on load."""
+    digest = hashlib.sha256(json.dumps(ids).encode("utf-8"))
+    digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_items(
+    directory: str, ids: object, hashes: object, labels: torch.Tensor | None, digest: object = None
+) -> None:
+    """Ids are unique strings, hashes strings, labels (when given) a 1-D int64 column of non-negative values,
+    and (for saves that record it) the ids and labels match their digest."""
+    if not isinstance(ids, list) or any(not isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        raise corrupted(directory, "the ids are not unique strings")
+    if not isinstance(hashes, list) or any(not isinstance(h, str) for h in hashes):
+        raise corrupted(directory, "the content hashes are not strings")
+    if labels is None:
+        return
+    if labels.dtype != torch.int64 or labels.ndim != 1 or (labels.numel() and int(labels.min()) < 0):
+        found = f"{labels.dtype} {tuple(labels.shape)}"
+        raise corrupted(directory, f"labels must be a 1-D int64 column of non-negative values, got {found}")
+    if digest is not None and digest != items_digest(ids, labels):
+        raise corrupted(directory, "the ids or labels do not match the digest of the save (changed after saving)")
+
+
+def check_tensors(directory: str, file: str, tensors: dict[str, torch.Tensor], counts: dict[str, int]) -> None:
+    """`images` (uint8) and `labels` present, and every column as long as the commit says."""
+    for name in ("images", "labels"):
+        if name not in tensors:
+            raise corrupted(directory, f"{file} has no '{name}' tensor")
+    counts = {**counts, **{name: int(t.shape[0]) if t.ndim else -1 for name, t in tensors.items()}}
+    if len(set(counts.values())) != 1:
+        raise corrupted(directory, f"{file}: the commit and the columns disagree on the number of items: {counts}")
+    if tensors["images"].dtype != torch.uint8:
+        raise corrupted(directory, f"images are {tensors['images'].dtype}, not uint8")
+
+
+def verify_hashes(directory: str, ids: list[str], hashes: list[str], images: torch.Tensor) -> None:
+    bad = [i for i, h, h2 in zip(ids, hashes, content_hashes(images)) if h != h2]
+    if bad:
+        raise corrupted(directory, f"content hash mismatch for ids {preview(bad)}")
+
+
+def read_receipts(directory: str, receipts_file: str) -> list[dict]:
+    try:
+        with open(os.path.join(directory, receipts_file), encoding="utf-8") as f:
+            receipts = [json.loads(line) for line in f.read().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise corrupted(directory, f"cannot read {receipts_file} ({e!r})") from e
+    if any(not isinstance(r, dict) or not isinstance(r.get("removed_ids"), list) for r in receipts):
+        raise corrupted(directory, f"{receipts_file} has a line that is not a removal receipt")
+    return receipts
+
+
+@dataclass
+class ShardData:
+    """The rows one saved file holds, read and checked: columns, ids and content hashes."""
+
+    tensors: dict[str, torch.Tensor]
+    ids: list[str]
+    hashes: list[str]

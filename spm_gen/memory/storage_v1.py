@@ -1,0 +1,42 @@
+"""Reading the first on-disk format (until 2026-11): one `bank-<token>.safetensors` with every row and one
+`items-<token>.json` with their ids and hashes, named by `_data_file` / `_items_file` in config.json. Saving
+always writes the current format (`spm_gen.memory.storage`), which replaces these files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .storage_checks import ShardData, check_items, check_tensors, corrupted
+
+FILE_KEYS = ("_data_file", "_items_file")
+_FILES = re.compile(r"^(bank-[0-9a-f]{12}\.safetensors|items-[0-9a-f]{12}\.json)$")
+
+
+def read_v1(directory: str, config: dict) -> ShardData:
+    """The one shard of a first-format save; `ValueError` naming the problem."""
+    for key in FILE_KEYS:
+        name = config.get(key)
+        if not isinstance(name, str) or not _FILES.match(name):
+            raise corrupted(directory, f"config.json field {key}={name!r} is not a data file of this folder")
+    data_file, items_file = config["_data_file"], config["_items_file"]
+    try:
+        tensors = load_file(os.path.join(directory, data_file))
+    except (FileNotFoundError, SafetensorError, OSError) as e:
+        raise corrupted(directory, f"cannot read {data_file} ({e})") from e
+    try:
+        with open(os.path.join(directory, items_file), encoding="utf-8") as f:
+            items = json.load(f)
+        ids, hashes = items["ids"], items["hashes"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise corrupted(directory, f"cannot read {items_file} ({e!r})") from e
+    check_items(directory, ids, hashes, None, None)
+    check_tensors(
+        directory, data_file, tensors, {"commit": config["_num_items"], "ids": len(ids), "hashes": len(hashes)}
+    )
+    check_items(directory, ids, hashes, tensors["labels"], config.get("_items_digest"))
+    return ShardData(tensors, ids, hashes)
