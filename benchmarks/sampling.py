@@ -19,30 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import torch
 from diffusers import DDIMScheduler
 
-from spm_gen import MemoryBank, SPMDiffusionPipeline
+from spm_gen import SPMDiffusionPipeline
 from spm_gen.memory.readout import MemoryReadout
 from spm_gen.training.config import build_unet
-from spm_gen.utils.resources import peak_mb, reset_peak
-
-
-def _timed(device: torch.device, fn, *args, **kwargs) -> tuple[float, float, object]:
-    start_mem = reset_peak(device)
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, peak_mb(device, start_mem), result
-
-
-def synthetic_bank(shape: tuple[int, int, int], per_class: int, classes: int = 10) -> MemoryBank:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (per_class * classes, *shape), generator=g, dtype=torch.uint8)
-    return MemoryBank.from_images(images, torch.arange(per_class * classes) % classes)
+from spm_gen.utils.benchmarking import synthetic_bank, timed
 
 
 def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -65,7 +49,7 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
         )
 
     twin(class_labels=labels[:2], num_inference_steps=1, output_type="pt")  # warm-up
-    twin_s, twin_mb, _ = _timed(device, run, twin)
+    twin_s, twin_mb, _ = timed(device, run, twin)
     print(f"twin: {twin_s:.2f} s, peak {twin_mb:.0f} MB")
     rows.append({"model": "twin", "seconds": twin_s, "peak_mb": twin_mb})
     for fusion_type in args.fusion_types:
@@ -78,7 +62,7 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
             memory_size = None if size == "whole" else int(size)
             # encoding: every selected item once, then cached across calls, steps and branches
             spm.memory_cache.clear()
-            encode_s, _, _ = _timed(
+            encode_s, _, _ = timed(
                 device, spm, class_labels=labels, num_inference_steps=1, memory_size=memory_size, output_type="pt"
             )
             for uncond in args.unconditional_memory:
@@ -89,7 +73,7 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
                     output_type="pt",
                     unconditional_memory=uncond,
                 )
-                seconds, peak, _ = _timed(device, run, spm, memory_size=memory_size, unconditional_memory=uncond)
+                seconds, peak, _ = timed(device, run, spm, memory_size=memory_size, unconditional_memory=uncond)
                 row = {
                     "model": f"spm-{fusion_type}",
                     "memory_per_class": memory_size or args.whole_class,
@@ -146,7 +130,7 @@ def fusion_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
             ):
                 call = (fusion, q, q_labels, s, s_labels) if name == "materialised" else (q, s, readout)
                 fn(*call)
-                seconds, peak, out = _timed(device, fn, *call)
+                seconds, peak, out = timed(device, fn, *call)
                 row[f"{name}_s"], row[f"{name}_peak_mb"] = seconds, peak
                 row.setdefault("reference", out)
                 row[f"{name}_max_abs_err"] = (out - row["reference"]).abs().max().item()

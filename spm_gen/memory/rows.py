@@ -158,10 +158,12 @@ class RowStore:
         hashes: list[str],
         embeddings: torch.Tensor | None = None,
         shard: int | None = None,
+        keys: np.ndarray | None = None,
     ) -> None:
         """Appends rows. `embeddings` `(m, D)` is required when the store holds embeddings, and starts the
         embedding column of an empty store. `shard`: the saved shard the rows were loaded from (unchanged);
-        None for new rows, which are assigned to shards and marked changed."""
+        None for new rows, which are assigned to shards and marked changed. `keys`: the ids' `id_keys` when
+        already known (a saved shard stores them)."""
         if len(set(ids)) != len(ids) or any(i in self._row for i in ids):
             raise ValueError("duplicate ids")
         n, m = self.n, len(ids)
@@ -179,7 +181,7 @@ class RowStore:
         if embeddings is not None:
             self._embeddings[n : n + m] = embeddings.to(self._embeddings.device)
         self._labels[n : n + m] = labels
-        self._keys[n : n + m] = id_keys(ids)
+        self._keys[n : n + m] = id_keys(ids) if keys is None else keys
         if shard is None:
             self._assign_shards(n, m)
         else:

@@ -23,10 +23,8 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 
 def id_keys(ids: Sequence[str]) -> np.ndarray:
     """Stable 64-bit keys of item ids (blake2b), independent of process and platform."""
-    out = np.empty(len(ids), dtype=np.uint64)
-    for i, item_id in enumerate(ids):
-        out[i] = int.from_bytes(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "little")
-    return out
+    digests = b"".join(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest() for item_id in ids)
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
 def seed_from_generator(generator: torch.Generator | None) -> int:

@@ -3,8 +3,9 @@
 A save folder holds:
 
 - `shard-<token>.safetensors` (one or more): the columns of a group of at most `rows.shard_capacity` items:
-  `images` (uint8, n x C x H x W), `labels` (int64, n), optional `embeddings`; its header metadata holds the
-  rows' `ids` and `hashes` (sha256 of each image's uint8 CHW bytes) as json lists.
+  `images` (uint8, n x C x H x W), `labels` (int64, n), `keys` (the ids' selection keys, `id_keys`, as
+  int64), optional `embeddings`; its header metadata holds the rows' `ids` and `hashes` (sha256 of each
+  image's uint8 CHW bytes) as json lists.
 - `receipts-<token>.jsonl`: the bank's whole removal log, one receipt per line (ids and hashes, never
   pixels); each save appends the receipts of its removals to the log it was loaded with.
 - `config.json`: the bank's config plus the commit record (`_shards`: file, count and digest of ids and
@@ -42,6 +43,7 @@ from safetensors.torch import save
 from ..utils.atomic import atomic_write, atomic_write_text, fsync_dir
 from ..utils.locks import LockBusy, folder_lock
 from .rows import RowStore
+from .selection import id_keys
 from .storage_checks import (
     ShardData,
     check_items,
@@ -115,6 +117,8 @@ def _write_shard(directory: str, store: RowStore, rows: np.ndarray) -> dict:
     index = torch.from_numpy(rows).to(store.device)
     ids, hashes = [store.ids[r] for r in rows.tolist()], [store.hashes[r] for r in rows.tolist()]
     tensors = {"images": store.images[index].cpu().contiguous(), "labels": torch.from_numpy(store.labels[rows])}
+    verify_hashes(directory, ids, hashes, tensors["images"])  # never write rows whose pixels lost their hash
+    tensors["keys"] = torch.from_numpy(store.keys[rows].view(np.int64))  # id_keys(ids), not recomputed on load
     if store.embeddings is not None:
         tensors["embeddings"] = store.embeddings[index].cpu().contiguous()
     name = f"shard-{_token()}.safetensors"
@@ -277,8 +281,11 @@ def load_bank(directory: str, verify: bool = True) -> LoadedBank:
     store = RowStore(image_shape)
     store.reserve(config["_num_items"])
     for index, shard in enumerate(shards):
+        keys = shard.tensors["keys"].numpy().view(np.uint64) if "keys" in shard.tensors else None
         if verify:
             verify_hashes(directory, shard.ids, shard.hashes, shard.tensors["images"])
+            if keys is not None and not np.array_equal(keys, id_keys(shard.ids)):
+                raise corrupted(directory, f"the selection keys of shard {index} do not match its ids")
         embeddings = shard.tensors.get("embeddings")
         try:
             store.append(
@@ -288,6 +295,7 @@ def load_bank(directory: str, verify: bool = True) -> LoadedBank:
                 shard.hashes,
                 None if embeddings is None else embeddings.float(),
                 shard=index,
+                keys=keys,
             )
         except ValueError as e:
             raise corrupted(directory, f"shard {index} does not fit the ones before it ({e})") from e

@@ -29,9 +29,9 @@ def check_items(
 ) -> None:
     """Ids are unique strings, hashes strings, labels (when given) a 1-D int64 column of non-negative values,
     and (for saves that record it) the ids and labels match their digest."""
-    if not isinstance(ids, list) or any(not isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+    if not isinstance(ids, list) or not set(map(type, ids)) <= {str} or len(set(ids)) != len(ids):
         raise corrupted(directory, "the ids are not unique strings")
-    if not isinstance(hashes, list) or any(not isinstance(h, str) for h in hashes):
+    if not isinstance(hashes, list) or not set(map(type, hashes)) <= {str}:
         raise corrupted(directory, "the content hashes are not strings")
     if labels is None:
         return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -60,6 +61,62 @@ def sample_grid(pipe, config: TrainConfig, num_classes: int, path: str) -> str:
     return save_titled_rows(rows, path, title=f"samples, guidance {config.guidance_scale}")
 
 
+@dataclass
+class Optimization:
+    """What one optimisation step needs: the prepared model, optimiser and learning-rate schedule, the noise
+    schedule and the loss options. `train` runs its steps; benchmarks time them."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    noise_scheduler: DDPMScheduler
+    options: LossOptions
+    max_grad_norm: float
+
+    @classmethod
+    def prepare(cls, config: TrainConfig, unet: SPMUNet2DModel, accelerator: Accelerator) -> Optimization:
+        """AdamW, constant learning rate after a linear warm-up, DDPM's linear noise schedule; the model,
+        optimiser and schedule go through `accelerator.prepare` (devices, mixed precision, DDP)."""
+        optimizer = torch.optim.AdamW(
+            unet.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.weight_decay,
+        )
+        lr_scheduler = get_scheduler(
+            "constant_with_warmup",
+            optimizer,
+            num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=config.max_train_steps * accelerator.num_processes,
+        )
+        noise_scheduler = DDPMScheduler(
+            num_train_timesteps=config.num_train_timesteps,
+            beta_start=config.beta_start,
+            beta_end=config.beta_end,
+            beta_schedule="linear",
+        )
+        model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+        options = LossOptions(class_dropout=config.class_dropout, memory_label_dropout=config.memory_label_dropout)
+        return cls(accelerator, model, optimizer, lr_scheduler, noise_scheduler, options, config.max_grad_norm)
+
+    def step(self, run: TrainingRun, generator: torch.Generator, device_generator: torch.Generator) -> None:
+        """One optimisation step (its micro-batches drawn by `run`), under the accelerator's autocast."""
+        accelerator, model = self.accelerator, self.model
+        for _ in range(run.config.gradient_accumulation_steps):
+            with accelerator.accumulate(model):
+                batch = run.draw(generator)
+                with accelerator.autocast():
+                    loss = diffusion_loss(model, self.noise_scheduler, batch, device_generator, self.options)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                run.add_loss(loss)
+
+
 def train(config: TrainConfig) -> str | None:
     """Trains the model of `config`; returns the final pipeline folder on the main process (None elsewhere)."""
     accelerator = Accelerator(
@@ -85,25 +142,8 @@ def train(config: TrainConfig) -> str | None:
             model_cls=SPMUNet2DModel,
             model_config=cfg,
         )
-    optimizer = torch.optim.AdamW(
-        unet.parameters(),
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.weight_decay,
-    )
-    lr_scheduler = get_scheduler(
-        "constant_with_warmup",
-        optimizer,
-        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=config.max_train_steps * accelerator.num_processes,
-    )
-    noise_scheduler = DDPMScheduler(
-        num_train_timesteps=config.num_train_timesteps,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
-        beta_schedule="linear",
-    )
-    model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    steps = Optimization.prepare(config, unet, accelerator)
+    model = steps.model
     if ema is not None:
         ema.to(accelerator.device)  # saved by save_checkpoint as safetensors, not through accelerate's pickle
     if config.log_with:
@@ -119,26 +159,13 @@ def train(config: TrainConfig) -> str | None:
         logger.info(f"resumed from {resumed[0]} at step {start_step}")
     if accelerator.is_main_process:
         os.makedirs(os.path.join(config.output_dir, "samples"), exist_ok=True)
-    options = LossOptions(class_dropout=config.class_dropout, memory_label_dropout=config.memory_label_dropout)
     progress = run.begin(start_step)
     for step in progress:
-        generator, device_generator = run.generators(step)
-        for _ in range(config.gradient_accumulation_steps):
-            with accelerator.accumulate(model):
-                batch = run.draw(generator)
-                with accelerator.autocast():
-                    loss = diffusion_loss(model, noise_scheduler, batch, device_generator, options)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                run.add_loss(loss)
+        steps.step(run, *run.generators(step))
         if ema is not None:
             ema.step(accelerator.unwrap_model(model).parameters())
         global_step = step + 1
-        record = run.log_step(global_step, lr=lr_scheduler.get_last_lr()[0])
+        record = run.log_step(global_step, lr=steps.lr_scheduler.get_last_lr()[0])
         if record is not None:
             progress.set_postfix(loss=f"{record['loss']:.4f}")
             if config.log_with:
@@ -147,14 +174,14 @@ def train(config: TrainConfig) -> str | None:
             save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit, ema)
         if global_step % config.sample_every == 0 and accelerator.is_main_process:
             with _ema_weights(accelerator.unwrap_model(model), ema) as weights:
-                pipe = build_pipeline(weights, noise_scheduler, run.dataset)
+                pipe = build_pipeline(weights, steps.noise_scheduler, run.dataset)
                 path = os.path.join(config.output_dir, "samples", f"step-{global_step:06d}.png")
                 sample_grid(pipe, config, cfg.num_class_embeds, path)
 
     accelerator.wait_for_everyone()
     final = None
     if accelerator.is_main_process:
-        final = export_pipeline(accelerator.unwrap_model(model), ema, noise_scheduler, run.dataset, config)
+        final = export_pipeline(accelerator.unwrap_model(model), ema, steps.noise_scheduler, run.dataset, config)
     run.finish(title=f"{cfg.fusion_type} on {config.dataset}")
     return final
 

@@ -57,7 +57,7 @@ class TrainingRun:
         self.uses_memory = uses_memory
         self.sampler = SupportSampler(dataset.labels, num_classes)
         self.loss_log = os.path.join(config.output_dir, "loss.jsonl")
-        self._running: list[float] = []
+        self._running: list[torch.Tensor] = []
 
     @classmethod
     def start(
@@ -125,15 +125,17 @@ class TrainingRun:
         return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
     def add_loss(self, loss: torch.Tensor) -> None:
-        """Adds a (micro-)batch's loss, averaged over processes, to the current logging interval."""
-        self._running.append(self.accelerator.gather(loss.detach()[None]).mean().item())
+        """Adds a (micro-)batch's loss to the current logging interval (kept on the device: no host
+        synchronisation per step)."""
+        self._running.append(loss.detach().float())
 
     def log_step(self, step: int, **extra: float) -> dict | None:
-        """Every `log_every` steps (and at the last one), writes the interval's mean loss to the loss log and
-        returns the record."""
+        """Every `log_every` steps (and at the last one), writes the interval's mean loss (averaged over
+        processes) to the loss log and returns the record. Called by every process at every step."""
         if step % self.config.log_every and step != self.config.max_train_steps:
             return None
-        record = {"step": step, "loss": sum(self._running) / len(self._running), **extra}
+        mean = self.accelerator.gather(torch.stack(self._running).mean()[None]).mean().item()
+        record = {"step": step, "loss": mean, **extra}
         self._running = []
         if self.is_main_process:
             append_loss(self.loss_log, record)

@@ -126,6 +126,7 @@ def _edit_labels(path, change):
         (lambda p: _edit_shard(p, ids=["1"] * 11), "the ids are not unique strings"),
         (lambda p: _edit_shard(p, ids=[str(i) for i in range(20, 30)]), "disagree on the number of items"),
         (lambda p: _edit_labels(p, lambda labels: labels ^ 1), "do not match the digest"),
+        (lambda p: _edit_shard(p, lambda t: {**t, "keys": t["keys"] + 1}), "selection keys of shard 0 do not match"),
         (lambda p: _edit_labels(p, lambda labels: labels.float()), "1-D int64 column"),
         (lambda p: _edit_labels(p, lambda labels: labels[:, None]), "1-D int64 column"),
     ],
