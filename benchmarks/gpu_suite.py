@@ -6,7 +6,9 @@
     `torch.compile`d) and dot fusion at 100 / 256 / 1,024 memory items per class, with the unconditional
     branch reading its class's memory ("class", the default) or all the batch's memory ("all"): seconds,
     ratio to the twin, peak memory;
-(c) bf16 against fp32 sampling from the same initial noise: how far the samples are apart.
+(c) bf16 against fp32 sampling from the same initial noise: how far the samples are apart;
+(d) on CUDA, whether the denoising loop synchronises with the host: steps 2.. of an SPM call run under
+    `torch.cuda.set_sync_debug_mode("error")`.
 
 The weights are untrained and the data synthetic (timings do not depend on them; nothing is downloaded).
 
@@ -161,6 +163,29 @@ def bf16_agreement(suite: Suite, device: torch.device) -> dict:
             "mean_abs_diff": diff.mean().item(), "pixel_range": "[0, 1]"}  # fmt: skip
 
 
+def host_sync_check(suite: Suite, device: torch.device) -> dict:
+    """Runs the additive SPM's denoising steps after the first under CUDA's sync-debug mode "error": any
+    host synchronisation inside the loop raises. Not applicable on the CPU."""
+    row = {"part": "host_sync", "model": "spm-additive", "syncs_in_step_loop": None}
+    if device.type != "cuda":
+        return row
+    cfg = build_unet(suite.config).config
+    pipe = _pipeline(suite, device, "additive", synthetic_bank((cfg.in_channels, cfg.sample_size, cfg.sample_size), 8))
+
+    def strict_after_first_step(p, i, t, tensors):
+        torch.cuda.set_sync_debug_mode("error" if i < p.num_timesteps - 1 else "default")
+        return tensors
+
+    try:
+        _sample(suite, pipe, device, suite.num_images, memory_size=8, callback_on_step_end=strict_after_first_step)
+        row["syncs_in_step_loop"] = False
+    except RuntimeError as e:
+        row["syncs_in_step_loop"], row["error"] = True, str(e)[:300]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return row
+
+
 def print_table(device_name: str, rows: list[dict]) -> None:
     print(f"\n{device_name}, torch {torch.__version__}")
     print(f"{'part':<10s} {'model':<13s} {'setting':<28s} {'value':>14s} {'vs twin':>8s} {'peak MB':>9s}")
@@ -170,6 +195,8 @@ def print_table(device_name: str, rows: list[dict]) -> None:
         elif r["part"] == "sampling":
             setting = f"{r.get('memory_size', '-')}/class, uncond {r.get('unconditional_memory', '-')}"
             value, ratio = f"{r['seconds']:11.2f} s", f"{r['ratio_to_twin']:7.2f}x"
+        elif r["part"] == "host_sync":
+            setting, value, ratio = "syncs in the step loop", str(r["syncs_in_step_loop"]), ""
         else:
             setting, value, ratio = (
                 f"{r['dtype']} vs fp32",
@@ -201,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(json.dumps(rows[-1]), flush=True)
     rows += sampling_rows(suite, device)
     rows.append(bf16_agreement(suite, device))
+    rows.append(host_sync_check(suite, device))
     print_table(name, rows)
     result = {"device": name, "torch": torch.__version__, "suite": asdict(suite), "rows": rows,
               "seconds": time.perf_counter() - start, "date": time.strftime("%Y-%m-%d")}  # fmt: skip

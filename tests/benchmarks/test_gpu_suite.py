@@ -29,3 +29,4 @@ def test_tiny_mode_runs_every_part_of_the_suite(tmp_path):
     assert sampling == [("twin", None, None), *spm]
     (agreement,) = [r for r in rows if r["part"] == "bf16_vs_fp32"]
     assert agreement["dtype"] == "torch.bfloat16" and 0 < agreement["max_abs_diff"] < 0.1
+    assert rows[-1] == {"part": "host_sync", "model": "spm-additive", "syncs_in_step_loop": None}  # CUDA only
