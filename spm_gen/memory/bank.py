@@ -163,6 +163,8 @@ class MemoryBank(ModelMixin, ConfigMixin):
         """Adds `images` `(M, C, H, W)` (float in [0, 1] or uint8) with `M` non-negative integer `labels` (e.g.
         images no parameter was trained on); returns their ids: `ids`, or consecutive integers after every
         numeric id the bank ever held (ids are never reused). `embeddings` `(M, D)`: when the bank stores them."""
+        if self._saved is not None and self._saved.unloaded:
+            raise ValueError("this bank was loaded for a removal (part of its shards); load it whole to add items")
         store = self._store
         images_u8 = as_uint8_images(images, self.image_shape)
         labels_np = as_labels(labels, len(images_u8))
@@ -276,7 +278,18 @@ class MemoryBank(ModelMixin, ConfigMixin):
             path = os.path.join(path, subfolder)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"No memory bank folder at '{path}' (memory banks load from local folders only)")
-        stored = storage.load_bank(path, verify=verify)
+        return cls._from_stored(path, storage.load_bank(path, verify=verify))
+
+    @classmethod
+    def load_for_removal(cls, path: str, ids: Sequence[str] = (), labels: Sequence[int] = ()) -> MemoryBank:
+        """Only the saved shards of the bank at `path` that hold `ids` or items of `labels` (read without
+        re-hashing; the shards a save rewrites are verified as they are written): enough to remove those items
+        and save back into `path`, which keeps the other shards as they are. Not a bank to sample from."""
+        shards = storage.shards_holding(path, set(ids), {int(label) for label in labels})
+        return cls._from_stored(path, storage.load_bank(path, verify=False, shards=shards))
+
+    @classmethod
+    def _from_stored(cls, path: str, stored: storage.LoadedBank) -> MemoryBank:
         init_names = set(inspect.signature(cls.__init__).parameters) - {"self"}
         bank = cls(**{k: v for k, v in stored.config.items() if k in init_names})
         if stored.store.image_shape != bank.image_shape:

@@ -139,7 +139,10 @@ def delete_from_folder(
 def _delete(
     source: SavedFolder, request: DeletionRequest, dry_run: bool, output: str | None, start: float
 ) -> DeletionOutcome:
-    bank = source.load_bank(verify=False)  # the shards a removal rewrites are verified as they are written
+    if output is None and not (request.image_files or request.similar_files):  # by id or class, in place
+        bank = MemoryBank.load_for_removal(source.bank_dir, request.ids, request.labels)
+    else:
+        bank = source.load_bank(verify=False)  # the shards a removal rewrites are verified as they are written
     selection = resolve(bank, request, dry_run)
     if dry_run:
         ids = [] if selection.is_empty() else bank.resolve_ids(selection)

@@ -74,6 +74,7 @@ class SavedShards:
 
     directory: str | None = None  # real path
     entries: dict[int, dict] = field(default_factory=dict)
+    unloaded: dict[int, dict] = field(default_factory=dict)  # shards a partial load left on disk (kept as they are)
 
 
 @dataclass
@@ -131,9 +132,15 @@ def _write_locked(
     directory: str, config: dict, store: RowStore, receipts: list[dict], version: str, saved: SavedShards | None
 ) -> SavedShards:
     real = os.path.realpath(directory)
-    reusable = saved.entries if saved is not None and saved.directory == real else {}
-    entries = {}
+    same_folder = saved is not None and saved.directory == real
+    reusable = saved.entries if same_folder else {}
+    unloaded = saved.unloaded if saved is not None else {}
+    if unloaded and not same_folder:
+        raise ValueError("a bank loaded for a removal (only the shards it touches) saves back into its own folder only")
+    entries = dict(unloaded)
     for shard, rows in store.shard_groups():
+        if shard in unloaded:
+            raise ValueError(f"shard {shard} is both in memory and left on disk")
         entry = reusable.get(shard)
         unchanged = entry is not None and shard not in store.changed_shards
         if not (unchanged and os.path.isfile(os.path.join(directory, entry["file"]))):
@@ -145,16 +152,16 @@ def _write_locked(
     )
     commit = dict(config)
     commit.update(
-        _shards=list(entries.values()),
+        _shards=[entries[shard] for shard in sorted(entries)],
         _receipts_file=receipts_file,
-        _num_items=store.n,
+        _num_items=store.n + sum(entry["count"] for entry in unloaded.values()),
         _version=version,
         _embedding_info=store.embedding_info,
     )
     atomic_write_text(os.path.join(directory, CONFIG_NAME), json.dumps(commit, indent=2, sort_keys=True) + "\n")
     _remove_unreferenced(directory, _referenced(commit))
     store.mark_saved()
-    return SavedShards(real, entries)
+    return SavedShards(real, {k: v for k, v in entries.items() if k not in unloaded}, unloaded)
 
 
 def _referenced(config: dict) -> set[str]:
@@ -265,22 +272,45 @@ def _read_shard(directory: str, entry: dict, image_shape: tuple) -> ShardData:
     return ShardData(tensors, ids, hashes)
 
 
-def load_bank(directory: str, verify: bool = True) -> LoadedBank:
+def shards_holding(directory: str, ids: set[str], labels: set[int]) -> set[int] | None:
+    """The shards of the committed save that hold one of `ids` or an item of `labels`, read from their headers
+    and label columns only (None for a first-format folder: one file holds everything)."""
+    config = _read_config(directory)
+    if "_shards" not in config:
+        return None
+    wanted = torch.tensor(sorted(labels), dtype=torch.int64)
+    found = set()
+    for index, entry in enumerate(config["_shards"]):
+        try:
+            with safe_open(os.path.join(directory, entry["file"]), framework="pt") as f:
+                shard_ids = json.loads((f.metadata() or {})["ids"]) if ids else []
+                shard_labels = f.get_tensor("labels") if labels else wanted[:0]
+        except (FileNotFoundError, SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+            raise corrupted(directory, f"cannot read {entry['file']} ({e!r})") from e
+        if not ids.isdisjoint(shard_ids) or bool(torch.isin(shard_labels, wanted).any()):
+            found.add(index)
+    return found
+
+
+def load_bank(directory: str, verify: bool = True, shards: set[int] | None = None) -> LoadedBank:
     """Reads the committed save in `directory` shard by shard into a `RowStore`; raises `FileNotFoundError`
-    or `ValueError` naming the problem. With `verify`, every image's sha256 is recomputed and compared."""
+    or `ValueError` naming the problem. With `verify`, every image's sha256 is recomputed and compared.
+    `shards`: read only these (a partial load for a removal; the others are kept as they are on saving)."""
     config = _read_config(directory)
     image_shape = tuple(config.get("image_shape") or ())
     if "_shards" in config:
-        entries = config["_shards"]
-        shards = (_read_shard(directory, entry, image_shape) for entry in entries)
+        wanted = range(len(config["_shards"])) if shards is None else sorted(shards)
+        entries = {i: config["_shards"][i] for i in wanted}
+        loaded = (_read_shard(directory, entry, image_shape) for entry in entries.values())
     else:
         first = read_v1(directory, config)
-        entries, shards = [None], iter([first])
+        entries, loaded = {0: None}, iter([first])
         image_shape = tuple(first.tensors["images"].shape[1:])
     receipts = read_receipts(directory, config["_receipts_file"])
+    unloaded = {i: e for i, e in enumerate(config.get("_shards", [])) if i not in entries}
     store = RowStore(image_shape)
-    store.reserve(config["_num_items"])
-    for index, shard in enumerate(shards):
+    store.reserve(config["_num_items"] - sum(e["count"] for e in unloaded.values()))
+    for index, shard in zip(entries, loaded):
         keys = shard.tensors["keys"].numpy().view(np.uint64) if "keys" in shard.tensors else None
         if verify:
             verify_hashes(directory, shard.ids, shard.hashes, shard.tensors["images"])
@@ -301,6 +331,6 @@ def load_bank(directory: str, verify: bool = True) -> LoadedBank:
             raise corrupted(directory, f"shard {index} does not fit the ones before it ({e})") from e
     if store.embeddings is not None:
         store.embedding_info = config.get("_embedding_info")
-    saved = {i: e for i, e in enumerate(entries) if e is not None}
+    saved = SavedShards(os.path.realpath(directory), {i: e for i, e in entries.items() if e is not None}, unloaded)
     _clean_after_load(directory, config)
-    return LoadedBank(config, store, receipts, config["_version"], SavedShards(os.path.realpath(directory), saved))
+    return LoadedBank(config, store, receipts, config["_version"], saved)

@@ -292,3 +292,30 @@ def test_first_format_folders_load_and_convert_on_their_next_save(tmp_path):
     names = os.listdir(tmp_path / "bank")
     assert not any(n.startswith(("bank-", "items-")) for n in names) and any(n.startswith("shard-") for n in names)
     assert _same(MemoryBank.from_pretrained(tmp_path / "bank"), old)
+
+
+def test_a_removal_reads_only_the_shards_it_touches(tmp_path, monkeypatch):
+    monkeypatch.setattr(rows, "SHARD_MAX_ITEMS", 4)
+    full = MemoryBank.from_images(make_images(12), torch.arange(12) % 3)
+    full.save_pretrained(tmp_path)
+    first = json.load(open(tmp_path / "config.json"))["_shards"]
+    partial = MemoryBank.load_for_removal(str(tmp_path), ids=["5"])
+    assert sorted(partial.ids, key=int) == ["4", "5", "6", "7"]  # the second shard only
+    with pytest.raises(ValueError, match="loaded for a removal"):
+        partial.add(make_images(1), [0])
+    with pytest.raises(ValueError, match="saves back into its own folder only"):
+        partial.save_pretrained(tmp_path / "elsewhere")
+    receipt = partial.remove(ids=["5"], reason="r")
+    partial.save_pretrained(tmp_path)
+    second = json.load(open(tmp_path / "config.json"))["_shards"]
+    assert [second[0], second[2]] == [first[0], first[2]] and second[1]["count"] == 3
+    full.remove(ids=["5"], reason="r")
+    loaded = MemoryBank.from_pretrained(tmp_path)
+    assert sorted(loaded.ids, key=int) == sorted(full.ids, key=int) and loaded.receipts == [receipt]
+    a, b = _by_id(loaded), _by_id(full)
+    assert all(torch.equal(a[i][0], b[i][0]) and a[i][1] == b[i][1] for i in b)
+    # a class spans every shard; an unknown id is an error and changes nothing
+    by_class = MemoryBank.load_for_removal(str(tmp_path), labels=[1])
+    assert {int(label) for label in by_class.labels} >= {1} and len(by_class) == 11
+    with pytest.raises(ValueError, match=r"Unknown ids: \['99'\]"):
+        MemoryBank.load_for_removal(str(tmp_path), ids=["99"]).remove(ids=["99"])
