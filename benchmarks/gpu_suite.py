@@ -222,10 +222,13 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as out:
-        for fusion_type in ("additive", "none"):
-            for precision in ("no", "bf16"):
-                rows.append(training_row(suite, device, fusion_type, precision, out))
-                print(json.dumps(rows[-1]), flush=True)
+        try:
+            for fusion_type in ("additive", "none"):
+                for precision in ("no", "bf16"):
+                    rows.append(training_row(suite, device, fusion_type, precision, out))
+                    print(json.dumps(rows[-1]), flush=True)
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)  # leave no bf16 state to the caller
     rows += sampling_rows(suite, device)
     rows.append(bf16_agreement(suite, device))
     rows.append(host_sync_check(suite, device))
