@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from diffusers import DDPMScheduler
 
 from spm_gen import SPMDiffusionPipeline
 from spm_gen.data import ImageDataset
@@ -66,8 +67,8 @@ class Suite:
         return cls("configs/tiny.yaml", 8, 16, 2, 1, 8, 2, 0.3, [4, 8])
 
 
-def device_and_name() -> tuple[torch.device, str]:
-    if torch.cuda.is_available():
+def device_and_name(cpu: bool = False) -> tuple[torch.device, str]:
+    if torch.cuda.is_available() and not cpu:
         return torch.device("cuda"), torch.cuda.get_device_name()
     return torch.device("cpu"), f"{platform.machine()} CPU ({torch.get_num_threads()} threads)"
 
@@ -110,15 +111,11 @@ def _pipeline(suite: Suite, device: torch.device, fusion_type: str, bank=None) -
     unet = build_unet(suite.config, fusion_type=fusion_type)
     if fusion_type == "additive" and suite.compile_fusion:
         unet.compile_fusion(dynamic=True)
-    pipe = SPMDiffusionPipeline(unet, official_ddim(_ddpm(suite)), bank).to(device)
+    pipe = SPMDiffusionPipeline(
+        unet, official_ddim(DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")), bank
+    ).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def _ddpm(suite: Suite):
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
 
 
 def _sample(suite: Suite, pipe: SPMDiffusionPipeline, device: torch.device, num_images: int, **kwargs):
@@ -214,10 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", help="default: benchmarks/gpu_<device>.json (runs/gpu_suite_tiny.json with --tiny)")
     args = parser.parse_args(argv)
     suite = Suite.tiny() if args.tiny else Suite()
-    device, name = device_and_name()
-    if args.tiny:
-        device, name = torch.device("cpu"), f"{platform.machine()} CPU ({torch.get_num_threads()} threads)"
-    elif device.type != "cuda":
+    device, name = device_and_name(cpu=args.tiny)
+    if not args.tiny and device.type != "cuda":
         raise SystemExit("no CUDA device: run with --tiny on the CPU")
     start = time.perf_counter()
     rows = []

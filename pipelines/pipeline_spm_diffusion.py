@@ -153,7 +153,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"memory images have shape {tuple(self.memory_bank.image_shape)}, the unet expects {expected}"
                 )
-            unknown = [c for c in self.memory_bank.class_counts() if c >= cfg.num_class_embeds]
+            memory_labels = self.memory_bank.labels
+            unknown = memory_labels[memory_labels >= cfg.num_class_embeds].unique().tolist()
             if unknown:
                 last = cfg.num_class_embeds - 1
                 raise ValueError(f"memory items have labels {sorted(unknown)[:5]}, the unet knows classes 0..{last}")

@@ -46,7 +46,8 @@ from .rows import RowStore
 from .selection import id_keys
 from .storage_checks import (
     ShardData,
-    check_items,
+    check_ids,
+    check_labels,
     check_tensors,
     corrupted,
     items_digest,
@@ -262,9 +263,9 @@ def _read_shard(directory: str, entry: dict, image_shape: tuple) -> ShardData:
         ids, hashes = json.loads(metadata["ids"]), json.loads(metadata["hashes"])
     except (FileNotFoundError, SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
         raise corrupted(directory, f"cannot read {name} ({e!r})") from e
-    check_items(directory, ids, hashes, None)
+    check_ids(directory, ids, hashes)
     check_tensors(directory, name, tensors, {"commit": entry["count"], "ids": len(ids), "hashes": len(hashes)})
-    check_items(directory, ids, hashes, tensors["labels"], entry["digest"])
+    check_labels(directory, ids, tensors["labels"], entry["digest"])
     if tuple(tensors["images"].shape[1:]) != image_shape:
         raise corrupted(
             directory, f"{name} holds images of shape {tuple(tensors['images'].shape[1:])}, not {image_shape}"

@@ -24,17 +24,17 @@ def items_digest(ids: list[str], labels: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def check_items(
-    directory: str, ids: object, hashes: object, labels: torch.Tensor | None, digest: object = None
-) -> None:
-    """Ids are unique strings, hashes strings, labels (when given) a 1-D int64 column of non-negative values,
-    and (for saves that record it) the ids and labels match their digest."""
+def check_ids(directory: str, ids: object, hashes: object) -> None:
+    """Ids are unique strings and hashes strings."""
     if not isinstance(ids, list) or not set(map(type, ids)) <= {str} or len(set(ids)) != len(ids):
         raise corrupted(directory, "the ids are not unique strings")
     if not isinstance(hashes, list) or not set(map(type, hashes)) <= {str}:
         raise corrupted(directory, "the content hashes are not strings")
-    if labels is None:
-        return
+
+
+def check_labels(directory: str, ids: list[str], labels: torch.Tensor, digest: object) -> None:
+    """Labels are a 1-D int64 column of non-negative values and (for saves that record it) the ids and
+    labels match their digest."""
     if labels.dtype != torch.int64 or labels.ndim != 1 or (labels.numel() and int(labels.min()) < 0):
         found = f"{labels.dtype} {tuple(labels.shape)}"
         raise corrupted(directory, f"labels must be a 1-D int64 column of non-negative values, got {found}")

@@ -11,7 +11,7 @@ import re
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .storage_checks import ShardData, check_items, check_tensors, corrupted
+from .storage_checks import ShardData, check_ids, check_labels, check_tensors, corrupted
 
 FILE_KEYS = ("_data_file", "_items_file")
 _FILES = re.compile(r"^(bank-[0-9a-f]{12}\.safetensors|items-[0-9a-f]{12}\.json)$")
@@ -34,9 +34,9 @@ def read_v1(directory: str, config: dict) -> ShardData:
         ids, hashes = items["ids"], items["hashes"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise corrupted(directory, f"cannot read {items_file} ({e!r})") from e
-    check_items(directory, ids, hashes, None, None)
+    check_ids(directory, ids, hashes)
     check_tensors(
         directory, data_file, tensors, {"commit": config["_num_items"], "ids": len(ids), "hashes": len(hashes)}
     )
-    check_items(directory, ids, hashes, tensors["labels"], config.get("_items_digest"))
+    check_labels(directory, ids, tensors["labels"], config.get("_items_digest"))
     return ShardData(tensors, ids, hashes)

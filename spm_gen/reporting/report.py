@@ -55,7 +55,7 @@ def run_report(config: ReportConfig) -> dict:
 
 def remove_empty_folders(top: str) -> None:
     """Deletes `top` and the folders under it that hold no file (bottom up)."""
-    for root, _, _ in sorted(os.walk(top), key=lambda entry: -entry[0].count(os.sep)):
+    for root, _, _ in os.walk(top, topdown=False):
         if not os.listdir(root):
             os.rmdir(root)
 
