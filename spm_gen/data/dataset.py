@@ -45,6 +45,17 @@ class ImageDataset:
         keep = torch.nonzero(mask).flatten().tolist()
         return ImageDataset(self.images[mask], self.labels[mask], [self.ids[i] for i in keep], list(self.class_names))
 
+    def first_per_class(self, count: int) -> ImageDataset:
+        """The first `count` items of each class, in dataset order (a small training set)."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"count must be a positive integer, got {count!r}")
+        seen: dict[int, int] = {}
+        mask = torch.zeros(len(self.labels), dtype=torch.bool)
+        for i, label in enumerate(self.labels.tolist()):
+            seen[label] = seen.get(label, 0) + 1
+            mask[i] = seen[label] <= count
+        return self.subset(mask)
+
     def exclude(self, ids: Sequence[str] | None = None, classes: Sequence[int] | None = None) -> ImageDataset:
         """This dataset without the given ids and classes (e.g. for an oracle retrained without them).
 

@@ -81,6 +81,7 @@ class RunConfig:
     channels: int = 1
     exclude_ids: list[str] = field(default_factory=list)
     exclude_classes: list[int] = field(default_factory=list)
+    images_per_class: int | None = None  # train on the first N images of each class only (before exclusions)
     # model arguments of `model_class`
     model: dict[str, Any] = field(default_factory=dict)
     # the paper's memory sampling: N support images per batch, split evenly over the batch's labels,
@@ -102,6 +103,7 @@ class RunConfig:
             "dataset": self.dataset in choices_of(Dataset),
             "data_path": self.dataset == "digits" or bool(self.data_path and os.path.exists(self.data_path)),
             "image_size": self.image_size > 0,
+            "images_per_class": self.images_per_class is None or self.images_per_class > 0,
             "channels": self.channels in (1, 3),
             "memory_per_batch": self.memory_per_batch > 0,
             "train_batch_size": self.train_batch_size > 0,

@@ -9,8 +9,9 @@ from .config import ClassifierTrainConfig, TrainConfig
 def load_training_dataset(
     config: TrainConfig | ClassifierTrainConfig, image_shape: tuple[int, int, int], num_classes: int
 ) -> ImageDataset:
-    """The dataset named by `config` (digits: the seeded train split), minus `exclude_ids` and
-    `exclude_classes`, checked against the model's image shape `(C, H, W)` and number of classes."""
+    """The dataset named by `config` (digits: the seeded train split), its first `images_per_class` images
+    of each class when set, minus `exclude_ids` and `exclude_classes`, checked against the model's image
+    shape `(C, H, W)` and number of classes."""
     if config.dataset == "digits":
         dataset = load_digits_dataset(image_size=config.image_size, split="train", seed=config.seed)
     elif config.dataset == "folder":
@@ -19,6 +20,8 @@ def load_training_dataset(
         dataset = load_cifar10(config.data_path, train=True)
     else:
         dataset = load_saved_hf_dataset(config.data_path, channels=config.channels)
+    if config.images_per_class is not None:
+        dataset = dataset.first_per_class(config.images_per_class)
     if config.exclude_ids or config.exclude_classes:
         dataset = dataset.exclude(ids=config.exclude_ids, classes=config.exclude_classes)
     if dataset.image_shape != tuple(image_shape):

@@ -44,6 +44,17 @@ def test_to_memory_bank_and_exclude():
         ds.exclude(classes=[42])
 
 
+def test_first_per_class_keeps_dataset_order_and_exclusions_apply_after():
+    ds = load_digits_dataset(split="train")
+    small = ds.first_per_class(3)
+    assert len(small) == 30 and small.labels.bincount().tolist() == [3] * 10
+    first_zeros = [i for i, label in zip(ds.ids, ds.labels.tolist()) if label == 0][:3]
+    assert [i for i, label in zip(small.ids, small.labels.tolist()) if label == 0] == first_zeros
+    assert first_zeros[0] not in small.exclude(ids=first_zeros[:1]).ids
+    with pytest.raises(ValueError, match="count must be a positive integer, got 0"):
+        ds.first_per_class(0)
+
+
 def _write_folder(root, size=(6, 6)):
     rng = np.random.default_rng(0)
     for cls in ("cat", "dog"):

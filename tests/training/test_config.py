@@ -110,3 +110,9 @@ def test_a_tracker_that_is_not_installed_fails_before_training(monkeypatch):
     assert load_config("configs/tiny.yaml", parse_overrides(["--log_with", "wandb"])).log_with == "wandb"
     with pytest.raises(ValueError, match="log_with='nope'"):
         load_config("configs/tiny.yaml", parse_overrides(["--log_with", "nope"]))
+
+
+def test_digits_configs_validate():
+    assert load_config("configs/digits.yaml").images_per_class is None
+    regime = load_config("configs/digits_memorization.yaml")
+    assert regime.images_per_class == 10 and regime.image_size == regime.model["sample_size"] == 8

@@ -72,6 +72,15 @@ def test_oracle_excludes_a_class_from_memory_and_training(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
+def test_images_per_class_trains_on_a_small_set_and_its_memory_is_that_set(tmp_path):
+    small = load_digits_dataset(image_size=8, split="train").first_per_class(2)
+    final = train(_config(tmp_path, "--images_per_class", "2", "--exclude_ids", small.ids[0]))
+    expected = small.exclude(ids=small.ids[:1])
+    bank = SPMDiffusionPipeline.from_pretrained(final).memory_bank
+    assert sorted(bank.ids) == sorted(expected.ids) and len(bank) == 19
+
+
+@pytest.mark.slow
 def test_twin_trains_without_memory(tmp_path):
     final = train(_config(tmp_path, "--fusion_type", "none"))
     assert SPMDiffusionPipeline.from_pretrained(final).memory_bank is None
