@@ -1,0 +1,210 @@
+"""The memorization regime (issue: memorization you can see): on a small training set trained long, does
+the twin copy training images, and which removal makes a model stop producing the removed ones?
+
+1. Trains the twin and the SPM on configs/digits_memorization.yaml (the digits at 8x8, 10 per class).
+2. Chooses `--num-removed` images, one per class, among those the twin's samples copy most.
+3. Trains the two oracles (twin and SPM) without them.
+4. Samples every model with the same seeds and measures near-copies of the removed images, Gu's
+   memorization rate and the extraction share on the remaining images, and FID against them (the judge's
+   features): the SPM and the twin before; SPM deletion, twin + SalUn, twin + gradient ascent, the oracles.
+5. Image variations (`memory_selection="nearest"`, each removed image as the reference): the SPM before
+   deletion, after, and the same SPM whose memory never held them (equal bit for bit to "after").
+
+Writes `--json` (a list of records, see spm_gen/reporting/memorization_regime.py), `<json>_settings.json`
+(settings, removed ids, times, the variations check) and pictures under `--out`.
+
+    python benchmarks/memorization_regime.py [--reuse] [--out runs/memorization_regime]
+    python benchmarks/memorization_regime.py --tiny --out /tmp/regime --json /tmp/regime.json   # plumbing only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict
+
+import torch
+
+from spm_gen.memory.bank import MemoryBank
+from spm_gen.metrics.memorization import save_distance_histogram
+from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.reporting.memorization_regime import (
+    RegimeSettings,
+    choose_removed,
+    make_reference,
+    measure,
+    nearest_variation,
+    remaining_bank,
+    sample_classes,
+    save_removed_image_gallery,
+    variation_samples,
+)
+from spm_gen.sampling import load_pipeline
+from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
+
+logger = logging.getLogger("memorization_regime")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/digits_memorization.yaml")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
+    parser.add_argument("--per-class", type=int, default=50, help="samples of every class, per model")
+    parser.add_argument("--num-removed", type=int, default=5)
+    parser.add_argument("--threshold", type=float, default=0.04, help="near-copy RMS pixel distance")
+    parser.add_argument("--inference-steps", type=int, default=50)
+    parser.add_argument("--twin-steps", type=int, default=100, help="SalUn / gradient ascent steps on the twin")
+    parser.add_argument("--judge", default="assets/digits/judge", help="the classifier whose features FID uses")
+    parser.add_argument("--out", default="runs/memorization_regime")
+    parser.add_argument("--json", default="benchmarks/memorization_regime_cpu.json")
+    parser.add_argument("--reuse", action="store_true", help="reuse models (and the removed ids) found in --out")
+    parser.add_argument("--tiny", action="store_true", help="configs/tiny.yaml, a few steps and samples, no FID")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.config, args.steps, args.per_class, args.inference_steps, args.judge = "configs/tiny.yaml", 4, 2, 2, None
+        args.twin_steps = 2
+    return args
+
+
+def train_model(args: argparse.Namespace, name: str, extra: list[str]) -> str:
+    """The saved pipeline of model `name` (trained now unless --reuse finds it)."""
+    folder = os.path.join(args.out, name)
+    if args.reuse and os.path.isfile(os.path.join(folder, "pipeline", "model_index.json")):
+        return os.path.join(folder, "pipeline")
+    overrides = ["--output_dir", folder, *extra]
+    if args.steps is not None:
+        steps = str(args.steps)
+        overrides += ["--max_train_steps", steps, "--sample_every", steps, "--checkpointing_steps", steps]
+    if args.tiny:
+        overrides += ["--images_per_class", "3"]
+    start = time.perf_counter()
+    path = train(load_config(args.config, parse_overrides(overrides)))
+    logger.info("trained %s in %.0f s", name, time.perf_counter() - start)
+    return path
+
+
+def removed_ids(args: argparse.Namespace, twin, training: MemoryBank, settings: RegimeSettings) -> dict[str, int]:
+    """The removed ids with the twin's near-copies of each (kept in --out, so the oracles match them)."""
+    path = os.path.join(args.out, "removed.json")
+    if args.reuse and os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    probe = sample_classes(
+        "twin (choosing)", twin, twin.unet.config.num_class_embeds, settings, os.path.join(args.out, "choose")
+    )
+    chosen = choose_removed(probe, training, settings)
+    with open(path, "w") as f:
+        json.dump(chosen, f, indent=2)
+    return chosen
+
+
+def print_table(records: list[dict], extras: dict) -> None:
+    print("| model | phase | near-copies of removed | memorization rate | extraction share | FID (remaining) |")
+    print("|---|---|---|---|---|---|")
+    for r in records:
+        fid = "n/a" if r["fid_remaining"] is None else f"{r['fid_remaining']:.3f}"
+        print(
+            f"| {r['model']} | {r['phase']} | {r['near_copies_of_removed']} | {r['memorization_rate']:.3f} "
+            f"| {r['extraction_share']:.3f} | {fid} |"
+        )
+    print(f"removed (twin near-copies each): {extras['removed']}; regime reached: {extras['regime_reached']}")
+    print(
+        f"SPM deletion {1e3 * extras['spm_deletion_s']:.2f} ms; SalUn {extras['twin_unlearning_s']['twin + SalUn']:.1f} s "
+        f"({extras['deletion_speedup_vs_salun']:.0f}x); variations after == never held: "
+        f"{extras['variations']['after_equals_never_held']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    settings = RegimeSettings(
+        per_class=args.per_class,
+        threshold=args.threshold,
+        num_removed=args.num_removed,
+        num_inference_steps=args.inference_steps,
+    )
+    settings.check()
+    os.makedirs(args.out, exist_ok=True)
+    dirs = {"twin": train_model(args, "twin", ["--fusion_type", "none"]), "spm": train_model(args, "spm", [])}
+    twin, spm = load_pipeline(dirs["twin"]), load_pipeline(dirs["spm"])
+    training = spm.memory_bank  # the SPM's memory is its training set
+    chosen = removed_ids(args, twin, training, settings)
+    removed = list(chosen)
+    exclude = ["--exclude_ids", *removed]
+    dirs["oracle_twin"] = train_model(args, "oracle_twin", ["--fusion_type", "none", *exclude])
+    dirs["oracle_spm"] = train_model(args, "oracle_spm", exclude)
+    judge = load_classifier(args.judge)[0] if args.judge else None
+    reference = make_reference(training, removed, judge, args.out)
+    classes = spm.unet.config.num_class_embeds
+    records, nearest, shown = [], {}, []
+
+    def run(model: str, phase: str, pipe) -> None:
+        name = f"{model} ({phase})"
+        gen = sample_classes(name, pipe, classes, settings, os.path.join(args.out, "samples", f"{model}_{phase}"))
+        record, nearest[name] = measure(model, phase, gen, reference, settings)
+        records.append(record)
+        shown.append(gen)
+        logger.info("%s", record)
+
+    variations = {"before": variation_samples(spm, reference.removed, settings)}
+    run("twin", "before", twin)
+    run("spm", "before", spm)
+    forget, remain = forget_and_remain(training, removed)  # before the removal empties them from `training`
+    never_bank = remaining_bank(training, removed)
+    receipt = spm.memory_bank.remove(ids=removed, reason="memorization regime")
+    run("spm deletion", "after", spm)
+    variations["after"] = variation_samples(spm, reference.removed, settings)
+    never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=never_bank)
+    never.set_progress_bar_config(disable=True)
+    variations["never"] = variation_samples(never, reference.removed, settings)
+    unlearning_s = {}
+    for method, label in (("random_label", "twin + SalUn"), ("gradient_ascent", "twin + gradient ascent")):
+        unlearned, unlearning_s[label] = TwinUnlearning(method=method, steps=args.twin_steps).apply(
+            twin, forget, remain, settings.seed
+        )
+        run(label, "after", unlearned)
+    run("oracle twin", "after", load_pipeline(dirs["oracle_twin"]))
+    run("oracle spm", "after", load_pipeline(dirs["oracle_spm"]))
+
+    pictures = os.path.join(args.out, "pictures")
+    for i, item in enumerate(removed):
+        title = f"removed id {item} (class {int(forget.labels[i])}); twin near-copies {chosen[item]}"
+        save_removed_image_gallery(reference.removed[i], title, shown, os.path.join(pictures, f"removed_{i}.png"))
+    save_distance_histogram(
+        nearest,
+        os.path.join(pictures, "nearest_training.png"),
+        title="Each sample's nearest remaining training image",
+        threshold=settings.threshold,
+    )
+    extras = {
+        "settings": {**vars(args), **asdict(settings)},
+        "machine": f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}",
+        "removed": chosen,
+        "removed_labels": forget.labels.tolist(),
+        "regime_reached": all(count > 0 for count in chosen.values()),
+        "spm_deletion_s": receipt.duration_s,
+        "twin_unlearning_s": unlearning_s,
+        "deletion_speedup_vs_salun": unlearning_s["twin + SalUn"] / max(receipt.duration_s, 1e-9),
+        "variations": {
+            "nearest_before": nearest_variation(reference.removed, variations["before"]),
+            "nearest_after": nearest_variation(reference.removed, variations["after"]),
+            "after_equals_never_held": torch.equal(variations["after"], variations["never"]),
+        },
+    }
+    with open(args.json, "w") as f:
+        json.dump(records, f, indent=2)
+    with open(os.path.splitext(args.json)[0] + "_settings.json", "w") as f:
+        json.dump(extras, f, indent=2, default=str)
+    print_table(records, extras)
+    logger.info("json: %s; pictures: %s", args.json, pictures)
+    return records, extras
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The memorization regime: models trained long on a small training set copy training images. Which of
+them stop producing a removed image, and what does the removal cost the rest?
+
+Every model is sampled with the same seeds, `per_class` samples of every class, and measured against the
+removed images and the remaining training images (`measure`):
+
+- near_copies_of_removed: samples within `threshold` (RMS pixel distance) of some removed image;
+- memorization_rate: Gu et al.'s rate against the remaining training images (nearest < 1/3 of the second);
+- extraction_share: the share of samples whose Carlini et al. ratio (see `metrics.memorization`) is below
+  `EXTRACTION_RATIO`;
+- fid_remaining: domain FID (the judge's features) against the remaining training images.
+
+The removed images are chosen among those the twin copies (`choose_removed`), one per class.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..memory.bank import MemoryBank
+from ..metrics.fid import compute_fid, save_images
+from ..metrics.memorization import memorization, rms_distances
+from ..models.classifier_spm import SPMClassifier
+from ..utils.images import save_titled_rows
+from ..utils.validation import check_values
+from .generations import Generations, sample_generations
+
+EXTRACTION_RATIO = 1 / 3  # a sample counts as extracted below this ratio (our threshold, stated in RESULTS)
+
+
+@dataclass
+class RegimeSettings:
+    per_class: int = 50  # samples of every class, per model and phase
+    threshold: float = 0.04  # near-copy RMS pixel distance
+    num_removed: int = 5  # removed images, one per class, among those the twin copies
+    num_inference_steps: int = 50
+    guidance_scale: float = 0.0
+    memory_size: int | None = None  # the SPM reads its class's whole memory (10 items per class here)
+    variations: int = 8  # image-variation samples per removed image
+    batch_size: int = 100
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raises ValueError naming the first bad value."""
+        check_values(
+            self,
+            {
+                "per_class": self.per_class > 0,
+                "threshold": 0 < self.threshold <= 1,
+                "num_removed": self.num_removed > 0,
+                "num_inference_steps": self.num_inference_steps > 0,
+                "guidance_scale": self.guidance_scale >= 0,
+                "memory_size": self.memory_size is None or self.memory_size > 0,
+                "variations": self.variations > 0,
+                "batch_size": self.batch_size > 0,
+            },
+        )
+
+
+def sample_classes(name: str, pipe, num_classes: int, settings: RegimeSettings, folder: str) -> Generations:
+    """`per_class` samples of every class (classes in blocks), seeded by `settings.seed`."""
+    labels = [c for c in range(num_classes) for _ in range(settings.per_class)]
+    extra = {"memory_size": settings.memory_size} if pipe.memory_bank is not None else {}
+    return sample_generations(
+        name,
+        pipe,
+        labels,
+        folder,
+        settings.seed,
+        settings.batch_size,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        **extra,
+    )
+
+
+def choose_removed(generations: Generations, training: MemoryBank, settings: RegimeSettings) -> dict[str, int]:
+    """`num_removed` training ids, one per class, with the number of samples in `generations` (the twin's)
+    within the threshold of each: every class's most copied image (ties: the one with the closest sample),
+    classes in the same order. A count of 0 means the twin made no near-copy of that image."""
+    distances = rms_distances(training.get_images().cpu(), generations.images)
+    counts, closest = (distances <= settings.threshold).sum(dim=1).tolist(), distances.min(dim=1).values.tolist()
+    best: dict[int, tuple[int, float, str]] = {}
+    for item, label, count, near in zip(training.ids, training.labels.tolist(), counts, closest):
+        key = (-count, near, item)
+        if label not in best or key < best[label]:
+            best[label] = key
+    ranked = sorted(best.values())[: settings.num_removed]
+    return {item: -negative for negative, _, item in ranked}
+
+
+def remaining_bank(training: MemoryBank, removed: list[str]) -> MemoryBank:
+    """A new bank of the training items without `removed`, in the same order (the memory that never held
+    them)."""
+    gone = set(removed)
+    keep = [i for i in training.ids if i not in gone]
+    images = (training.get_images(keep).cpu() * 255).round().to(torch.uint8)
+    return MemoryBank.from_images(images, training.get_labels(keep), keep)
+
+
+@dataclass
+class Reference:
+    """What every model is measured against: the removed images `(R, C, H, W)` in [0, 1], the remaining
+    training images (as a bank, and as a folder for FID), and the judge whose features FID uses."""
+
+    removed: torch.Tensor
+    remaining: MemoryBank
+    remaining_folder: str
+    judge: SPMClassifier | None
+
+
+def make_reference(training: MemoryBank, removed: list[str], judge: SPMClassifier | None, work: str) -> Reference:
+    remaining = remaining_bank(training, removed)
+    folder = save_images(remaining.get_images().cpu(), os.path.join(work, "remaining_training"))
+    return Reference(training.get_images(removed).cpu(), remaining, folder, judge)
+
+
+def measure(model: str, phase: str, generations: Generations, reference: Reference, settings: RegimeSettings):
+    """One record of the regime's json, and each sample's distance to its nearest remaining training image."""
+    report = memorization(generations.images, reference.remaining)
+    to_removed = rms_distances(reference.removed, generations.images).min(dim=0).values
+    fid = None
+    if reference.judge is not None:
+        fid = compute_fid(generations.folder, reference.remaining_folder, classifier=reference.judge)["fid"]
+    record = {
+        "model": model,
+        "phase": phase,
+        "near_copies_of_removed": int((to_removed <= settings.threshold).sum()),
+        "memorization_rate": report.memorization_rate,
+        "extraction_share": float((report.extraction_ratio < EXTRACTION_RATIO).float().mean()),
+        "fid_remaining": fid,
+        "nearest_removed": float(to_removed.min()),
+        "num_images": len(generations.images),
+        "sampling_s": generations.seconds,
+    }
+    return record, report.nearest_distance
+
+
+def variation_samples(pipe, references: torch.Tensor, settings: RegimeSettings) -> torch.Tensor:
+    """`variations` image variations of each reference `(R, C, H, W)` in [0, 1]: samples reading the
+    memory items nearest to it (`memory_selection="nearest"`), seeded per reference. `(R * variations, C, H, W)`."""
+    out = []
+    for i, image in enumerate(references):
+        generator = torch.Generator().manual_seed(settings.seed + i)
+        result = pipe(
+            reference_images=image.unsqueeze(0),
+            num_images_per_prompt=settings.variations,
+            memory_selection="nearest",
+            memory_size=settings.memory_size,
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
+            generator=generator,
+            output_type="pt",
+        )
+        out.append(result.images.cpu())
+    return torch.cat(out)
+
+
+def save_removed_image_gallery(
+    image: torch.Tensor, title: str, generations: list[Generations], path: str, k: int = 8
+) -> str:
+    """One removed image `(C, H, W)` and, for each model (before / after), its `k` nearest samples: one
+    titled row per model, the image first, then a white gap, then the samples by distance."""
+    target = image.unsqueeze(0)
+    rows = {}
+    for gen in generations:
+        d = rms_distances(target.to(gen.images.dtype), gen.images)[0]
+        order = d.argsort()[:k]
+        rows[f"{gen.name}: nearest {float(d[order[0]]):.3f}"] = torch.cat(
+            [target.to(gen.images.dtype), torch.ones_like(target, dtype=gen.images.dtype), gen.images[order]]
+        )
+    return save_titled_rows(rows, path, title=title)
+
+
+def nearest_variation(references: torch.Tensor, variations: torch.Tensor) -> list[float]:
+    """For each reference `(R, C, H, W)`, the distance of its nearest variation (`variation_samples`'s
+    output: the variations of reference i are its i-th block)."""
+    blocks = variations.reshape(len(references), -1, *variations.shape[1:])
+    return [float(rms_distances(ref.unsqueeze(0), block).min()) for ref, block in zip(references, blocks)]

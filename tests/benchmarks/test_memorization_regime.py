@@ -1,0 +1,42 @@
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("memorization_regime", "benchmarks/memorization_regime.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # trains four tiny models, samples seven
+def test_tiny_regime_writes_every_record_and_removal_equals_never_held(tmp_path):
+    out, path = tmp_path / "regime", tmp_path / "regime.json"
+    records, extras = _benchmark().main(["--tiny", "--out", str(out), "--json", str(path)])
+    assert json.loads(path.read_text()) == records
+    rows = [(r["model"], r["phase"]) for r in records]
+    assert rows == [
+        ("twin", "before"),
+        ("spm", "before"),
+        ("spm deletion", "after"),
+        ("twin + SalUn", "after"),
+        ("twin + gradient ascent", "after"),
+        ("oracle twin", "after"),
+        ("oracle spm", "after"),
+    ]
+    keys = {"near_copies_of_removed", "memorization_rate", "fid_remaining"}
+    assert all(keys <= set(r) and isinstance(r["near_copies_of_removed"], int) for r in records)
+    removed = extras["removed"]
+    assert len(removed) == 5 and len(set(extras["removed_labels"])) == 5  # one per class
+    assert extras["variations"]["after_equals_never_held"] is True
+    settings = json.loads((tmp_path / "regime_settings.json").read_text())
+    assert settings["removed"] == removed
+    assert sorted(os.listdir(out / "pictures")) == ["nearest_training.png"] + [f"removed_{i}.png" for i in range(5)]
+    # the oracles were trained without the removed images
+    oracle = json.loads((out / "oracle_spm" / "config.json").read_text())
+    assert sorted(oracle["exclude_ids"]) == sorted(removed)

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from spm_gen.memory.bank import MemoryBank
+from spm_gen.reporting.generations import Generations
+from spm_gen.reporting.memorization_regime import (
+    RegimeSettings,
+    choose_removed,
+    make_reference,
+    measure,
+    nearest_variation,
+    remaining_bank,
+)
+
+
+def _training():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (12, 1, 4, 4), dtype=torch.uint8)
+    return MemoryBank.from_images(images, torch.arange(12) % 3, [f"i{k}" for k in range(12)])
+
+
+def _generations(images, folder=""):
+    return Generations("g", folder, images, torch.zeros(len(images), dtype=torch.long), 0.0)
+
+
+def test_choose_removed_takes_each_class_most_copied_image_and_ranks_classes_by_copies():
+    bank = _training()
+    images = bank.get_images()
+    # i4 (class 1) copied 3 times, i3 (class 0) twice, i0 (class 0) once; class 2 is not copied at all
+    samples = torch.cat([images[[4, 4, 4, 3, 3, 0]], torch.rand(4, 1, 4, 4)])
+    chosen = choose_removed(_generations(samples), bank, RegimeSettings(num_removed=3, threshold=1e-3))
+    assert list(chosen)[:2] == ["i4", "i3"] and chosen["i4"] == 3 and chosen["i3"] == 2
+    third = list(chosen)[2]
+    assert chosen[third] == 0 and int(bank.get_labels([third])[0]) == 2  # class 2's closest image, not copied
+    assert len(choose_removed(_generations(samples), bank, RegimeSettings(num_removed=9, threshold=1e-3))) == 3
+
+
+def test_measure_counts_near_copies_of_removed_and_memorization_against_the_rest(tmp_path):
+    bank = _training()
+    reference = make_reference(bank, ["i1", "i2"], None, str(tmp_path))
+    assert reference.remaining.ids == [f"i{k}" for k in range(12) if k not in (1, 2)]
+    images = bank.get_images()
+    samples = torch.cat([images[[1, 1, 2, 5]], torch.rand(2, 1, 4, 4)])
+    record, nearest = measure("m", "before", _generations(samples), reference, RegimeSettings(threshold=1e-3))
+    assert record["near_copies_of_removed"] == 3 and record["fid_remaining"] is None
+    assert record["memorization_rate"] == pytest.approx(1 / 6)  # only the copy of i5: the removed are not counted
+    assert float(nearest[3]) == pytest.approx(0, abs=1e-6)  # the copy of i5, a remaining image
+
+
+def test_remaining_bank_is_the_training_set_without_the_removed_in_order():
+    bank = _training()
+    rest = remaining_bank(bank, ["i0", "i11"])
+    assert rest.ids == [f"i{k}" for k in range(1, 11)]
+    assert torch.equal(rest.get_images(), bank.get_images(rest.ids)) and rest is not bank
+
+
+def test_nearest_variation_reads_one_block_per_reference():
+    refs = torch.zeros(2, 1, 2, 2)
+    variations = torch.cat([torch.full((3, 1, 2, 2), 0.5), torch.full((3, 1, 2, 2), 0.25)])
+    assert nearest_variation(refs, variations) == pytest.approx([0.5, 0.25])
