@@ -34,6 +34,15 @@ def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return float(cleanfid.fid_from_feats(features_a, features_b))
 
 
+def fid_terms(features_a: np.ndarray, features_b: np.ndarray) -> dict[str, float]:
+    """FID split into its two terms: `mean` = ||mu_a - mu_b||^2 (where the sets sit) and `covariance` =
+    Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) (how they spread); their sum is the FID."""
+    mu_a, mu_b = features_a.mean(axis=0), features_b.mean(axis=0)
+    total = fid_from_features(features_a, features_b)
+    mean = float(np.sum((mu_a - mu_b) ** 2))
+    return {"fid": total, "mean": mean, "covariance": total - mean}
+
+
 def kid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return float(cleanfid.kernel_distance(features_a, features_b))
 

@@ -1,0 +1,70 @@
+"""Why does the SPM's FID differ from its twin's? Reads the sample folders `quality_parity.py` wrote and
+splits each setting's FID into where the samples sit (the mean term) and how they spread (the covariance
+term), in the judge's features, with the spread of the samples themselves per class.
+
+    python benchmarks/quality_parity_analysis.py runs/parity/s1 runs/parity/s2 [--judge assets/digits/judge]
+
+Columns: FID = mean term + covariance term; "spread" = the mean distance of a class's samples to their own
+class mean in the judge's features, over classes, relative to the training images' (1.0 = as spread out as
+the training data); "nearest training" = the mean RMS pixel distance of a sample to its nearest training
+image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import torch
+
+from spm_gen.data import load_digits_dataset
+from spm_gen.memory.bank import MemoryBank
+from spm_gen.metrics.fid import fid_terms, folder_features
+from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.sampling import read_sample_folder
+
+
+def class_spread(features: np.ndarray, labels: np.ndarray) -> float:
+    """The mean distance of each item to its class's mean feature, averaged over classes."""
+    spreads = []
+    for c in np.unique(labels):
+        f = features[labels == c]
+        spreads.append(float(np.linalg.norm(f - f.mean(axis=0), axis=1).mean()))
+    return float(np.mean(spreads))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outs", nargs="+", help="--out folders of quality_parity.py (each has samples/, reference/)")
+    parser.add_argument("--judge", default="assets/digits/judge")
+    parser.add_argument("--num-images", type=int, default=2000, help="skip folders with another count (unfinished)")
+    args = parser.parse_args()
+    judge, _ = load_classifier(args.judge)
+    training = load_digits_dataset(image_size=judge.config.image_size, split="train")
+    bank = MemoryBank.from_images(training.images, training.labels, training.ids)
+    reference = folder_features(os.path.join(args.outs[0], "reference"), classifier=judge)
+    # the reference folder holds the training images in dataset order, so its labels are the dataset's
+    base_spread = class_spread(reference, training.labels.numpy())
+    print("| setting | FID | mean term | covariance term | spread (vs training) | nearest training (RMS) |")
+    print("|---|---|---|---|---|---|")
+    for out in args.outs:
+        for name in sorted(os.listdir(os.path.join(out, "samples"))):
+            folder = os.path.join(out, "samples", name)
+            if len(os.listdir(folder)) != args.num_images:
+                print(f"skipped {folder}: {len(os.listdir(folder))} images, not {args.num_images}")
+                continue
+            features = folder_features(folder, classifier=judge)
+            images, labels = read_sample_folder(folder, judge.config.in_channels)
+            terms = fid_terms(features, reference)
+            spread = class_spread(features, np.array(labels)) / base_spread
+            nearest = bank.nearest_images(images, k=1).distances[:, 0].mean().item()
+            print(
+                f"| {name} | {terms['fid']:.3f} | {terms['mean']:.3f} | {terms['covariance']:.3f} "
+                f"| {spread:.3f} | {nearest:.4f} |"
+            )
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
