@@ -52,3 +52,13 @@ def test_inception_offline_says_where_the_weights_go(tmp_path, monkeypatch):
         fid.folder_features(str(tmp_path / "a"))
     with pytest.raises(ValueError, match="feature_extractor must be one of"):
         fid.folder_features(str(tmp_path / "a"), feature_extractor="clip")
+
+
+def test_fid_terms_split_a_shift_from_a_change_of_spread():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    shifted = fid.fid_terms(a + np.array([1.0, 0.0, 0.0]), a)
+    assert shifted["mean"] == pytest.approx(1.0) and abs(shifted["covariance"]) < 1e-6
+    spread = fid.fid_terms(2 * a, a)
+    assert spread["mean"] == pytest.approx(0.0, abs=1e-9) and spread["covariance"] == pytest.approx(3.0, rel=0.05)
+    assert spread["fid"] == pytest.approx(spread["mean"] + spread["covariance"])
