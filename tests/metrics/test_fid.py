@@ -57,6 +57,7 @@ def test_inception_offline_says_where_the_weights_go(tmp_path, monkeypatch):
 def test_fid_terms_split_a_shift_from_a_change_of_spread():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(4000, 3))
+    a -= a.mean(axis=0)
     shifted = fid.fid_terms(a + np.array([1.0, 0.0, 0.0]), a)
     assert shifted["mean"] == pytest.approx(1.0) and abs(shifted["covariance"]) < 1e-6
     spread = fid.fid_terms(2 * a, a)
