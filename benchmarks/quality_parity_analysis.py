@@ -4,7 +4,8 @@ term), in the judge's features, with the spread of the samples themselves per cl
 
     python benchmarks/quality_parity_analysis.py runs/parity/s1 runs/parity/s2 [--judge assets/digits/judge]
 
-Columns: FID = mean term + covariance term; "spread" = the mean distance of a class's samples to their own
+First lines: the floor (the training images resampled to the samples' count, three draws) and held-out
+digits (the test split). Columns: FID = mean term + covariance term; "spread" = the mean distance of a class's samples to their own
 class mean in the judge's features, over classes, relative to the training images' (1.0 = as spread out as
 the training data); "nearest training" = the mean RMS pixel distance of a sample to its nearest training
 image.
@@ -20,9 +21,10 @@ import torch
 
 from spm_gen.data import load_digits_dataset
 from spm_gen.memory.bank import MemoryBank
-from spm_gen.metrics.fid import fid_terms, folder_features
+from spm_gen.metrics.fid import fid_terms, folder_features, save_images
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.sampling import read_sample_folder
+from spm_gen.utils.images import to_unit_range
 
 
 def class_spread(features: np.ndarray, labels: np.ndarray) -> float:
@@ -46,6 +48,14 @@ def main() -> None:
     reference = folder_features(os.path.join(args.outs[0], "reference"), classifier=judge)
     # the reference folder holds the training images in dataset order, so its labels are the dataset's
     base_spread = class_spread(reference, training.labels.numpy())
+    rng = np.random.default_rng(0)
+    for draw in range(3):  # the floor: the training images themselves, resampled to the samples' count
+        terms = fid_terms(reference[rng.integers(0, len(reference), args.num_images)], reference)
+        print(f"floor, training images resampled ({draw}): FID {terms['fid']:.3f} (mean term {terms['mean']:.3f})")
+    test = load_digits_dataset(image_size=judge.config.image_size, split="test")
+    test_folder = save_images(to_unit_range(test.images), os.path.join(args.outs[0], "test_split"), prefix="test")
+    terms = fid_terms(folder_features(test_folder, classifier=judge), reference)
+    print(f"held-out digits (test split, {len(test)} images): FID {terms['fid']:.3f} (mean term {terms['mean']:.3f})")
     print("| setting | FID | mean term | covariance term | spread (vs training) | nearest training (RMS) |")
     print("|---|---|---|---|---|---|")
     for out in args.outs:

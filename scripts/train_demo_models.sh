@@ -6,7 +6,7 @@
 # (then `rm -r assets/digits/*_run`).
 set -euo pipefail
 OUT=${1:-runs/demo_models}
-STEPS=${STEPS:-2000}
+STEPS=${STEPS:-4000}
 PY=${PYTHON:-python}
 common=(--max_train_steps "$STEPS" --sample_every "$STEPS" --checkpointing_steps "$STEPS")
 $PY scripts/train.py --config configs/digits.yaml --output_dir "$OUT/spm_run" "${common[@]}"
