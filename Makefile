@@ -19,7 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/spm-gen demo --output outputs/demo
 
-# the full run: trains the demo's four models (about 25 minutes on 2 CPU cores), then the demo on them
+# the full run: trains the demo's four models (4,000 steps each, about 75 minutes on 2 CPU cores), then the demo on them
 demo-train: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/train_demo_models.sh runs/demo_models
 	$(BIN)/spm-gen demo --models runs/demo_models --output outputs/demo
