@@ -30,7 +30,7 @@ from dataclasses import asdict
 import torch
 
 from spm_gen.memory.bank import MemoryBank
-from spm_gen.metrics.memorization import save_distance_histogram
+from spm_gen.metrics.memorization import memorization, rms_distances, save_distance_histogram
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.memorization_regime import (
     RegimeSettings,
@@ -45,6 +45,7 @@ from spm_gen.reporting.memorization_regime import (
 )
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training.data import load_training_dataset
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 
 logger = logging.getLogger("memorization_regime")
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/memorization_regime")
     parser.add_argument("--json", default="benchmarks/memorization_regime_cpu.json")
     parser.add_argument("--reuse", action="store_true", help="reuse models (and the removed ids) found in --out")
+    parser.add_argument("--probe", action="store_true", help="train and sample the twin only: is the regime reached?")
     parser.add_argument("--tiny", action="store_true", help="configs/tiny.yaml, a few steps and samples, no FID")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -88,6 +90,15 @@ def train_model(args: argparse.Namespace, name: str, extra: list[str]) -> str:
     return path
 
 
+def training_bank(args: argparse.Namespace) -> MemoryBank:
+    """The training set of the config (the same items every model of the regime trains on)."""
+    config = load_config(args.config, parse_overrides(["--images_per_class", "3"] if args.tiny else []))
+    model = config.model
+    shape = (model["in_channels"], model["sample_size"], model["sample_size"])
+    dataset = load_training_dataset(config, shape, model["num_class_embeds"])
+    return MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)
+
+
 def removed_ids(args: argparse.Namespace, twin, training: MemoryBank, settings: RegimeSettings) -> dict[str, int]:
     """The removed ids with the twin's near-copies of each (kept in --out, so the oracles match them)."""
     path = os.path.join(args.out, "removed.json")
@@ -98,6 +109,15 @@ def removed_ids(args: argparse.Namespace, twin, training: MemoryBank, settings: 
         "twin (choosing)", twin, twin.unet.config.num_class_embeds, settings, os.path.join(args.out, "choose")
     )
     chosen = choose_removed(probe, training, settings)
+    report = memorization(probe.images, training)
+    copied = int((rms_distances(training.get_images().cpu(), probe.images) <= settings.threshold).any(dim=1).sum())
+    logger.info(
+        "the twin: memorization rate %.3f, %d of %d training images near-copied; removed %s",
+        report.memorization_rate,
+        copied,
+        len(training),
+        chosen,
+    )
     with open(path, "w") as f:
         json.dump(chosen, f, indent=2)
     return chosen
@@ -131,10 +151,16 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     )
     settings.check()
     os.makedirs(args.out, exist_ok=True)
-    dirs = {"twin": train_model(args, "twin", ["--fusion_type", "none"]), "spm": train_model(args, "spm", [])}
-    twin, spm = load_pipeline(dirs["twin"]), load_pipeline(dirs["spm"])
-    training = spm.memory_bank  # the SPM's memory is its training set
+    training = training_bank(args)
+    dirs = {"twin": train_model(args, "twin", ["--fusion_type", "none"])}
+    twin = load_pipeline(dirs["twin"])
     chosen = removed_ids(args, twin, training, settings)
+    if args.probe:
+        return [], {"removed": chosen}
+    dirs["spm"] = train_model(args, "spm", [])
+    spm = load_pipeline(dirs["spm"])
+    if sorted(spm.memory_bank.ids) != sorted(training.ids):
+        raise RuntimeError("the SPM's memory is not the regime's training set")
     removed = list(chosen)
     exclude = ["--exclude_ids", *removed]
     dirs["oracle_twin"] = train_model(args, "oracle_twin", ["--fusion_type", "none", *exclude])
@@ -155,7 +181,7 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     variations = {"before": variation_samples(spm, reference.removed, settings)}
     run("twin", "before", twin)
     run("spm", "before", spm)
-    forget, remain = forget_and_remain(training, removed)  # before the removal empties them from `training`
+    forget, remain = forget_and_remain(training, removed)
     never_bank = remaining_bank(training, removed)
     receipt = spm.memory_bank.remove(ids=removed, reason="memorization regime")
     run("spm deletion", "after", spm)
