@@ -1,22 +1,14 @@
-import importlib.util
 import json
-import sys
 
 import pytest
 
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("gpu_suite", "benchmarks/gpu_suite.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks the module up
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.loading import load_benchmark
 
 
 @pytest.mark.slow  # trains and samples tiny models, compiles the additive score
 def test_tiny_mode_runs_every_part_of_the_suite(tmp_path):
     out = tmp_path / "suite.json"
-    result = _benchmark().main(["--tiny", "--json", str(out)])
+    result = load_benchmark("gpu_suite").main(["--tiny", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     rows = result["rows"]
     training = [(r["model"], r["precision"]) for r in rows if r["part"] == "training"]

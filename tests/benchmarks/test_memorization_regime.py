@@ -1,23 +1,15 @@
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("memorization_regime", "benchmarks/memorization_regime.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.loading import load_benchmark
 
 
 @pytest.mark.slow  # trains four tiny models, samples seven
 def test_tiny_regime_writes_every_record_and_removal_equals_never_held(tmp_path):
     out, path = tmp_path / "regime", tmp_path / "regime.json"
-    records, extras = _benchmark().main(["--tiny", "--out", str(out), "--json", str(path)])
+    records, extras = load_benchmark("memorization_regime").main(["--tiny", "--out", str(out), "--json", str(path)])
     assert json.loads(path.read_text()) == records
     rows = [(r["model"], r["phase"]) for r in records]
     assert rows == [

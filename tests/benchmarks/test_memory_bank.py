@@ -1,18 +1,11 @@
-import importlib.util
-
 import pytest
 
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("memory_bank_benchmark", "benchmarks/memory_bank.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.loading import load_benchmark
 
 
 @pytest.mark.slow  # three fresh processes
 def test_saved_bank_rows_measure_load_and_removals():
-    benchmark = _benchmark()
+    benchmark = load_benchmark("memory_bank")
     r = benchmark.bench_saved(3000, dim=8)
     assert r["items"] == 3000 and r["data_mb"] > 0
     for step in ("load", "remove_1", "remove_1000"):

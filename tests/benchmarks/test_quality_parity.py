@@ -1,21 +1,15 @@
-import importlib.util
 import json
 import shutil
 
 import pytest
 
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("quality_parity", "benchmarks/quality_parity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks.loading import load_benchmark
 
 
 @pytest.mark.slow  # trains three tiny models
 def test_tiny_mode_writes_one_record_per_model_and_setting(tmp_path):
     out = tmp_path / "parity.json"
-    records = _benchmark().main(["--tiny", "--out", str(tmp_path / "run"), "--json", str(out)])
+    records = load_benchmark("quality_parity").main(["--tiny", "--out", str(tmp_path / "run"), "--json", str(out)])
     assert json.loads(out.read_text()) == records
     settings = [(r["model"], r["guidance_scale"], r["memory_size"]) for r in records]
     spm = [(m, w, s) for m in ("spm_additive", "spm_dot") for w in (0.0, 0.3) for s in (4, None)]
@@ -26,10 +20,11 @@ def test_tiny_mode_writes_one_record_per_model_and_setting(tmp_path):
 
     # --resume keeps what the json holds: nothing is sampled again
     shutil.rmtree(tmp_path / "run" / "samples")
-    again = _benchmark().main(["--tiny", "--reuse", str(tmp_path / "run"), "--out", str(tmp_path / "run"),
-                               "--json", str(out), "--resume"])  # fmt: skip
+    benchmark = load_benchmark("quality_parity")
+    run = str(tmp_path / "run")
+    resume = ["--tiny", "--reuse", run, "--out", run, "--json", str(out), "--resume"]
+    again = benchmark.main(resume)
     assert again == records and not (tmp_path / "run" / "samples").exists()
     out.write_text(json.dumps([{**records[0], "inference_steps": 50}]))
     with pytest.raises(ValueError, match="other --num-images"):
-        _benchmark().main(["--tiny", "--reuse", str(tmp_path / "run"), "--out", str(tmp_path / "run"),
-                           "--json", str(out), "--resume"])  # fmt: skip
+        benchmark.main(resume)
