@@ -30,7 +30,7 @@ from dataclasses import asdict
 import torch
 
 from spm_gen.memory.bank import MemoryBank
-from spm_gen.metrics.memorization import memorization, rms_distances, save_distance_histogram
+from spm_gen.metrics.memorization import memorization, near_copies, save_distance_histogram
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.memorization_regime import (
     RegimeSettings,
@@ -38,7 +38,6 @@ from spm_gen.reporting.memorization_regime import (
     make_reference,
     measure,
     nearest_variation,
-    remaining_bank,
     sample_classes,
     save_removed_image_gallery,
     variation_samples,
@@ -70,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.tiny:
         args.config, args.steps, args.per_class, args.inference_steps, args.judge = "configs/tiny.yaml", 4, 2, 2, None
         args.twin_steps = 2
+    args.data_overrides = ["--images_per_class", "3"] if args.tiny else []  # every model and the training set
     return args
 
 
@@ -78,12 +78,10 @@ def train_model(args: argparse.Namespace, name: str, extra: list[str]) -> str:
     folder = os.path.join(args.out, name)
     if args.reuse and os.path.isfile(os.path.join(folder, "pipeline", "model_index.json")):
         return os.path.join(folder, "pipeline")
-    overrides = ["--output_dir", folder, *extra]
+    overrides = ["--output_dir", folder, *args.data_overrides, *extra]
     if args.steps is not None:
         steps = str(args.steps)
         overrides += ["--max_train_steps", steps, "--sample_every", steps, "--checkpointing_steps", steps]
-    if args.tiny:
-        overrides += ["--images_per_class", "3"]
     start = time.perf_counter()
     path = train(load_config(args.config, parse_overrides(overrides)))
     logger.info("trained %s in %.0f s", name, time.perf_counter() - start)
@@ -92,7 +90,7 @@ def train_model(args: argparse.Namespace, name: str, extra: list[str]) -> str:
 
 def training_bank(args: argparse.Namespace) -> MemoryBank:
     """The training set of the config (the same items every model of the regime trains on)."""
-    config = load_config(args.config, parse_overrides(["--images_per_class", "3"] if args.tiny else []))
+    config = load_config(args.config, parse_overrides(args.data_overrides))
     model = config.model
     shape = (model["in_channels"], model["sample_size"], model["sample_size"])
     dataset = load_training_dataset(config, shape, model["num_class_embeds"])
@@ -110,7 +108,7 @@ def removed_ids(args: argparse.Namespace, twin, training: MemoryBank, settings: 
     )
     chosen = choose_removed(probe, training, settings)
     report = memorization(probe.images, training)
-    copied = int((rms_distances(training.get_images().cpu(), probe.images) <= settings.threshold).any(dim=1).sum())
+    copied = int((near_copies(probe.images, training.get_images().cpu(), settings.threshold) > 0).sum())
     logger.info(
         "the twin: memorization rate %.3f, %d of %d training images near-copied; removed %s",
         report.memorization_rate,
@@ -182,11 +180,10 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     run("twin", "before", twin)
     run("spm", "before", spm)
     forget, remain = forget_and_remain(training, removed)
-    never_bank = remaining_bank(training, removed)
     receipt = spm.memory_bank.remove(ids=removed, reason="memorization regime")
     run("spm deletion", "after", spm)
     variations["after"] = variation_samples(spm, reference.removed, settings)
-    never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=never_bank)
+    never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=reference.remaining)
     never.set_progress_bar_config(disable=True)
     variations["never"] = variation_samples(never, reference.removed, settings)
     unlearning_s = {}

@@ -61,8 +61,9 @@ def main() -> None:
     for out in args.outs:
         for name in sorted(os.listdir(os.path.join(out, "samples"))):
             folder = os.path.join(out, "samples", name)
-            if len(os.listdir(folder)) != args.num_images:
-                print(f"skipped {folder}: {len(os.listdir(folder))} images, not {args.num_images}")
+            count = len(os.listdir(folder))
+            if count != args.num_images:
+                print(f"skipped {folder}: {count} images, not {args.num_images}")
                 continue
             features = folder_features(folder, classifier=judge)
             images, labels = read_sample_folder(folder, judge.config.in_channels)

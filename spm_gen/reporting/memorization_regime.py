@@ -26,7 +26,7 @@ from ..metrics.memorization import memorization, rms_distances
 from ..models.classifier_spm import SPMClassifier
 from ..utils.images import save_titled_rows
 from ..utils.validation import check_values
-from .generations import Generations, sample_generations
+from .generations import Generations, sample_with_settings
 
 EXTRACTION_RATIO = 1 / 3  # a sample counts as extracted below this ratio (our threshold, stated in RESULTS)
 
@@ -63,18 +63,7 @@ class RegimeSettings:
 def sample_classes(name: str, pipe, num_classes: int, settings: RegimeSettings, folder: str) -> Generations:
     """`per_class` samples of every class (classes in blocks), seeded by `settings.seed`."""
     labels = [c for c in range(num_classes) for _ in range(settings.per_class)]
-    extra = {"memory_size": settings.memory_size} if pipe.memory_bank is not None else {}
-    return sample_generations(
-        name,
-        pipe,
-        labels,
-        folder,
-        settings.seed,
-        settings.batch_size,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        **extra,
-    )
+    return sample_with_settings(name, pipe, labels, folder, settings)
 
 
 def choose_removed(generations: Generations, training: MemoryBank, settings: RegimeSettings) -> dict[str, int]:

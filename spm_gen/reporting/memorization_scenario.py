@@ -22,7 +22,7 @@ from ..data import ImageDataset
 from ..memory.bank import MemoryBank
 from ..metrics.memorization import rms_distances
 from ..unlearning.twin import TwinUnlearning, forget_and_remain
-from .generations import Generations, sample_generations
+from .generations import Generations, sample_with_settings
 from .measures import RemovedData
 from .pictures import save_removed_gallery
 
@@ -66,18 +66,7 @@ def count_near_copies(
     """Samples `per_target` images of each target's class; returns, per target, the number of samples within
     the threshold of it and the distance of its nearest sample, and the generations."""
     sample_labels = [int(label) for label in labels for _ in range(settings.per_target)]
-    extra = {"memory_size": settings.memory_size} if pipe.memory_bank is not None else {}
-    gen = sample_generations(
-        name,
-        pipe,
-        sample_labels,
-        folder,
-        settings.seed,
-        settings.batch_size,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        **extra,
-    )
+    gen = sample_with_settings(name, pipe, sample_labels, folder, settings)
     distances = rms_distances(targets, gen.images)
     return (distances <= settings.threshold).sum(dim=1).tolist(), distances.min(dim=1).values.tolist(), gen
 
