@@ -167,7 +167,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         class_labels: int | list[int] | torch.Tensor | None = None,
         batch_size: int = 1,
         num_inference_steps: int = 50,
-        guidance_scale: float = 0.3,
+        guidance_scale: float = 0.0,
         memory_size: int | None = None,
         memory_selection: MemorySelection = "random",
         reference_images: torch.Tensor | list[PIL.Image.Image] | None = None,
@@ -188,9 +188,10 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 `"nearest"`, takes the class of each reference image's nearest memory item).
             batch_size (`int`, defaults to 1): samples when `class_labels` is None or an int.
             num_inference_steps (`int`, defaults to 50): denoising steps (the paper: DDIM, 50 steps).
-            guidance_scale (`float`, defaults to 0.3): w in eps = (1 + w) eps_cond - w eps_uncond (the paper's
-                classifier-free guidance), which is diffusers' and DiT's scale s = 1 + w (our 0.3 is their
-                1.3); guidance is off only at 0.
+            guidance_scale (`float`, defaults to 0.0): w in eps = (1 + w) eps_cond - w eps_uncond (the paper's
+                classifier-free guidance), which is diffusers' and DiT's scale s = 1 + w (the paper's CIFAR-10
+                0.3 is their 1.3); guidance is off at 0, the default: on the digits it does not improve the
+                SPM's FID and doubles the cost (benchmarks/RESULTS.md, quality_parity.py).
             memory_size (`int`, *optional*): memory items read per class (or per reference image); None
                 reads every item of the class.
             memory_selection (`str`, defaults to `"random"`): `"random"` (seeded by `generator`) or

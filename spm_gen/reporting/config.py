@@ -22,7 +22,7 @@ class ReportConfig:
     twin_dir: str | None = None  # the parametric twin (fusion_type none), unlearned as `twin` says
     num_images: int = 500  # generations per model, classes cycling
     num_inference_steps: int = 50
-    guidance_scale: float = 0.3
+    guidance_scale: float = 0.0
     memory_size: int | None = 64  # memory items each class reads while sampling (None: all)
     empty_memory: EmptyMemory = "all"  # what a removed class's samples read: all memory, or an error
     near_copy_threshold: float = 0.04  # RMS pixel distance; digits: 99.9% of training images are farther apart

@@ -32,7 +32,7 @@ class ScenarioSettings:
     per_target: int = 50  # samples of each target's class
     threshold: float = 0.04  # near-copy RMS pixel distance
     num_inference_steps: int = 50
-    guidance_scale: float = 0.3
+    guidance_scale: float = 0.0
     memory_size: int | None = 64
     twin: TwinUnlearning = field(default_factory=TwinUnlearning)  # as in the report
     batch_size: int = 100

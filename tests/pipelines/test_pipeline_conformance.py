@@ -28,8 +28,8 @@ def test_call_signature_has_the_standard_arguments():
 
 
 def test_tuple_and_dict_outputs_are_the_same(pipe):
-    (images,) = pipe(class_labels=[1, 2], num_inference_steps=2, output_type="pt", return_dict=False,
-                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    (images,) = pipe(class_labels=[1, 2], num_inference_steps=2, guidance_scale=0.3, output_type="pt",
+                     return_dict=False, generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert torch.equal(images, sample(pipe, class_labels=[1, 2], memory_size=None))
     with pytest.raises(ValueError, match=r"callback_on_step_end_tensor_inputs \['noise'\]"):
         pipe(class_labels=[1], num_inference_steps=1, callback_on_step_end_tensor_inputs=["noise"])
@@ -37,7 +37,7 @@ def test_tuple_and_dict_outputs_are_the_same(pipe):
 
 def test_diffusers_call_conventions():
     pipe = tiny_pipeline()
-    args = dict(class_labels=[0, 2], num_inference_steps=2, memory_size=3)
+    args = dict(class_labels=[0, 2], num_inference_steps=2, memory_size=3, guidance_scale=0.3)
     seen = []
 
     def callback(p, i, t, tensors):

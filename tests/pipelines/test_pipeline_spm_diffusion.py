@@ -204,8 +204,9 @@ def test_unconditional_memory_choice(monkeypatch):
     seen = []
     real = pipe.unet.forward
     monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
-    pipe(class_labels=[0, 3], num_inference_steps=1, output_type="pt", unconditional_memory="all")
-    pipe(class_labels=[0, 3], num_inference_steps=1, output_type="pt", unconditional_memory="class")
+    args = dict(class_labels=[0, 3], num_inference_steps=1, guidance_scale=0.3, output_type="pt")
+    pipe(**args, unconditional_memory="all")
+    pipe(**args, unconditional_memory="class")
     labels = [
         [pipe.memory_bank.get_labels([r.ids[i] for i in items]).unique().tolist() for items in read_items(r)]
         for r in seen
