@@ -30,16 +30,15 @@ from dataclasses import asdict
 import torch
 
 from spm_gen.memory.bank import MemoryBank
-from spm_gen.metrics.memorization import memorization, near_copies, save_distance_histogram
+from spm_gen.metrics.memorization import memorization, near_copies
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.memorization_regime import (
+    RegimeMeasurements,
     RegimeSettings,
     choose_removed,
     make_reference,
-    measure,
     nearest_variation,
     sample_classes,
-    save_removed_image_gallery,
     variation_samples,
 )
 from spm_gen.sampling import load_pipeline
@@ -165,23 +164,13 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     dirs["oracle_spm"] = train_model(args, "oracle_spm", exclude)
     judge = load_classifier(args.judge)[0] if args.judge else None
     reference = make_reference(training, removed, judge, args.out)
-    classes = spm.unet.config.num_class_embeds
-    records, nearest, shown = [], {}, []
-
-    def run(model: str, phase: str, pipe) -> None:
-        name = f"{model} ({phase})"
-        gen = sample_classes(name, pipe, classes, settings, os.path.join(args.out, "samples", f"{model}_{phase}"))
-        record, nearest[name] = measure(model, phase, gen, reference, settings)
-        records.append(record)
-        shown.append(gen)
-        logger.info("%s", record)
-
+    measured = RegimeMeasurements(reference, settings, spm.unet.config.num_class_embeds, args.out)
     variations = {"before": variation_samples(spm, reference.removed, settings)}
-    run("twin", "before", twin)
-    run("spm", "before", spm)
+    measured.add("twin", "before", twin)
+    measured.add("spm", "before", spm)
     forget, remain = forget_and_remain(training, removed)
     receipt = spm.memory_bank.remove(ids=removed, reason="memorization regime")
-    run("spm deletion", "after", spm)
+    measured.add("spm deletion", "after", spm)
     variations["after"] = variation_samples(spm, reference.removed, settings)
     never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=reference.remaining)
     never.set_progress_bar_config(disable=True)
@@ -191,20 +180,17 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
         unlearned, unlearning_s[label] = TwinUnlearning(method=method, steps=args.twin_steps).apply(
             twin, forget, remain, settings.seed
         )
-        run(label, "after", unlearned)
-    run("oracle twin", "after", load_pipeline(dirs["oracle_twin"]))
-    run("oracle spm", "after", load_pipeline(dirs["oracle_spm"]))
+        measured.add(label, "after", unlearned)
+    measured.add("oracle twin", "after", load_pipeline(dirs["oracle_twin"]))
+    measured.add("oracle spm", "after", load_pipeline(dirs["oracle_spm"]))
 
     pictures = os.path.join(args.out, "pictures")
-    for i, item in enumerate(removed):
-        title = f"removed id {item} (class {int(forget.labels[i])}); twin near-copies {chosen[item]}"
-        save_removed_image_gallery(reference.removed[i], title, shown, os.path.join(pictures, f"removed_{i}.png"))
-    save_distance_histogram(
-        nearest,
-        os.path.join(pictures, "nearest_training.png"),
-        title="Each sample's nearest remaining training image",
-        threshold=settings.threshold,
-    )
+    titles = [
+        f"removed id {item} (class {int(label)}); twin near-copies {chosen[item]}"
+        for item, label in zip(removed, forget.labels.tolist())
+    ]
+    measured.save_pictures(titles, pictures)
+    records = measured.records
     extras = {
         "settings": {**vars(args), **asdict(settings)},
         "machine": f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}",

@@ -15,18 +15,21 @@ The removed images are chosen among those the twin copies (`choose_removed`), on
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..memory.bank import MemoryBank
 from ..metrics.fid import compute_fid, save_images
-from ..metrics.memorization import memorization, rms_distances
+from ..metrics.memorization import memorization, rms_distances, save_distance_histogram
 from ..models.classifier_spm import SPMClassifier
 from ..utils.images import save_titled_rows
 from ..utils.validation import check_values
 from .generations import Generations, sample_with_settings
+
+logger = logging.getLogger(__name__)
 
 EXTRACTION_RATIO = 1 / 3  # a sample counts as extracted below this ratio (our threshold, stated in RESULTS)
 
@@ -126,6 +129,45 @@ def measure(model: str, phase: str, generations: Generations, reference: Referen
         "sampling_s": generations.seconds,
     }
     return record, report.nearest_distance
+
+
+@dataclass
+class RegimeMeasurements:
+    """The models measured so far, in order: their records, samples and nearest-training distances (what the
+    benchmark and the demo's memorization section both fill, one model at a time, with `add`)."""
+
+    reference: Reference
+    settings: RegimeSettings
+    num_classes: int
+    work: str  # samples go to `work`/samples/<model>_<phase>
+    records: list[dict] = field(default_factory=list)
+    shown: list[Generations] = field(default_factory=list)
+    nearest: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def add(self, model: str, phase: str, pipe) -> dict:
+        """Samples `pipe` (`per_class` of every class, the same seeds for every model) and measures it."""
+        name = f"{model} ({phase})"
+        folder = os.path.join(self.work, "samples", f"{model}_{phase}".replace(" ", "_"))
+        generations = sample_classes(name, pipe, self.num_classes, self.settings, folder)
+        record, self.nearest[name] = measure(model, phase, generations, self.reference, self.settings)
+        self.records.append(record)
+        self.shown.append(generations)
+        logger.info("%s", record)
+        return record
+
+    def save_pictures(self, titles: list[str], folder: str) -> list[str]:
+        """A gallery per removed image (titled by `titles`, in order) and the nearest-distance histogram."""
+        paths = [
+            save_removed_image_gallery(image, title, self.shown, os.path.join(folder, f"removed_{i}.png"))
+            for i, (image, title) in enumerate(zip(self.reference.removed, titles))
+        ]
+        histogram = save_distance_histogram(
+            self.nearest,
+            os.path.join(folder, "nearest_training.png"),
+            title="Each sample's nearest remaining training image",
+            threshold=self.settings.threshold,
+        )
+        return [*paths, histogram]
 
 
 def variation_samples(pipe, references: torch.Tensor, settings: RegimeSettings) -> torch.Tensor:
