@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Trains the four digits models the demo loads: the SPM, its parametric twin, the twin retrained without
 # class 3 (the oracle) and the judge classifier SPM, then lays them out as DIR/spm, twin, oracle, judge.
-# `make demo-train` runs this into runs/demo_models and the demo on them. The models shipped in
-# assets/digits/ were made by exactly this script: `bash scripts/train_demo_models.sh assets/digits`
-# (then `rm -r assets/digits/*_run`).
+# `make demo-train` runs this into runs/demo_models and the demo on them. The SPM, twin and oracle shipped
+# in assets/digits/ were made by these command lines at the default 4,000 steps; the judge is kept from an
+# earlier run of this script (assets/digits/README.md).
 set -euo pipefail
 OUT=${1:-runs/demo_models}
 STEPS=${STEPS:-4000}

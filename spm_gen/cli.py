@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 
-from .paths import DIGITS_MODELS
+from .paths import DIGITS_MODELS, MEMORIZATION_MODELS
 
 VERSION = "0.1.0"
 
@@ -33,6 +34,7 @@ def _log_report(summary: dict) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_forgetting_demo, run_memory_demo
+    from .demo_memorization import run_memorization_demo
 
     log = logging.getLogger("spm_gen")
     summary = run_memory_demo(output_dir=args.output, image_size=args.image_size, seed=args.seed)
@@ -49,6 +51,16 @@ def _demo(args: argparse.Namespace) -> int:
         args.models, args.output, num_images=args.num_images, num_inference_steps=args.steps, seed=args.seed
     )
     _log_report(report)
+    log.info("the memorization regime's models in %s ...", args.memorization_models)
+    regime = run_memorization_demo(
+        args.memorization_models,
+        args.output,
+        judge_dir=os.path.join(args.models, "judge"),
+        num_inference_steps=args.steps,
+        seed=args.seed,
+    )
+    for record in regime["records"]:
+        log.info("%s", json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}))
     return 0
 
 
@@ -151,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--output", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--models", default=DIGITS_MODELS, help="spm/, twin/, oracle/, judge/ (default: assets/digits)")
+    demo.add_argument(
+        "--memorization-models",
+        default=MEMORIZATION_MODELS,
+        help="the memorization regime's twin/, spm/, oracle_twin/, oracle_spm/, removed.json "
+        "(default: assets/memorization)",
+    )
     demo.add_argument("--image-size", type=int, default=8, help="digit size of the memory-bank part (default: 8)")
     demo.add_argument("--num-images", type=int, default=300, help="generations per model (default: 300)")
     demo.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")

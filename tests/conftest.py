@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
     the tiny SPM, its twin and the twin retrained without class 3 (a few steps each), and an untrained judge."""
     import shutil
 
-    from spm_gen import SPMClassifier
+    from spm_gen import SPMClassifier, SPMDiffusionPipeline
     from spm_gen.models.classifier_spm import save_classifier
     from spm_gen.training import load_config, parse_overrides, train
 
@@ -55,7 +56,14 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
         shutil.copytree(train(load_config("configs/tiny.yaml", overrides)), root / name)
     judge = SPMClassifier(image_size=8, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6, head="linear")
     save_classifier(judge, None, str(root / "judge"))
-    return {name: str(root / name) for name in ("spm", "twin", "oracle", "judge")} | {"root": str(root)}
+    # the memorization regime's layout (stand-ins: the oracles here are not retrained without the removed ids)
+    regime = root / "memorization"
+    for name, source in {"twin": "twin", "spm": "spm", "oracle_twin": "oracle", "oracle_spm": "spm"}.items():
+        shutil.copytree(root / source, regime / name)
+    ids = SPMDiffusionPipeline.from_pretrained(root / "spm").memory_bank.ids
+    (regime / "removed.json").write_text(json.dumps({ids[0]: 3, ids[-1]: 1}))
+    models = {name: str(root / name) for name in ("spm", "twin", "oracle", "judge")}
+    return models | {"root": str(root), "memorization": str(regime)}
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from spm_gen.cli import main
 @pytest.mark.slow
 def test_demo_runs_the_memory_bank_part_and_the_report(tmp_path, tiny_models):
     out = tmp_path / "demo"
-    args = ["demo", "--output", str(out), "--models", tiny_models["root"], "--num-images", "20", "--steps", "2"]
+    args = ["demo", "--output", str(out), "--models", tiny_models["root"], "--num-images", "20", "--steps", "2",
+            "--memorization-models", tiny_models["memorization"]]  # fmt: skip
     assert main(args) == 0
     summary = json.load(open(out / "summary.json"))
     assert summary["items_before"] == 1797
@@ -29,11 +30,25 @@ def test_demo_runs_the_memory_bank_part_and_the_report(tmp_path, tiny_models):
     edited = SPMDiffusionPipeline.from_pretrained(out / "spm_after_removal").memory_bank
     assert len(edited) == len(original) - report["removal"]["num_items"] and 3 not in edited.class_counts()
     assert "| SPM after removal |" in (out / "report.md").read_text()
+    # the memorization section: five models, the removed images deleted from the SPM's memory
+    regime = json.load(open(out / "memorization" / "memorization.json"))
+    names = [(r["model"], r["phase"]) for r in regime["records"]]
+    assert names == [("twin", "before"), ("spm", "before"), ("spm deletion", "after"), ("oracle twin", "after"),
+                     ("oracle spm", "after")]  # fmt: skip
+    assert all(r["num_images"] == 200 for r in regime["records"]) and len(regime["pictures"]) == 3
+    assert "## Memorization regime" in (out / "report.md").read_text()
 
 
 def test_demo_without_models_says_how_to_make_them(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path), "--models", str(tmp_path / "none")]) == 2
     assert "make demo-train" in capsys.readouterr().out
+
+
+def test_memorization_demo_without_models_says_how_to_make_them(tmp_path):
+    from spm_gen.demo_memorization import run_memorization_demo
+
+    with pytest.raises(FileNotFoundError, match=r"lacks twin .* removed.json .*benchmarks/memorization_regime.py"):
+        run_memorization_demo(models_dir=str(tmp_path), output_dir=str(tmp_path / "out"))
 
 
 def test_unknown_command_fails():

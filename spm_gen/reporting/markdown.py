@@ -85,3 +85,48 @@ def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> st
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     return path
+
+
+REGIME_COLUMNS = [
+    ("model", "model"),
+    ("phase", "phase"),
+    ("near_copies_of_removed", "near-copies of removed"),
+    ("memorization_rate", "memorization rate"),
+    ("extraction_share", "extraction share"),
+    ("fid_remaining", "FID (remaining images) ↓"),
+]
+
+
+def append_memorization_section(path: str, summary: dict) -> str:
+    """Appends the memorization regime's table and pictures (`demo_memorization`'s summary) to `report.md`."""
+    base = os.path.dirname(os.path.abspath(path))
+    settings = summary["settings"]
+    removed = ", ".join(
+        f"{item} (class {label}, {count} twin near-copies in the benchmark's choice)"
+        for (item, count), label in zip(summary["removed"].items(), summary["removed_labels"])
+    )
+    lines = [
+        "",
+        "## Memorization regime",
+        "",
+        "Models trained long on 100 training images (the digits at 8x8, 10 per class: "
+        "configs/digits_memorization.yaml) copy them. Removed: " + removed + ". "
+        f"{settings['per_class']} generations of every class per model, {settings['num_inference_steps']} DDIM steps, "
+        f"the same seeds for every model; near-copy: within {settings['threshold']} RMS pixel distance; the SPM "
+        f"deleted them from its memory in {1e3 * summary['spm_deletion_s']:.2f} ms.",
+        "",
+        "| " + " | ".join(title for _, title in REGIME_COLUMNS) + " |",
+        "|" + "---|" * len(REGIME_COLUMNS),
+        *["| " + " | ".join(_cell(r.get(key)) for key, _ in REGIME_COLUMNS) + " |" for r in summary["records"]],
+        "",
+        "- **Extraction share**: generations whose Carlini et al. ratio (the distance to the nearest remaining "
+        "training image over half the mean distance to the 50 nearest) is below 1/3.",
+        "- **Memorization rate** and **FID** are measured against the remaining training images; FID from this "
+        "few images is noisy (compare rows, not runs).",
+        "",
+        *[f"![{os.path.basename(p)}]({os.path.relpath(p, base)})" for p in summary["pictures"]],
+        "",
+    ]
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    return path
