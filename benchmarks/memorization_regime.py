@@ -7,7 +7,9 @@ the twin copy training images, and which removal makes a model stop producing th
 4. Samples every model with the same seeds and measures near-copies of the removed images, Gu's
    memorization rate and the extraction share on the remaining images, and FID against them (the judge's
    features): the SPM and the twin before; SPM deletion, twin + SalUn, twin + gradient ascent, the oracles.
-5. Image variations (`memory_selection="nearest"`, each removed image as the reference): the SPM before
+5. Memory's influence: near-copies of each removed image when the SPM's memory is that image alone, and
+   when it is another image of its class (`memory_influence`).
+6. Image variations (`memory_selection="nearest"`, each removed image as the reference): the SPM before
    deletion, after, and the same SPM whose memory never held them (equal bit for bit to "after").
 
 Writes `--json` (a list of records, see spm_gen/reporting/memorization_regime.py), `<json>_settings.json`
@@ -37,6 +39,7 @@ from spm_gen.reporting.memorization_regime import (
     RegimeSettings,
     choose_removed,
     make_reference,
+    memory_influence,
     nearest_variation,
     sample_classes,
     variation_samples,
@@ -130,6 +133,8 @@ def print_table(records: list[dict], extras: dict) -> None:
             f"| {r['extraction_share']:.3f} | {fid} |"
         )
     print(f"removed (twin near-copies each): {extras['removed']}; regime reached: {extras['regime_reached']}")
+    copies = {k: tuple(v["near_copies_when_memory_holds"].values()) for k, v in extras["memory_influence"].items()}
+    print(f"SPM near-copies of each removed image with memory = (itself, another image of its class): {copies}")
     print(
         f"SPM deletion {1e3 * extras['spm_deletion_s']:.2f} ms; SalUn {extras['twin_unlearning_s']['twin + SalUn']:.1f} s "
         f"({extras['deletion_speedup_vs_salun']:.0f}x); variations after == never held: "
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     reference = make_reference(training, removed, judge, args.out)
     measured = RegimeMeasurements(reference, settings, spm.unet.config.num_class_embeds, args.out)
     variations = {"before": variation_samples(spm, reference.removed, settings)}
+    influence = memory_influence(spm, training, removed, settings)
     measured.add("twin", "before", twin)
     measured.add("spm", "before", spm)
     forget, remain = forget_and_remain(training, removed)
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
         "spm_deletion_s": receipt.duration_s,
         "twin_unlearning_s": unlearning_s,
         "deletion_speedup_vs_salun": unlearning_s["twin + SalUn"] / max(receipt.duration_s, 1e-9),
+        "memory_influence": influence,
         "variations": {
             "nearest_before": nearest_variation(reference.removed, variations["before"]),
             "nearest_after": nearest_variation(reference.removed, variations["after"]),

@@ -190,6 +190,34 @@ def variation_samples(pipe, references: torch.Tensor, settings: RegimeSettings) 
     return torch.cat(out)
 
 
+def memory_influence(spm, training: MemoryBank, removed: list[str], settings: RegimeSettings) -> dict[str, dict]:
+    """Does memory decide which training image the SPM copies? For each removed image: near-copies of it in
+    `per_class` samples of its class with memory reduced to one item (`memory_selection="nearest"`,
+    `memory_size=1`), once that item being the image itself and once another image of its class, the same
+    noise both times (run before the deletion). As many copies without it as with it: the copies come from
+    the weights."""
+    out = {}
+    for item in removed:
+        label = int(training.get_labels([item])[0])
+        other = next(i for i, lab in zip(training.ids, training.labels.tolist()) if lab == label and i != item)
+        image = training.get_images([item]).cpu()
+        counts = {}
+        for name, held in (("itself", item), ("other", other)):
+            samples = spm(
+                reference_images=training.get_images([held]).cpu(),
+                num_images_per_prompt=settings.per_class,
+                memory_selection="nearest",
+                memory_size=1,
+                num_inference_steps=settings.num_inference_steps,
+                guidance_scale=settings.guidance_scale,
+                generator=torch.Generator().manual_seed(settings.seed),
+                output_type="pt",
+            ).images.cpu()
+            counts[name] = int((rms_distances(image, samples)[0] <= settings.threshold).sum())
+        out[item] = {"other_item": other, "near_copies_when_memory_holds": counts}
+    return out
+
+
 def save_removed_image_gallery(
     image: torch.Tensor, title: str, generations: list[Generations], path: str, k: int = 8
 ) -> str:

@@ -26,6 +26,7 @@ def test_tiny_regime_writes_every_record_and_removal_equals_never_held(tmp_path)
     removed = extras["removed"]
     assert len(removed) == 5 and len(set(extras["removed_labels"])) == 5  # one per class
     assert extras["variations"]["after_equals_never_held"] is True
+    assert list(extras["memory_influence"]) == list(removed)
     settings = json.loads((tmp_path / "regime_settings.json").read_text())
     assert settings["removed"] == removed
     assert sorted(os.listdir(out / "pictures")) == ["nearest_training.png"] + [f"removed_{i}.png" for i in range(5)]

@@ -8,6 +8,7 @@ from spm_gen.reporting.memorization_regime import (
     choose_removed,
     make_reference,
     measure,
+    memory_influence,
     nearest_variation,
     remaining_bank,
 )
@@ -58,3 +59,21 @@ def test_nearest_variation_reads_one_block_per_reference():
     refs = torch.zeros(2, 1, 2, 2)
     variations = torch.cat([torch.full((3, 1, 2, 2), 0.5), torch.full((3, 1, 2, 2), 0.25)])
     assert nearest_variation(refs, variations) == pytest.approx([0.5, 0.25])
+
+
+def test_memory_influence_samples_with_the_image_itself_and_with_another_of_its_class():
+    from tests.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    bank = pipe.memory_bank
+    removed = [bank.ids[0], bank.ids[5]]
+    everything = RegimeSettings(per_class=3, threshold=1.0, num_inference_steps=1)  # every sample within 1.0
+    result = memory_influence(pipe, bank, removed, everything)
+    assert list(result) == removed
+    for item, row in result.items():
+        other = row["other_item"]
+        assert other != item and int(bank.get_labels([other])[0]) == int(bank.get_labels([item])[0])
+        assert row["near_copies_when_memory_holds"] == {"itself": 3, "other": 3}
+    nothing = RegimeSettings(per_class=3, threshold=1e-6, num_inference_steps=1)
+    counts = memory_influence(pipe, bank, removed[:1], nothing)[removed[0]]["near_copies_when_memory_holds"]
+    assert counts == {"itself": 0, "other": 0}
