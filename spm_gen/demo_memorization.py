@@ -22,6 +22,19 @@ REGIME_FOLDERS = {
 }
 
 
+def check_regime_models(models_dir: str) -> None:
+    """Raises FileNotFoundError naming what `models_dir` lacks (before any work is done)."""
+    missing = [
+        f"{name} ({what})"
+        for name, what in REGIME_FOLDERS.items()
+        if not os.path.exists(os.path.join(models_dir, name))
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"'{models_dir}' lacks {', '.join(missing)}: make them with benchmarks/memorization_regime.py"
+        )
+
+
 def run_memorization_demo(
     models_dir: str = MEMORIZATION_MODELS,
     output_dir: str = "outputs/demo",
@@ -42,15 +55,7 @@ def run_memorization_demo(
     from .reporting.memorization_regime import RegimeMeasurements, RegimeSettings, make_reference
     from .sampling import load_pipeline
 
-    missing = [
-        f"{name} ({what})"
-        for name, what in REGIME_FOLDERS.items()
-        if not os.path.exists(os.path.join(models_dir, name))
-    ]
-    if missing:
-        raise FileNotFoundError(
-            f"'{models_dir}' lacks {', '.join(missing)}: make them with benchmarks/memorization_regime.py"
-        )
+    check_regime_models(models_dir)
     with open(os.path.join(models_dir, "removed.json")) as f:
         chosen: dict[str, int] = json.load(f)
     removed = list(chosen)

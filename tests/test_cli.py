@@ -44,7 +44,10 @@ def test_demo_without_models_says_how_to_make_them(tmp_path, capsys):
     assert "make demo-train" in capsys.readouterr().out
 
 
-def test_memorization_demo_without_models_says_how_to_make_them(tmp_path):
+def test_demo_without_memorization_models_fails_before_any_work(tmp_path, capsys):
+    args = ["demo", "--output", str(tmp_path / "out"), "--memorization-models", str(tmp_path / "none")]
+    assert main(args) == 2
+    assert "lacks twin" in capsys.readouterr().out and not (tmp_path / "out").exists()
     from spm_gen.demo_memorization import run_memorization_demo
 
     with pytest.raises(FileNotFoundError, match=r"lacks twin .* removed.json .*benchmarks/memorization_regime.py"):
