@@ -53,15 +53,13 @@ def _demo(args: argparse.Namespace) -> int:
     )
     _log_report(report)
     log.info("the memorization regime's models in %s ...", args.memorization_models)
-    regime = run_memorization_demo(
+    run_memorization_demo(  # logs each model's record as it is measured
         args.memorization_models,
         args.output,
         judge_dir=os.path.join(args.models, "judge"),
         num_inference_steps=args.steps,
         seed=args.seed,
     )
-    for record in regime["records"]:
-        log.info("%s", json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}))
     return 0
 
 

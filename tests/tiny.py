@@ -29,8 +29,9 @@ def tiny_pipeline(bank: MemoryBank | None = None, **overrides) -> SPMDiffusionPi
 
 def sample(pipe, seed: int = 0, **kwargs) -> torch.Tensor:
     # guided, so both branches of classifier-free guidance run (the pipeline's default w is 0)
-    args = dict(class_labels=[0, 1, 2, 3, 1], num_inference_steps=2, memory_size=3, output_type="pt")
-    args.update(guidance_scale=0.3)
+    args = dict(
+        class_labels=[0, 1, 2, 3, 1], num_inference_steps=2, memory_size=3, guidance_scale=0.3, output_type="pt"
+    )
     args.update(kwargs)
     return pipe(generator=torch.Generator().manual_seed(seed), **args).images
 

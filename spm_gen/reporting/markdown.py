@@ -36,10 +36,11 @@ def _cell(value) -> str:
     return str(value)
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def table(rows: list[dict], columns: list[tuple[str, str]] = COLUMNS) -> str:
+    """A markdown table: one column per `(key, title)` of `columns`, one line per row."""
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |")
     return "\n".join(lines)
 
 
@@ -115,9 +116,7 @@ def append_memorization_section(path: str, summary: dict) -> str:
         f"the same seeds for every model; near-copy: within {settings['threshold']} RMS pixel distance; the SPM "
         f"deleted them from its memory in {1e3 * summary['spm_deletion_s']:.2f} ms.",
         "",
-        "| " + " | ".join(title for _, title in REGIME_COLUMNS) + " |",
-        "|" + "---|" * len(REGIME_COLUMNS),
-        *["| " + " | ".join(_cell(r.get(key)) for key, _ in REGIME_COLUMNS) + " |" for r in summary["records"]],
+        table(summary["records"], REGIME_COLUMNS),
         "",
         "- **Extraction share**: generations whose Carlini et al. ratio (the distance to the nearest remaining "
         "training image over half the mean distance to the 50 nearest) is below 1/3.",

@@ -23,7 +23,7 @@ import torch
 
 from ..memory.bank import MemoryBank
 from ..metrics.fid import compute_fid, save_images
-from ..metrics.memorization import memorization, rms_distances, save_distance_histogram
+from ..metrics.memorization import memorization, near_copies, rms_distances, save_distance_histogram
 from ..models.classifier_spm import SPMClassifier
 from ..utils.images import save_titled_rows
 from ..utils.validation import check_values
@@ -213,7 +213,7 @@ def memory_influence(spm, training: MemoryBank, removed: list[str], settings: Re
                 generator=torch.Generator().manual_seed(settings.seed),
                 output_type="pt",
             ).images.cpu()
-            counts[name] = int((rms_distances(image, samples)[0] <= settings.threshold).sum())
+            counts[name] = int(near_copies(samples, image, settings.threshold)[0])
         out[item] = {"other_item": other, "near_copies_when_memory_holds": counts}
     return out
 
