@@ -190,8 +190,9 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             num_inference_steps (`int`, defaults to 50): denoising steps (the paper: DDIM, 50 steps).
             guidance_scale (`float`, defaults to 0.0): w in eps = (1 + w) eps_cond - w eps_uncond (the paper's
                 classifier-free guidance), which is diffusers' and DiT's scale s = 1 + w (the paper's CIFAR-10
-                0.3 is their 1.3); guidance is off at 0, the default: on the digits it does not improve the
-                SPM's FID and doubles the cost (benchmarks/RESULTS.md, quality_parity.py).
+                0.3 is their 1.3); guidance is off at 0, the default: on the digits it hardly improves the
+                additive SPM's FID and doubles the cost; the dot-fusion SPM gains from w of 2-3
+                (benchmarks/RESULTS.md, quality_parity.py).
             memory_size (`int`, *optional*): memory items read per class (or per reference image); None
                 reads every item of the class.
             memory_selection (`str`, defaults to `"random"`): `"random"` (seeded by `generator`) or
