@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inference-steps", type=int, default=50)
     parser.add_argument("--judge", default="assets/digits/judge", help="the classifier for FID and consistency")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0, help="of the sampling noise (the models are not retrained)")
     parser.add_argument("--out", default="runs/quality_parity")
     parser.add_argument("--json", default="benchmarks/quality_parity_cpu.json")
     parser.add_argument("--resume", action="store_true", help="keep the settings --json already holds")
@@ -85,7 +86,7 @@ def judge_for(args: argparse.Namespace, image_size: int):
 
 
 def setting_key(record: dict) -> tuple:
-    return record["model"], record["guidance_scale"], record["memory_size"]
+    return record["model"], record["guidance_scale"], record["memory_size"], record.get("seed", 0)
 
 
 def earlier_records(args: argparse.Namespace) -> list[dict]:
@@ -124,18 +125,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         sizes = [None] if not pipe.unet.uses_memory else [None if m == "none" else int(m) for m in args.memory_sizes]
         for w in args.guidance_scales:
             for memory_size in sizes:
-                if (name, w, memory_size) in done:
+                if (name, w, memory_size, args.seed) in done:
                     continue
                 extra = {} if not pipe.unet.uses_memory else {"memory_size": memory_size}
-                folder = os.path.join(args.out, "samples", f"{name}_w{w}_m{memory_size}")
-                gen = sample_generations(name, pipe, labels, folder, seed=0, batch_size=args.batch_size,
+                folder = os.path.join(args.out, "samples", f"{name}_w{w}_m{memory_size}_s{args.seed}")
+                gen = sample_generations(name, pipe, labels, folder, seed=args.seed, batch_size=args.batch_size,
                                          num_inference_steps=args.inference_steps, guidance_scale=w, **extra)  # fmt: skip
                 fid = compute_fid(folder, reference, "domain", judge)["fid"]
                 predicted = judge.predict(gen.images, judge_bank).argmax(1).cpu()
                 record = {
                     "model": name, "guidance_scale": w, "memory_size": memory_size, "fid": fid,
                     "class_consistency": (predicted == gen.labels).float().mean().item(), "seconds": gen.seconds,
-                    "num_images": len(gen.images), "inference_steps": args.inference_steps,
+                    "num_images": len(gen.images), "inference_steps": args.inference_steps, "seed": args.seed,
                 }  # fmt: skip
                 records.append(record)
                 write_json(args, records)

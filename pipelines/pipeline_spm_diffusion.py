@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import shutil
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from spm_gen.utils.atomic import atomic_write
 from spm_gen.utils.images import from_model_range
 from spm_gen.utils.modes import eval_mode
 from spm_gen.utils.progress import bar_settings
-from spm_gen.utils.validation import check_positive_int, is_integer
+from spm_gen.utils.validation import check_guidance_scale, check_positive_int, is_integer
 
 
 @dataclass
@@ -43,6 +42,11 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         scheduler ([`SchedulerMixin`]): DDPM, DDIM (the paper's sampler, eta 0) or DPM-Solver++, ...
         memory_bank ([`MemoryBank`], *optional* for the twin): what the model reads.
 
+    Config:
+        default_guidance_scale (`float`, defaults to 0.0): the guidance scale w of a call that gives none; it
+            is saved with the pipeline, so each model samples at the scale it was trained and measured for (on
+            the digits: the dot-fusion SPM at 3, the twin at 0; benchmarks/RESULTS.md, quality_parity.py).
+
     Memory tokens are cached in `memory_cache` (see `spm_gen.memory.feature_cache`): each item is encoded
     once and reused across calls, steps and both guidance branches until the unet's weights change.
     """
@@ -51,9 +55,17 @@ class SPMDiffusionPipeline(DiffusionPipeline):
     _optional_components = ["memory_bank"]
     _callback_tensor_inputs = ["latents"]
 
-    def __init__(self, unet: SPMUNet2DModel, scheduler: SchedulerMixin, memory_bank: MemoryBank | None = None):
+    def __init__(
+        self,
+        unet: SPMUNet2DModel,
+        scheduler: SchedulerMixin,
+        memory_bank: MemoryBank | None = None,
+        default_guidance_scale: float = 0.0,
+    ):
         super().__init__()
+        check_guidance_scale("default_guidance_scale", default_guidance_scale)
         self.register_modules(unet=unet, scheduler=scheduler, memory_bank=memory_bank)
+        self.register_to_config(default_guidance_scale=float(default_guidance_scale))
         self.memory_cache = MemoryFeatureCache()
         self.set_progress_bar_config(**bar_settings())  # one line per 30 s when stderr is not a terminal
 
@@ -135,9 +147,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         """Raises ValueError naming the first bad argument; `choices` maps names to (value, Literal alias)."""
         check_positive_int("batch_size", batch_size)
         check_positive_int("num_inference_steps", num_inference_steps)
-        number = isinstance(guidance_scale, int | float) and not isinstance(guidance_scale, bool)
-        if not number or not math.isfinite(guidance_scale) or guidance_scale < 0:  # NaN would disable guidance
-            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        check_guidance_scale("guidance_scale", guidance_scale)
         if memory_size is not None and (not is_integer(memory_size) or memory_size <= 0):
             raise ValueError(f"memory_size must be a positive integer or None, got {memory_size!r}")
         for name, (value, alias) in choices.items():
@@ -167,7 +177,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         class_labels: int | list[int] | torch.Tensor | None = None,
         batch_size: int = 1,
         num_inference_steps: int = 50,
-        guidance_scale: float = 0.0,
+        guidance_scale: float | None = None,
         memory_size: int | None = None,
         memory_selection: MemorySelection = "random",
         reference_images: torch.Tensor | list[PIL.Image.Image] | None = None,
@@ -188,11 +198,11 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 `"nearest"`, takes the class of each reference image's nearest memory item).
             batch_size (`int`, defaults to 1): samples when `class_labels` is None or an int.
             num_inference_steps (`int`, defaults to 50): denoising steps (the paper: DDIM, 50 steps).
-            guidance_scale (`float`, defaults to 0.0): w in eps = (1 + w) eps_cond - w eps_uncond (the paper's
+            guidance_scale (`float`, *optional*): w in eps = (1 + w) eps_cond - w eps_uncond (the paper's
                 classifier-free guidance), which is diffusers' and DiT's scale s = 1 + w (the paper's CIFAR-10
-                0.3 is their 1.3); guidance is off at 0, the default: on the digits it hardly improves the
-                additive SPM's FID and doubles the cost; the dot-fusion SPM gains from w of 2-3
-                (benchmarks/RESULTS.md, quality_parity.py).
+                0.3 is their 1.3); off at 0. None: the pipeline's `default_guidance_scale` (saved with it). On
+                the digits the dot-fusion SPM is best at w of about 3, the twin at 0, and the additive SPM
+                hardly changes (benchmarks/RESULTS.md, quality_parity.py); guidance doubles the cost.
             memory_size (`int`, *optional*): memory items read per class (or per reference image); None
                 reads every item of the class.
             memory_selection (`str`, defaults to `"random"`): `"random"` (seeded by `generator`) or
@@ -221,6 +231,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         Returns:
             [`SPMPipelineOutput`] (an `ImagePipelineOutput` with `memory_ids`) or `(images,)`.
         """
+        if guidance_scale is None:
+            guidance_scale = self.config.default_guidance_scale
         choices = {
             "memory_selection": (memory_selection, MemorySelection),
             "output_type": (output_type, OutputType),

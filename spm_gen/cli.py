@@ -125,6 +125,7 @@ def _report(args: argparse.Namespace) -> int:
         twin_dir=args.twin,
         num_images=args.num_images,
         num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
         memory_size=args.memory_size,
         empty_memory=args.empty_memory,
         near_copy_threshold=args.threshold,
@@ -220,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--twin", help="the parametric twin's pipeline, unlearned for comparison (--twin-method)")
     report.add_argument("--num-images", type=int, default=500, help="generations per model (default: 500)")
     report.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
+    report.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="guidance w of every model (default: each model's own, saved with it as default_guidance_scale)",
+    )
     report.add_argument("--memory-size", type=int, default=64, help="memory items read per class (default: 64)")
     report.add_argument("--threshold", type=float, default=0.04, help="near-copy RMS distance (default: 0.04)")
     report.add_argument(

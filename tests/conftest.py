@@ -42,7 +42,8 @@ def rgb_images() -> torch.Tensor:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
     """The demo's four models at test size, laid out as the demo expects (`root/spm`, `twin`, `oracle`, `judge`):
-    the tiny SPM, its twin and the twin retrained without class 3 (a few steps each), and an untrained judge."""
+    the tiny SPM (saved with guidance 0.3 as its default), its twin and the twin retrained without class 3 (a few
+    steps each; guidance 0), and an untrained judge."""
     import shutil
 
     from spm_gen import SPMClassifier, SPMDiffusionPipeline
@@ -50,7 +51,11 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
     from spm_gen.training import load_config, parse_overrides, train
 
     root = tmp_path_factory.mktemp("models")
-    runs = {"spm": [], "twin": ["--fusion_type", "none"], "oracle": ["--fusion_type", "none", "--exclude_classes", "3"]}
+    runs = {
+        "spm": ["--guidance_scale", "0.3"],
+        "twin": ["--fusion_type", "none"],
+        "oracle": ["--fusion_type", "none", "--exclude_classes", "3"],
+    }
     for name, extra in runs.items():
         overrides = parse_overrides(["--output_dir", str(root / f"{name}_run"), *extra])
         shutil.copytree(train(load_config("configs/tiny.yaml", overrides)), root / name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -22,7 +23,7 @@ class ReportConfig:
     twin_dir: str | None = None  # the parametric twin (fusion_type none), unlearned as `twin` says
     num_images: int = 500  # generations per model, classes cycling
     num_inference_steps: int = 50
-    guidance_scale: float = 0.0
+    guidance_scale: float | None = None  # None: each model's own (its saved default_guidance_scale)
     memory_size: int | None = 64  # memory items each class reads while sampling (None: all)
     empty_memory: EmptyMemory = "all"  # what a removed class's samples read: all memory, or an error
     near_copy_threshold: float = 0.04  # RMS pixel distance; digits: 99.9% of training images are farther apart
@@ -40,6 +41,7 @@ class ReportConfig:
                 "remove_classes": bool(self.remove_classes or self.remove_ids),
                 "num_images": self.num_images > 0,
                 "num_inference_steps": self.num_inference_steps > 0,
+                "guidance_scale": self.guidance_scale is None or 0 <= self.guidance_scale < math.inf,
                 "memory_size": self.memory_size is None or self.memory_size > 0,
                 "near_copy_threshold": 0 < self.near_copy_threshold <= 1,
                 "batch_size": self.batch_size > 0,

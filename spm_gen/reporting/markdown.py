@@ -6,6 +6,7 @@ import os
 
 COLUMNS = [
     ("model", "model"),
+    ("guidance_scale", "guidance w"),
     ("fid_remaining", "FID (remaining classes) ↓"),
     ("fid_oracle", "FID_O ↓"),
     ("ua", "UA (%) ↑"),
@@ -65,13 +66,15 @@ def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> st
     """Writes `report.md` next to its pictures (linked relative to it)."""
     base = os.path.dirname(os.path.abspath(path))
     removal = summary["removal"]
+    w = summary["config"]["guidance_scale"]
+    guidance = "each model's own (its saved default)" if w is None else w
     lines = [
         "# Removal report",
         "",
         f"Removed {removal['num_items']} memory items: classes {removal['classes'] or 'none'}, "
         f"{len(removal['individual_ids'])} individual ids. {summary['config']['num_images']} generations per model "
-        f"(classes cycling), {summary['config']['num_inference_steps']} DDIM steps, guidance "
-        f"{summary['config']['guidance_scale']}, seed {summary['config']['seed']}; the same seeds before and after.",
+        f"(classes cycling), {summary['config']['num_inference_steps']} DDIM steps, guidance w {guidance}, "
+        f"seed {summary['config']['seed']}; the same seeds before and after.",
         "",
         table(summary["rows"]),
         "",

@@ -71,19 +71,19 @@ def _run_report(config: ReportConfig, out: str) -> dict:
     judge = Judge(*load_classifier(config.classifier_dir)) if config.classifier_dir else None
     num_classes = spm.unet.config.num_class_embeds
     labels = [i % num_classes for i in range(config.num_images)]
-    kwargs = {
-        "num_inference_steps": config.num_inference_steps,
-        "guidance_scale": config.guidance_scale,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-    }
+    kwargs = {"num_inference_steps": config.num_inference_steps, "batch_size": config.batch_size, "seed": config.seed}
     samples = os.path.join(out, "samples")
+    scales = {}  # each model's guidance scale: the config's, or the model's own default
 
     def sample(name: str, pipe, folder: str) -> Generations:
-        logger.info("sampling %d images: %s", len(labels), name)
+        w = pipe.config.default_guidance_scale if config.guidance_scale is None else config.guidance_scale
+        logger.info("sampling %d images: %s (guidance %s)", len(labels), name, w)
+        scales[name] = w
         reads = pipe.memory_bank is not None
         extra = {"memory_size": config.memory_size, "empty_memory": config.empty_memory} if reads else {}
-        return sample_generations(name, pipe, labels, os.path.join(samples, folder), **kwargs, **extra)
+        return sample_generations(
+            name, pipe, labels, os.path.join(samples, folder), guidance_scale=w, **kwargs, **extra
+        )
 
     models = [sample("SPM before removal", spm, "spm_before")]
     receipt = spm.memory_bank.remove(ids=removed.ids, reason="spm-gen report")
@@ -109,6 +109,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
         own = {k: v for k, v in references.items() if gen is not oracle or k != "oracle"}
         row, d = measure_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
         row["removal_s"] = times.get(gen.name)
+        row["guidance_scale"] = scales[gen.name]
         rows.append(row)
         distances[gen.name] = d
     pictures = {

@@ -156,7 +156,7 @@ class TrainConfig(RunConfig):
     sample_every: int = 500
     num_sample_images: int = 20
     sample_inference_steps: int = 50
-    guidance_scale: float = 0.0  # of the samples saved during training
+    guidance_scale: float = 0.0  # the saved pipeline's default_guidance_scale (also of the samples during training)
     log_with: str | None = None
 
     def checks(self) -> dict[str, bool]:

@@ -36,12 +36,15 @@ def official_ddim(noise_scheduler: DDPMScheduler) -> DDIMScheduler:
     )
 
 
-def build_pipeline(unet: SPMUNet2DModel, noise_scheduler: DDPMScheduler, dataset: ImageDataset):
-    """The run's pipeline: DDIM (the paper's sampler), memory = the training set (minus exclusions)."""
+def build_pipeline(unet: SPMUNet2DModel, noise_scheduler: DDPMScheduler, dataset: ImageDataset, config: TrainConfig):
+    """The run's pipeline: DDIM (the paper's sampler), memory = the training set (minus exclusions), and the
+    config's `guidance_scale` as its default."""
     from pipelines import SPMDiffusionPipeline
 
     bank = to_memory_bank(dataset) if unet.uses_memory else None
-    pipe = SPMDiffusionPipeline(unet, official_ddim(noise_scheduler), bank)
+    pipe = SPMDiffusionPipeline(
+        unet, official_ddim(noise_scheduler), bank, default_guidance_scale=config.guidance_scale
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -53,7 +56,6 @@ def sample_grid(pipe, config: TrainConfig, num_classes: int, path: str) -> str:
     images = pipe(
         class_labels=labels,
         num_inference_steps=config.sample_inference_steps,
-        guidance_scale=config.guidance_scale,
         generator=torch.Generator(pipe.unet.device).manual_seed(config.seed),
         output_type="pt",
     ).images
@@ -174,7 +176,7 @@ def train(config: TrainConfig) -> str | None:
             save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit, ema)
         if global_step % config.sample_every == 0 and accelerator.is_main_process:
             with _ema_weights(accelerator.unwrap_model(model), ema) as weights:
-                pipe = build_pipeline(weights, steps.noise_scheduler, run.dataset)
+                pipe = build_pipeline(weights, steps.noise_scheduler, run.dataset, config)
                 path = os.path.join(config.output_dir, "samples", f"step-{global_step:06d}.png")
                 sample_grid(pipe, config, cfg.num_class_embeds, path)
 
@@ -208,7 +210,7 @@ def export_pipeline(unet, ema, noise_scheduler, dataset, config: TrainConfig) ->
     run_dir = config.output_dir
     final, tmp = os.path.join(run_dir, "pipeline"), os.path.join(run_dir, "pipeline.tmp")
     with _ema_weights(unet, ema) as weights:
-        pipe = build_pipeline(weights, noise_scheduler, dataset)
+        pipe = build_pipeline(weights, noise_scheduler, dataset, config)
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
         pipe.save_pretrained(tmp)

@@ -55,6 +55,7 @@ class TwinUnlearning:
             )
         else:
             unet, seconds = diffusion_gradient_ascent(twin.unet, scheduler, forget, budget)
-        unlearned = type(twin)(unet=unet, scheduler=twin.scheduler, memory_bank=None)
+        w = twin.config.default_guidance_scale
+        unlearned = type(twin)(unet=unet, scheduler=twin.scheduler, memory_bank=None, default_guidance_scale=w)
         unlearned.set_progress_bar_config(disable=True)
         return unlearned, seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -24,3 +25,10 @@ def check_positive_int(name: str, value: object) -> None:
     """Raises ValueError naming `name` unless `value` is an integer >= 1 (2.5, True and "3" are refused)."""
     if not is_integer(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_guidance_scale(name: str, value: object) -> None:
+    """Raises ValueError naming `name` unless `value` is a finite number >= 0 (NaN would switch guidance off)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -55,6 +55,23 @@ def test_save_and_load_give_identical_images(pipe, tmp_path):
     assert type(generic).__name__ == "SPMDiffusionPipeline" and torch.equal(sample(generic), before)
 
 
+def test_the_saved_default_guidance_scale_is_used_when_a_call_gives_none(tmp_path):
+    pipe = SPMDiffusionPipeline(**tiny_pipeline().components, default_guidance_scale=0.7)
+    pipe.set_progress_bar_config(disable=True)
+    guided = sample(pipe, guidance_scale=0.7)
+    assert not torch.equal(guided, sample(pipe, guidance_scale=0.0))
+    assert torch.equal(sample(pipe, guidance_scale=None), guided)
+    pipe.save_pretrained(tmp_path)
+    assert json.load(open(tmp_path / "model_index.json"))["default_guidance_scale"] == 0.7
+    loaded = SPMDiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.default_guidance_scale == 0.7 and torch.equal(sample(loaded, guidance_scale=None), guided)
+    overridden = SPMDiffusionPipeline.from_pretrained(tmp_path, default_guidance_scale=0.0)
+    assert overridden.config.default_guidance_scale == 0.0
+    with pytest.raises(ValueError, match="default_guidance_scale must be a finite number >= 0, got -1"):
+        SPMDiffusionPipeline(**tiny_pipeline().components, default_guidance_scale=-1)
+
+
 def _never_held(removed_ids=(), removed_class=None) -> MemoryBank:
     images, labels = tiny_memory()
     keep = [i for i in range(len(labels)) if str(i) not in removed_ids and int(labels[i]) != removed_class]

@@ -44,6 +44,7 @@ def test_report_end_to_end(tiny_models, tmp_path):
         "twin after random-label (SalUn)",
         "oracle (retrained without)",
     ]
+    assert [row["guidance_scale"] for row in summary["rows"]] == [0.3, 0.3, 0.0, 0.0, 0.0]  # each model's own
     removed = summary["removal"]
     assert removed["num_items"] == int((bank_before.labels == 3).sum()) + 2 and removed["individual_ids"] == others
     assert all(row["num_images"] == 20 and row["fid_remaining"] is not None for row in summary["rows"])
@@ -98,6 +99,8 @@ def test_bad_requests_fail_before_sampling(tiny_models, tmp_path, capsys):
     code = main(["report", tiny_models["spm"], "--remove-class", "42", "--output", str(out), "--num-images", "2"])
     assert code == 2 and "42" in capsys.readouterr().out
     assert not out.exists()  # the folder it made for the report is gone again, being empty
+    code = main(["report", tiny_models["spm"], "--remove-class", "3", "--output", str(out), "--guidance-scale", "-1"])
+    assert code == 2 and "guidance_scale=-1" in capsys.readouterr().out and not out.exists()
     with pytest.raises(ValueError, match="give the SPM pipeline"):
         run_report(ReportConfig(tiny_models["twin"], str(out), remove_classes=[3]))
     assert not out.exists()

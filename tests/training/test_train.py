@@ -81,9 +81,10 @@ def test_images_per_class_trains_on_a_small_set_and_its_memory_is_that_set(tmp_p
 
 
 @pytest.mark.slow
-def test_twin_trains_without_memory(tmp_path):
-    final = train(_config(tmp_path, "--fusion_type", "none"))
-    assert SPMDiffusionPipeline.from_pretrained(final).memory_bank is None
+def test_twin_trains_without_memory_and_keeps_its_guidance_scale(tmp_path):
+    final = train(_config(tmp_path, "--fusion_type", "none", "--guidance_scale", "0.5"))
+    pipe = SPMDiffusionPipeline.from_pretrained(final)
+    assert pipe.memory_bank is None and pipe.config.default_guidance_scale == 0.5
 
 
 @pytest.mark.slow
