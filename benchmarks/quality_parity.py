@@ -38,7 +38,11 @@ from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.utils.images import to_unit_range
 
-MODELS = {"spm_additive": ["--fusion_type", "additive"], "spm_dot": ["--fusion_type", "dot"], "twin": ["--fusion_type", "none"]}  # fmt: skip
+MODELS = {  # training overrides; the guidance scales saved with them are each one's best measured here
+    "spm_additive": ["--fusion_type", "additive", "--guidance_scale", "0"],
+    "spm_dot": ["--fusion_type", "dot", "--guidance_scale", "3"],
+    "twin": ["--fusion_type", "none", "--guidance_scale", "0"],
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,6 +115,22 @@ def write_json(args: argparse.Namespace, records: list[dict]) -> None:
     os.replace(args.json + ".tmp", args.json)
 
 
+def seed_summary(records: list[dict]) -> list[dict]:
+    """Per setting measured with several sampling seeds: the mean FID and consistency, and the FID's spread."""
+    groups = {}
+    for r in records:
+        groups.setdefault(setting_key(r)[:3], []).append(r)
+    rows = []
+    for (model, w, memory_size), group in groups.items():
+        if len(group) > 1:
+            fids = torch.tensor([r["fid"] for r in group], dtype=torch.float64)
+            consistency = sum(r["class_consistency"] for r in group) / len(group)
+            rows.append({"model": model, "guidance_scale": w, "memory_size": memory_size, "seeds": len(group),
+                         "fid_mean": fids.mean().item(), "fid_std": fids.std().item(), "fid_min": fids.min().item(),
+                         "fid_max": fids.max().item(), "class_consistency_mean": consistency})  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     base = load_config(args.config)
@@ -145,6 +165,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     settings["machine"] = f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}"
     settings["date"] = time.strftime("%Y-%m-%d")
     write_json(args, records)
+    for row in seed_summary(records):
+        print(json.dumps({"over_seeds": row}), flush=True)
     if args.json:
         with open(os.path.splitext(args.json)[0] + "_settings.json", "w") as f:
             json.dump(settings, f, indent=2)

@@ -25,6 +25,15 @@ def test_tiny_mode_writes_one_record_per_model_and_setting(tmp_path):
     resume = ["--tiny", "--reuse", run, "--out", run, "--json", str(out), "--resume"]
     again = benchmark.main(resume)
     assert again == records and not (tmp_path / "run" / "samples").exists()
+    # a second sampling seed adds its own records; the summary averages the two seeds of each setting
+    seeded = benchmark.main([*resume, "--models", "twin", "--seed", "1"])
+    new = seeded[len(records) :]
+    assert seeded[: len(records)] == records and [(r["model"], r["seed"]) for r in new] == [("twin", 1)] * 2
+    summary = benchmark.seed_summary(seeded)
+    assert [(row["guidance_scale"], row["seeds"]) for row in summary] == [(0.0, 2), (0.3, 2)]
+    (first,) = [r for r in records if (r["model"], r["guidance_scale"]) == ("twin", 0.0)]
+    assert summary[0]["fid_mean"] == pytest.approx((first["fid"] + new[0]["fid"]) / 2)
+    out.write_text(json.dumps(records))
     out.write_text(json.dumps([{**records[0], "inference_steps": 50}]))
     with pytest.raises(ValueError, match="other --num-images"):
         benchmark.main(resume)
