@@ -68,7 +68,7 @@ def main() -> None:
     data_dir = os.path.join(args.out, "data")
     targets = write_duplicated_folder(train_set, [train_set.ids[i] for i in picks], args.copies, data_dir)
     dirs = {}
-    for name, extra in (("spm", []), ("twin", ["--fusion_type", "none"])):
+    for name, extra in (("spm", ["--fusion_type", "additive"]), ("twin", ["--fusion_type", "none"])):  # as measured
         if args.reuse and os.path.isdir(os.path.join(args.out, name, "pipeline")):
             dirs[name] = os.path.join(args.out, name, "pipeline")
             continue

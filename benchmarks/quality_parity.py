@@ -11,6 +11,7 @@ same budget, samples each at several guidance scales w and memory sizes, and mea
     python benchmarks/quality_parity.py --reuse runs/parity  # models already trained there (<name>/pipeline)
     python benchmarks/quality_parity.py --tiny               # the same code paths at test size, in seconds
     python benchmarks/quality_parity.py --reuse runs/parity --resume  # go on where an interrupted run stopped
+    python benchmarks/quality_parity.py --reuse runs/parity --seed 1 --resume  # another draw of the sampling noise
 
 Writes `--json` (default benchmarks/quality_parity_cpu.json): a list of records
 `{"model", "guidance_scale", "memory_size", "fid", "class_consistency", "seconds", ...}`, "twin" in the
@@ -38,11 +39,7 @@ from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.utils.images import to_unit_range
 
-MODELS = {  # training overrides; the guidance scales saved with them are each one's best measured here
-    "spm_additive": ["--fusion_type", "additive", "--guidance_scale", "0"],
-    "spm_dot": ["--fusion_type", "dot", "--guidance_scale", "3"],
-    "twin": ["--fusion_type", "none", "--guidance_scale", "0"],
-}
+MODELS = {"spm_additive": ["--fusion_type", "additive"], "spm_dot": ["--fusion_type", "dot"], "twin": ["--fusion_type", "none"]}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,9 +28,9 @@ from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.utils.images import save_image_grid
 
 VARIANTS = {
-    "spm (additive, clean)": [],
+    "spm (additive, clean)": ["--fusion_type", "additive"],
     "twin (fusion none)": ["--fusion_type", "none"],
-    "spm (memory_encoding paper)": ["--memory_encoding", "paper"],
+    "spm (memory_encoding paper)": ["--fusion_type", "additive", "--memory_encoding", "paper"],
     "spm (dot fusion)": ["--fusion_type", "dot"],
 }
 

@@ -44,8 +44,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
 
     Config:
         default_guidance_scale (`float`, defaults to 0.0): the guidance scale w of a call that gives none; it
-            is saved with the pipeline, so each model samples at the scale it was trained and measured for (on
-            the digits: the dot-fusion SPM at 3, the twin at 0; benchmarks/RESULTS.md, quality_parity.py).
+            is saved with the pipeline (training writes its config's `guidance_scale`), so each model samples
+            at the scale chosen for it; `spm-gen report` uses each model's own unless told otherwise.
 
     Memory tokens are cached in `memory_cache` (see `spm_gen.memory.feature_cache`): each item is encoded
     once and reused across calls, steps and both guidance branches until the unet's weights change.
@@ -201,8 +201,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             guidance_scale (`float`, *optional*): w in eps = (1 + w) eps_cond - w eps_uncond (the paper's
                 classifier-free guidance), which is diffusers' and DiT's scale s = 1 + w (the paper's CIFAR-10
                 0.3 is their 1.3); off at 0. None: the pipeline's `default_guidance_scale` (saved with it). On
-                the digits the dot-fusion SPM is best at w of about 3, the twin at 0, and the additive SPM
-                hardly changes (benchmarks/RESULTS.md, quality_parity.py); guidance doubles the cost.
+                the digits at 50 steps, guidance does not improve either SPM's FID and worsens the twin's
+                (benchmarks/RESULTS.md, quality_parity.py); it doubles the cost.
             memory_size (`int`, *optional*): memory items read per class (or per reference image); None
                 reads every item of the class.
             memory_selection (`str`, defaults to `"random"`): `"random"` (seeded by `generator`) or
