@@ -201,8 +201,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             guidance_scale (`float`, *optional*): w in eps = (1 + w) eps_cond - w eps_uncond (the paper's
                 classifier-free guidance), which is diffusers' and DiT's scale s = 1 + w (the paper's CIFAR-10
                 0.3 is their 1.3); off at 0. None: the pipeline's `default_guidance_scale` (saved with it). On
-                the digits at 50 steps, guidance does not improve either SPM's FID and worsens the twin's
-                (benchmarks/RESULTS.md, quality_parity.py); it doubles the cost.
+                the digits at 50 steps guidance does not measurably improve either SPM's FID (it worsens the
+                twin's, measured at 20 steps; benchmarks/RESULTS.md, quality_parity.py); it doubles the cost.
             memory_size (`int`, *optional*): memory items read per class (or per reference image); None
                 reads every item of the class.
             memory_selection (`str`, defaults to `"random"`): `"random"` (seeded by `generator`) or
