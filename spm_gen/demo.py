@@ -14,7 +14,7 @@ from .data import load_digits_dataset, to_memory_bank
 from .memory import MemoryBank
 from .memory.readout import class_readout
 from .memory.saved_folder import SavedFolder
-from .paths import DIGITS_MODELS
+from .paths import DIGITS_MODELS, require_entries
 from .utils.images import save_titled_rows
 
 logger = logging.getLogger(__name__)
@@ -145,14 +145,9 @@ def run_forgetting_demo(
     `num_removed_ids` seeded training images of other classes, and writes `report.md` to `output_dir`."""
     from .reporting import ReportConfig, run_report
 
-    missing = [
-        f"{name}/ ({what})" for name, what in MODEL_FOLDERS.items() if not os.path.isdir(os.path.join(models_dir, name))
-    ]
-    if missing:
-        raise FileNotFoundError(
-            f"'{models_dir}' lacks {', '.join(missing)}: train them with `make demo-train` "
-            "(bash scripts/train_demo_models.sh DIR)"
-        )
+    folders = {f"{name}/": what for name, what in MODEL_FOLDERS.items()}
+    how = "train them with `make demo-train` (bash scripts/train_demo_models.sh DIR)"
+    require_entries(models_dir, folders, how)
     bank = SavedFolder(os.path.join(models_dir, "spm")).load_bank()
     config = ReportConfig(
         pipeline_dir=os.path.join(models_dir, "spm"),

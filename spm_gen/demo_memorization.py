@@ -8,7 +8,7 @@ import json
 import logging
 import os
 
-from .paths import DIGITS_MODELS, MEMORIZATION_MODELS
+from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, require_entries
 from .reporting.markdown import append_memorization_section
 
 logger = logging.getLogger(__name__)
@@ -24,15 +24,7 @@ REGIME_FOLDERS = {
 
 def check_regime_models(models_dir: str) -> None:
     """Raises FileNotFoundError naming what `models_dir` lacks (before any work is done)."""
-    missing = [
-        f"{name} ({what})"
-        for name, what in REGIME_FOLDERS.items()
-        if not os.path.exists(os.path.join(models_dir, name))
-    ]
-    if missing:
-        raise FileNotFoundError(
-            f"'{models_dir}' lacks {', '.join(missing)}: make them with benchmarks/memorization_regime.py"
-        )
+    require_entries(models_dir, REGIME_FOLDERS, "make them with benchmarks/memorization_regime.py")
 
 
 def run_memorization_demo(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field
 
 from ..choices import EmptyMemory, check_choice
 from ..memory.saved_folder import check_output_outside
 from ..unlearning.twin import TwinUnlearning
-from ..utils.validation import check_values
+from ..utils.validation import check_values, is_guidance_scale
 
 
 @dataclass
@@ -41,7 +40,7 @@ class ReportConfig:
                 "remove_classes": bool(self.remove_classes or self.remove_ids),
                 "num_images": self.num_images > 0,
                 "num_inference_steps": self.num_inference_steps > 0,
-                "guidance_scale": self.guidance_scale is None or 0 <= self.guidance_scale < math.inf,
+                "guidance_scale": self.guidance_scale is None or is_guidance_scale(self.guidance_scale),
                 "memory_size": self.memory_size is None or self.memory_size > 0,
                 "near_copy_threshold": 0 < self.near_copy_threshold <= 1,
                 "batch_size": self.batch_size > 0,

@@ -26,7 +26,7 @@ from ..metrics.fid import compute_fid, save_images
 from ..metrics.memorization import memorization, near_copies, rms_distances, save_distance_histogram
 from ..models.classifier_spm import SPMClassifier
 from ..utils.images import save_titled_rows
-from ..utils.validation import check_values
+from ..utils.validation import check_values, is_guidance_scale
 from .generations import Generations, sample_with_settings
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class RegimeSettings:
                 "threshold": 0 < self.threshold <= 1,
                 "num_removed": self.num_removed > 0,
                 "num_inference_steps": self.num_inference_steps > 0,
-                "guidance_scale": self.guidance_scale >= 0,
+                "guidance_scale": is_guidance_scale(self.guidance_scale),
                 "memory_size": self.memory_size is None or self.memory_size > 0,
                 "variations": self.variations > 0,
                 "batch_size": self.batch_size > 0,

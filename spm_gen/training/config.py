@@ -18,7 +18,7 @@ import yaml
 from ..choices import Dataset, MixedPrecision, choices_of
 from ..models.classifier_spm import SPMClassifier
 from ..models.unet_spm import SPMUNet2DModel
-from ..utils.validation import check_values
+from ..utils.validation import check_values, is_guidance_scale
 
 TRACKER_PACKAGES = {name: name for name in ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive")}
 DATA_HINTS = {
@@ -176,7 +176,7 @@ class TrainConfig(RunConfig):
             "sample_every": self.sample_every > 0,
             "num_sample_images": self.num_sample_images > 0,
             "sample_inference_steps": self.sample_inference_steps > 0,
-            "guidance_scale": self.guidance_scale >= 0,
+            "guidance_scale": is_guidance_scale(self.guidance_scale),  # saved into the pipeline, which checks it
             "log_with": self.log_with is None or tracker_installed(self.log_with),
         }
 

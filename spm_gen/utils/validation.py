@@ -27,8 +27,13 @@ def check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def check_guidance_scale(name: str, value: object) -> None:
-    """Raises ValueError naming `name` unless `value` is a finite number >= 0 (NaN would switch guidance off)."""
+def is_guidance_scale(value: object) -> bool:
+    """A finite number >= 0, not a bool (NaN would switch guidance off)."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value < 0:
+    return number and math.isfinite(value) and value >= 0
+
+
+def check_guidance_scale(name: str, value: object) -> None:
+    """Raises ValueError naming `name` unless `value` is a guidance scale (`is_guidance_scale`)."""
+    if not is_guidance_scale(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -46,6 +46,7 @@ def test_yaml_and_overrides():
         (["--fusion_type", "concat"], "fusion_type"),
         (["--mixed_precision", "fp8"], "mixed_precision='fp8'"),
         (["--use_ema", "maybe"], "bad value for --use_ema"),
+        (["--guidance_scale", "inf"], "guidance_scale=inf"),  # the saved pipeline would refuse it after training
     ],
 )
 def test_bad_values_are_named(overrides, match):
