@@ -29,6 +29,9 @@ DigitsSplit = Literal["all", "train", "test"]
 FeatureExtractor = Literal["domain", "inception"]
 """FID features: a trained classifier's encoder (offline default) or Inception weights from disk."""
 MixedPrecision = Literal["no", "fp16", "bf16"]
+SelfSupport = Literal["never", "below_timestep", "probability"]
+"""When a training query's own image is in its own support set: never (the paper's), when its timestep is
+below `self_support_timestep` (low noise, where memorization happens), or with `self_support_probability`."""
 
 
 def choices_of(alias: Any) -> tuple[str, ...]:

@@ -41,9 +41,12 @@ class MemoryBank(ModelMixin, ConfigMixin):
     """The explicit memory of a semi-parametric model, of images of shape `image_shape` `(C, H, W)`.
 
     Each item has a stable string id, an integer label, the image (stored as uint8 CHW) and a content hash
-    (sha256 of those bytes); optionally an embedding. The columns live in one `RowStore` (see there how
-    removal leaves no copy behind); storage order is not meaningful: everything that depends on it (seeded
-    selection, the order of selected items) is defined by the items alone. The bank is a diffusers
+    (sha256 of those bytes); optionally an embedding. `training_targets`, when known, lists the ids of the items
+    a model's weights were trained to denoise (set by training; None: unknown): every other item (memory-only,
+    or added after training) was never a training target, which each removal receipt records. The columns
+    live in one `RowStore` (see there how removal leaves no copy behind); storage order is not meaningful:
+    everything that depends on it (seeded selection, the order of selected items) is defined by the items
+    alone. The bank is a diffusers
     component: pipelines save and load it with its own atomic `save_pretrained` / `from_pretrained`
     (safetensors + json, see `spm_gen.memory.storage`).
     """
@@ -51,10 +54,14 @@ class MemoryBank(ModelMixin, ConfigMixin):
     config_name = storage.CONFIG_NAME
 
     @register_to_config
-    def __init__(self, image_shape: Sequence[int] = (3, 32, 32)) -> None:
+    def __init__(self, image_shape: Sequence[int] = (3, 32, 32), training_targets: Sequence[str] | None = None) -> None:
         super().__init__()
         if len(image_shape) != 3 or any(int(s) <= 0 for s in image_shape):
             raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {image_shape}")
+        if training_targets is not None and (
+            isinstance(training_targets, str) or not all(isinstance(i, str) for i in training_targets)
+        ):
+            raise ValueError(f"training_targets must be a list of string ids or None, got {training_targets!r:.80}")
         self.image_shape = tuple(int(s) for s in image_shape)
         self._store = RowStore(self.image_shape)
         self._receipts: list[dict] = []
@@ -132,6 +139,21 @@ class MemoryBank(ModelMixin, ConfigMixin):
     def embedding_info(self) -> dict | None:
         return self._store.embedding_info
 
+    @property
+    def training_targets(self) -> set[str] | None:
+        """The ids of the items the weights were trained to denoise (None: not recorded)."""
+        targets = self.config.training_targets
+        return None if targets is None else set(targets)
+
+    def set_training_targets(self, ids: Sequence[str] | None) -> None:
+        """Records which items the weights were trained to denoise (training does this at export)."""
+        if ids is not None:
+            unknown = [i for i in ids if i not in self._store]
+            if unknown:
+                raise ValueError(f"training_targets: ids not in the memory bank: {preview(unknown)}")
+            ids = list(ids)
+        self.register_to_config(training_targets=ids)
+
     def class_counts(self) -> dict[int, int]:
         values, counts = np.unique(self._store.labels, return_counts=True)
         return dict(zip(values.tolist(), counts.tolist()))
@@ -197,10 +219,17 @@ class MemoryBank(ModelMixin, ConfigMixin):
         store = self._store
         rows = self._store.resolve(ItemSelection.given(selection, ids, labels, hashes))
         removed = ([store.ids[r] for r in rows], store.labels[rows].tolist(), [store.hashes[r] for r in rows])
+        targets = self.config.training_targets  # may name items of shards a removal did not load
+        gone = set(removed[0])
+        was_target = None if targets is None else [i in set(targets) for i in removed[0]]
         version_before = self._version
         store.drop_rows(rows)
+        if targets is not None:
+            self.register_to_config(training_targets=[i for i in targets if i not in gone])
         self._changed(removed=tuple(zip(removed[2], removed[1])))
-        receipt = RemovalReceipt.now(*removed, version_before, self._version, reason, time.perf_counter() - start_time)
+        receipt = RemovalReceipt.now(
+            *removed, version_before, self._version, reason, time.perf_counter() - start_time, was_target
+        )
         self._receipts.append(receipt.to_dict())
         logger.debug("removed %d items from the memory bank (%d left)", len(rows), len(self))
         return receipt

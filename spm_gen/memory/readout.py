@@ -96,10 +96,15 @@ class MemoryReadout:
         return replace(cls.from_groups(items, valid, query_group, len(ids)), ids=ids, read=read)
 
     @classmethod
-    def from_labels(cls, query_labels: torch.Tensor, item_labels: torch.Tensor) -> MemoryReadout:
+    def from_labels(
+        cls, query_labels: torch.Tensor, item_labels: torch.Tensor, owner: torch.Tensor | None = None
+    ) -> MemoryReadout:
         """Each query reads the items that carry its label; a negative label, or one that no item carries,
-        reads all items."""
+        reads all items. With `owner` `(M,)`, item m with `owner[m] = q >= 0` is private to query q (a training
+        query's own image in its own support set: only that query reads it); -1 items are shared by label."""
         query_labels, item_labels = query_labels.reshape(-1), item_labels.to(query_labels.device)
+        if owner is not None:
+            return cls._from_private_labels(query_labels, item_labels, owner.to(query_labels.device))
         has_memory = torch.isin(query_labels, item_labels) & (query_labels >= 0)
         group_labels = torch.unique(query_labels[has_memory])
         match = item_labels[None, :] == group_labels[:, None]
@@ -110,6 +115,23 @@ class MemoryReadout:
         query_group = torch.full_like(query_labels, -1)
         query_group[has_memory] = torch.searchsorted(group_labels, query_labels[has_memory])
         return cls.from_groups(items, valid, query_group, len(item_labels))
+
+    @classmethod
+    def _from_private_labels(
+        cls, query_labels: torch.Tensor, item_labels: torch.Tensor, owner: torch.Tensor
+    ) -> MemoryReadout:
+        """`from_labels` with private items: one group per query, its label's shared items (all shared items
+        when none carries its label) and its own private items; another query's private items never."""
+        queries = torch.arange(len(query_labels), device=query_labels.device)
+        shared = (owner < 0)[None, :].expand(len(query_labels), -1)
+        by_label = shared & (item_labels[None, :] == query_labels[:, None])
+        has_label = by_label.any(1) & (query_labels >= 0)
+        readable = torch.where(has_label[:, None], by_label, shared) | (owner[None, :] == queries[:, None])
+        counts = readable.sum(1)
+        width = int(counts.max()) if len(counts) else 0
+        items = torch.argsort((~readable).to(torch.int8), dim=1, stable=True)[:, :width]  # memory order
+        valid = torch.arange(width, device=readable.device)[None] < counts[:, None]
+        return cls.from_groups(items, valid, torch.where(counts > 0, queries, -1), len(item_labels))
 
     def to(self, device: torch.device | str) -> MemoryReadout:
         return replace(self, sets=tuple(s.to(device) for s in self.sets))

@@ -20,6 +20,8 @@ class RemovalReceipt:
         time_utc: ISO-8601 UTC time of the removal.
         reason: free text given by the caller.
         duration_s: wall-clock seconds the removal took.
+        was_training_target: per removed id, whether the model's weights were trained to denoise it (False:
+            memory-only or added after training, so no parameter saw it); None when the bank has no record.
     """
 
     removed_ids: list[str]
@@ -30,14 +32,23 @@ class RemovalReceipt:
     time_utc: str
     reason: str = ""
     duration_s: float = 0.0
+    was_training_target: list[bool] | None = None
 
     @classmethod
     def now(
-        cls, ids: list[str], labels: list[int], hashes: list[str], before: str, after: str, reason: str, seconds: float
+        cls,
+        ids: list[str],
+        labels: list[int],
+        hashes: list[str],
+        before: str,
+        after: str,
+        reason: str,
+        seconds: float,
+        was_training_target: list[bool] | None = None,
     ) -> RemovalReceipt:
         """A receipt stamped with the current UTC time."""
         time_utc = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-        return cls(ids, labels, hashes, before, after, time_utc, reason, seconds)
+        return cls(ids, labels, hashes, before, after, time_utc, reason, seconds, was_training_target)
 
     def to_dict(self) -> dict:
         return asdict(self)

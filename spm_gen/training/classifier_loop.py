@@ -11,7 +11,6 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
-from ..data import to_memory_bank
 from ..models.classifier_spm import SPMClassifier, save_classifier
 from .config import ClassifierTrainConfig
 from .run import TrainingRun
@@ -56,7 +55,7 @@ def train_classifier(config: ClassifierTrainConfig) -> str | None:
     if accelerator.is_main_process:
         final = os.path.join(config.output_dir, "classifier")
         trained = accelerator.unwrap_model(wrapped)
-        save_classifier(trained, to_memory_bank(run.dataset) if trained.uses_memory else None, final)
+        save_classifier(trained, run.training_set.memory_bank() if trained.uses_memory else None, final)
         logger.info(f"saved the classifier to {final}")
     run.finish(title=f"classifier ({cfg.head}) on {config.dataset}")
     return final

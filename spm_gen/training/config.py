@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from ..choices import Dataset, MixedPrecision, choices_of
+from ..choices import Dataset, MixedPrecision, SelfSupport, choices_of
 from ..models.classifier_spm import SPMClassifier
 from ..models.unet_spm import SPMUNet2DModel
 from ..utils.validation import check_values, is_guidance_scale
@@ -25,6 +25,8 @@ DATA_HINTS = {
     "dataset": f" (one of {list(choices_of(Dataset))})",
     "mixed_precision": f" (one of {list(choices_of(MixedPrecision))})",
     "data_path": " (the path does not exist)",
+    "memory_only_ids_file": " (the file does not exist)",
+    "self_support": f" (one of {list(choices_of(SelfSupport))})",
 }
 
 
@@ -89,6 +91,12 @@ class RunConfig:
     memory_per_batch: int = 256
     permute_labels: bool = True
     flip: bool = False  # random horizontal flips of queries and memory (the official CIFAR-10 training)
+    # memory-only items: support images in training, never queries (no parameter is trained to denoise them);
+    # chosen before the exclusions, so an oracle keeps the same split. Off by default (README: complete forgetting)
+    memory_only_fraction: float = 0.0  # of every class, by seeded rank of the item ids
+    memory_only_seed: int = 0
+    memory_only_ids_file: str | None = None  # a json list of ids
+    memory_only_classes: list[int] = field(default_factory=list)  # the weights never denoise these classes
     train_batch_size: int = 64
     max_train_steps: int = 1000
     learning_rate: float = 2e-4
@@ -105,6 +113,9 @@ class RunConfig:
             "image_size": self.image_size > 0,
             "images_per_class": self.images_per_class is None or self.images_per_class > 0,
             "channels": self.channels in (1, 3),
+            "memory_only_fraction": 0.0 <= self.memory_only_fraction < 1.0,
+            "memory_only_ids_file": self.memory_only_ids_file is None or os.path.isfile(self.memory_only_ids_file),
+            "memory_only_classes": all(c >= 0 for c in self.memory_only_classes),
             "memory_per_batch": self.memory_per_batch > 0,
             "train_batch_size": self.train_batch_size > 0,
             "max_train_steps": self.max_train_steps > 0,
@@ -136,6 +147,10 @@ class TrainConfig(RunConfig):
     output_dir: str = "runs/digits"
     class_dropout: float = 0.1  # class-label dropout of queries for guidance
     memory_label_dropout: float = 0.1  # of memory items (the official training drops both)
+    # the query's own image in its own support set (README: complete forgetting); "never" is the paper's
+    self_support: SelfSupport = "never"
+    self_support_timestep: int = 100  # "below_timestep": own image in memory when t < this
+    self_support_probability: float = 0.5  # "probability": own image in memory with this probability
     # diffusion
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
@@ -164,6 +179,9 @@ class TrainConfig(RunConfig):
             **super().checks(),
             "class_dropout": 0.0 <= self.class_dropout < 1.0,
             "memory_label_dropout": 0.0 <= self.memory_label_dropout < 1.0,
+            "self_support": self.self_support in choices_of(SelfSupport),
+            "self_support_timestep": 0 < self.self_support_timestep <= self.num_train_timesteps,
+            "self_support_probability": 0.0 < self.self_support_probability <= 1.0,
             "num_train_timesteps": self.num_train_timesteps > 1,
             "beta_start": 0 < self.beta_start < self.beta_end,
             "beta_end": self.beta_end < 1,

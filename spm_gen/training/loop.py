@@ -16,11 +16,11 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
-from ..data import ImageDataset, to_memory_bank
 from ..models.unet_spm import SPMUNet2DModel
 from ..utils.images import save_titled_rows
 from .checkpoints import load_ema, resolve_resume, save_checkpoint
 from .config import TrainConfig
+from .data import TrainingSet
 from .losses import LossOptions, diffusion_loss
 from .run import TrainingRun
 
@@ -36,12 +36,15 @@ def official_ddim(noise_scheduler: DDPMScheduler) -> DDIMScheduler:
     )
 
 
-def build_pipeline(unet: SPMUNet2DModel, noise_scheduler: DDPMScheduler, dataset: ImageDataset, config: TrainConfig):
-    """The run's pipeline: DDIM (the paper's sampler), memory = the training set (minus exclusions), and the
-    config's `guidance_scale` as its default."""
+def build_pipeline(
+    unet: SPMUNet2DModel, noise_scheduler: DDPMScheduler, training_set: TrainingSet, config: TrainConfig
+):
+    """The run's pipeline: DDIM (the paper's sampler), memory = the training set (minus exclusions; memory-only
+    items included) recording which items were training targets, and the config's `guidance_scale` as its
+    default."""
     from pipelines import SPMDiffusionPipeline
 
-    bank = to_memory_bank(dataset) if unet.uses_memory else None
+    bank = training_set.memory_bank() if unet.uses_memory else None
     pipe = SPMDiffusionPipeline(
         unet, official_ddim(noise_scheduler), bank, default_guidance_scale=config.guidance_scale
     )
@@ -99,7 +102,13 @@ class Optimization:
             beta_schedule="linear",
         )
         model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-        options = LossOptions(class_dropout=config.class_dropout, memory_label_dropout=config.memory_label_dropout)
+        options = LossOptions(
+            class_dropout=config.class_dropout,
+            memory_label_dropout=config.memory_label_dropout,
+            self_support=config.self_support,
+            self_support_timestep=config.self_support_timestep,
+            self_support_probability=config.self_support_probability,
+        )
         return cls(accelerator, model, optimizer, lr_scheduler, noise_scheduler, options, config.max_grad_norm)
 
     def step(self, run: TrainingRun, generator: torch.Generator, device_generator: torch.Generator) -> None:
@@ -176,14 +185,14 @@ def train(config: TrainConfig) -> str | None:
             save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit, ema)
         if global_step % config.sample_every == 0 and accelerator.is_main_process:
             with _ema_weights(accelerator.unwrap_model(model), ema) as weights:
-                pipe = build_pipeline(weights, steps.noise_scheduler, run.dataset, config)
+                pipe = build_pipeline(weights, steps.noise_scheduler, run.training_set, config)
                 path = os.path.join(config.output_dir, "samples", f"step-{global_step:06d}.png")
                 sample_grid(pipe, config, cfg.num_class_embeds, path)
 
     accelerator.wait_for_everyone()
     final = None
     if accelerator.is_main_process:
-        final = export_pipeline(accelerator.unwrap_model(model), ema, steps.noise_scheduler, run.dataset, config)
+        final = export_pipeline(accelerator.unwrap_model(model), ema, steps.noise_scheduler, run.training_set, config)
     run.finish(title=f"{cfg.fusion_type} on {config.dataset}")
     return final
 
@@ -205,12 +214,12 @@ class _ema_weights:
         return None
 
 
-def export_pipeline(unet, ema, noise_scheduler, dataset, config: TrainConfig) -> str:
+def export_pipeline(unet, ema, noise_scheduler, training_set: TrainingSet, config: TrainConfig) -> str:
     """Writes `<run>/pipeline` (EMA weights, DDIM scheduler, memory = training set) and a sample grid per class."""
     run_dir = config.output_dir
     final, tmp = os.path.join(run_dir, "pipeline"), os.path.join(run_dir, "pipeline.tmp")
     with _ema_weights(unet, ema) as weights:
-        pipe = build_pipeline(weights, noise_scheduler, dataset, config)
+        pipe = build_pipeline(weights, noise_scheduler, training_set, config)
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
         pipe.save_pretrained(tmp)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from diffusers import DDPMScheduler
 
+from ..choices import SelfSupport
 from ..memory.readout import MemoryReadout
 from ..utils.images import from_model_range, to_model_range
 from .run import TrainingBatch
@@ -23,6 +24,24 @@ class LossOptions:
 
     class_dropout: float = 0.0
     memory_label_dropout: float = 0.0
+    self_support: SelfSupport = "never"  # when a query's own image joins its own support (`self_support`)
+    self_support_timestep: int = 100
+    self_support_probability: float = 0.5
+
+
+def self_support(timesteps: torch.Tensor, generator: torch.Generator, options: LossOptions) -> torch.Tensor | None:
+    """Which queries read their own image `(B,)` bool, or None when none ever does (the paper's training).
+
+    Memorization is needed only at low noise, where the denoiser supplies a specific image's detail (Shah et
+    al. 2025): with `"below_timestep"` a query whose timestep is below `self_support_timestep` finds its own
+    image in memory, so its detail can come from memory rather than from the weights; `"probability"` does so
+    with a fixed probability at every timestep (for comparison). Draws from `generator` only for the latter."""
+    if options.self_support == "never":
+        return None
+    if options.self_support == "below_timestep":
+        return timesteps < options.self_support_timestep
+    draw = torch.rand(len(timesteps), generator=generator, device=timesteps.device)
+    return draw < options.self_support_probability
 
 
 def diffusion_loss(
@@ -52,7 +71,13 @@ def diffusion_loss(
     model_labels = torch.where(dropped, torch.full_like(labels, unet.null_class_label), labels)
     if not unet.uses_memory:
         return F.mse_loss(model(noisy, timesteps, model_labels).sample.float(), noise.float())
-    support, support_labels = batch.support_images, batch.support_labels
+    support, support_labels, owner = batch.support_images, batch.support_labels, None
+    own = self_support(timesteps, generator, options)
+    if own is not None:  # each such query's own image joins the support, private to that query
+        mine = torch.nonzero(own).flatten()
+        shared = torch.full((len(support),), -1, dtype=torch.long, device=device)
+        support = torch.cat([support, batch.images[mine]])
+        support_labels, owner = torch.cat([support_labels, labels[mine]]), torch.cat([shared, mine])
     memory_dropped = torch.rand(len(support), generator=generator, device=device) < options.memory_label_dropout
     memory_embedding_labels = torch.where(memory_dropped, unet.null_class_label, support_labels)
     if unet.config.memory_encoding == "paper":  # memory noised at random timesteps, as in the official code
@@ -63,6 +88,6 @@ def diffusion_loss(
         tokens = unet.encode_memory(noisy_unit, memory_embedding_labels, memory_t)
     else:
         tokens = unet.encode_memory(support, memory_embedding_labels)
-    readout = MemoryReadout.from_labels(labels, support_labels)  # routed by the true labels
+    readout = MemoryReadout.from_labels(labels, support_labels, owner)  # routed by the true labels
     prediction = model(noisy, timesteps, model_labels, tokens, readout).sample
     return F.mse_loss(prediction.float(), noise.float())

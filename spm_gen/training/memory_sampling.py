@@ -1,5 +1,8 @@
 """Memory during training, as in the paper: per batch, N support images split evenly over the batch's
-labels, the queries' own images excluded, and labels randomly permuted (labels are keys, not semantics)."""
+labels, the queries' own images excluded, and labels randomly permuted (labels are keys, not semantics).
+
+Memory-only items (the SILO / retrieval-augmented split: Min et al. 2023, Blattmann et al. 2022) are support
+images but never queries: no parameter is ever trained to denoise them."""
 
 from __future__ import annotations
 
@@ -12,12 +15,17 @@ class SupportSampler:
     Args:
         labels (`torch.Tensor` of shape `(N,)`): labels of the whole training set.
         num_classes: the label range used for the per-batch permutation.
+        targets (`torch.Tensor` of shape `(N,)`, *optional*): which items may be queries (denoising targets);
+            the others are memory-only. Default: every item.
     """
 
-    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
+    def __init__(self, labels: torch.Tensor, num_classes: int, targets: torch.Tensor | None = None) -> None:
         self.labels = labels.cpu()
         self.num_classes = num_classes
         self.members = {int(c): torch.nonzero(self.labels == c).flatten() for c in torch.unique(self.labels)}
+        self.targets = None if targets is None or bool(targets.all()) else torch.nonzero(targets.cpu()).flatten()
+        if self.targets is not None and len(self.targets) == 0:
+            raise ValueError("every training item is memory-only: there is nothing to train the weights on")
 
     def sample(self, query_indices: torch.Tensor, num_support: int, generator: torch.Generator) -> torch.Tensor:
         """Indices of `num_support` support images (fewer when a class runs out), `num_support // L` for each
@@ -30,7 +38,19 @@ class SupportSampler:
             pool = self.members[label]
             pool = pool[~torch.isin(pool, query_indices)]
             chosen.append(pool[torch.randperm(len(pool), generator=generator)[:per_label]])
-        return torch.cat(chosen)
+        support = torch.cat(chosen)
+        if len(support) == 0:
+            raise ValueError(
+                f"no support images for a batch: every image of its classes {batch_labels} is one of its queries "
+                "(use a larger training set or a smaller train_batch_size)"
+            )
+        return support
+
+    def queries(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """`batch_size` query indices drawn uniformly (with replacement) among the denoising targets."""
+        if self.targets is None:
+            return torch.randint(0, len(self.labels), (batch_size,), generator=generator)
+        return self.targets[torch.randint(0, len(self.targets), (batch_size,), generator=generator)]
 
     def draw(
         self, batch_size: int, num_support: int | None, permute: bool, generator: torch.Generator
@@ -40,7 +60,7 @@ class SupportSampler:
         Without `num_support` (a model that reads no memory) there is no support and no permutation;
         otherwise, with `permute`, queries and support are relabelled by the same random permutation.
         """
-        idx = torch.randint(0, len(self.labels), (batch_size,), generator=generator)
+        idx = self.queries(batch_size, generator)
         labels = self.labels[idx]
         if num_support is None:
             return idx, labels, None, None

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..data import ImageDataset
 from ..utils.progress import progress
 from .config import RunConfig
-from .data import load_training_dataset
+from .data import TrainingSet, load_training_set
 from .logs import append_loss, plot_losses, truncate_losses
 from .memory_sampling import SupportSampler
 
@@ -45,17 +45,22 @@ class TrainingRun:
     Args:
         config: the run config (output folder, seed, batch and memory sizes, logging interval).
         accelerator: the run's `Accelerator`.
-        dataset: the training set.
+        training_set: the run's items and which of them are denoising targets (the others are memory-only).
         num_classes: the label range of the model (for the per-batch permutation).
         uses_memory: whether batches carry support images.
     """
 
     def __init__(
-        self, config: RunConfig, accelerator: Accelerator, dataset: ImageDataset, num_classes: int, uses_memory: bool
+        self,
+        config: RunConfig,
+        accelerator: Accelerator,
+        training_set: TrainingSet,
+        num_classes: int,
+        uses_memory: bool,
     ) -> None:
-        self.config, self.accelerator, self.dataset = config, accelerator, dataset
+        self.config, self.accelerator, self.training_set = config, accelerator, training_set
         self.uses_memory = uses_memory
-        self.sampler = SupportSampler(dataset.labels, num_classes)
+        self.sampler = SupportSampler(training_set.dataset.labels, num_classes, training_set.targets)
         self.loss_log = os.path.join(config.output_dir, "loss.jsonl")
         self._running: list[torch.Tensor] = []
 
@@ -76,8 +81,16 @@ class TrainingRun:
             with open(os.path.join(config.output_dir, "config.json"), "w") as f:
                 f.write(config.to_json())
         accelerator.wait_for_everyone()
-        dataset = load_training_dataset(config, model_shape, num_classes)
-        return cls(config, accelerator, dataset, num_classes, uses_memory)
+        training_set = load_training_set(config, model_shape, num_classes)
+        memory_only = len(training_set.memory_only_ids)
+        if memory_only:
+            logging.getLogger(__name__).info("%d of %d items are memory-only", memory_only, len(training_set.dataset))
+        return cls(config, accelerator, training_set, num_classes, uses_memory)
+
+    @property
+    def dataset(self) -> ImageDataset:
+        """Every item of the run (the memory), memory-only ones included."""
+        return self.training_set.dataset
 
     @property
     def is_main_process(self) -> bool:

@@ -1,0 +1,78 @@
+"""Complete forgetting: training protocols that keep instance detail in memory, measured against the oracle.
+
+A protocol is a set of training overrides of the SPM's recipe (`PROTOCOLS`). Each is trained on the
+memorization regime's 100 images; `R` removed images are chosen among those the twin copies (for a
+memory-only protocol, among its memory-only items: images no parameter was trained to denoise); then the
+regime's measurement (`memorization_regime.RegimeMeasurements`) runs before and after deleting `R` from
+memory, and on the protocol's oracle (the same protocol retrained without `R`).
+
+Every setting of the experiment (the protocols, the thresholds, seeds and sample counts) is fixed here and in
+`RegimeSettings` before any model is trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..memory.bank import MemoryBank
+from .generations import Generations
+from .memorization_regime import RegimeSettings, choose_removed
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A training design: its config overrides, and whether `R` must be among the memory-only items."""
+
+    name: str
+    overrides: tuple[str, ...]
+    memory_only: bool = False
+    description: str = ""
+
+
+PROTOCOLS = {
+    p.name: p
+    for p in (
+        Protocol("baseline", (), description="the shipped recipe (the paper's: own image never in support)"),
+        Protocol(
+            "memory_only_half",
+            ("--memory_only_fraction", "0.5"),
+            memory_only=True,
+            description="half of every class memory-only (support, never a denoising target); R among them",
+        ),
+        Protocol(
+            "self_below_100",
+            ("--self_support", "below_timestep", "--self_support_timestep", "100"),
+            description="the query's own image in its support when t < 100",
+        ),
+        Protocol(
+            "self_below_300",
+            ("--self_support", "below_timestep", "--self_support_timestep", "300"),
+            description="the query's own image in its support when t < 300",
+        ),
+        Protocol(
+            "self_p50",
+            ("--self_support", "probability", "--self_support_probability", "0.5"),
+            description="the query's own image in its support with probability 0.5 at every t",
+        ),
+    )
+}
+ORACLE_PROTOCOLS = ("baseline", "memory_only_half", "self_below_100")  # retrained without R (decided up front)
+
+
+def subset_bank(bank: MemoryBank, ids: list[str]) -> MemoryBank:
+    """A new bank of the items `ids` of `bank`, in `bank`'s order."""
+    wanted = set(ids)
+    keep = [i for i in bank.ids if i in wanted]
+    images = (bank.get_images(keep).cpu() * 255).round().to(torch.uint8)
+    return MemoryBank.from_images(images, bank.get_labels(keep), keep)
+
+
+def choose_protocol_removed(
+    probe: Generations, training: MemoryBank, candidates: list[str] | None, settings: RegimeSettings
+) -> dict[str, int]:
+    """`choose_removed` among `candidates` (all training items when None): one image per class, the ones the
+    twin's probe samples copy most, with the probe's near-copies of each."""
+    pool = training if candidates is None else subset_bank(training, candidates)
+    return choose_removed(probe, pool, settings)
