@@ -30,19 +30,41 @@ import argparse
 import json
 import logging
 import os
+import platform
 import time
+from dataclasses import asdict
 
-from spm_gen.reporting.complete_forgetting import ORACLE_PROTOCOLS, PROTOCOLS, choose_protocol_removed
-from spm_gen.reporting.memorization_regime import RegimeSettings, sample_classes
+import torch
+
+from spm_gen.memory.bank import MemoryBank
+from spm_gen.metrics.fid import compute_fid, save_images
+from spm_gen.metrics.memorization import near_copies
+from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.reporting.complete_forgetting import (
+    ORACLE_PROTOCOLS,
+    PROTOCOLS,
+    choose_protocol_removed,
+    copying_measures,
+    judge_accuracy,
+    protocol_records,
+)
+from spm_gen.reporting.generations import sample_generations
+from spm_gen.reporting.markdown import table
+from spm_gen.reporting.memorization_regime import RegimeMeasurements, RegimeSettings, make_reference, sample_classes
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.data import load_training_set
+from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 
 logger = logging.getLogger("complete_forgetting")
 
-SHIPPED = {"twin": "assets/memorization/twin", "baseline": "assets/memorization/spm",
-           "baseline_oracle": "assets/memorization/oracle_spm"}  # fmt: skip
+SHIPPED = {
+    "twin": "assets/memorization/twin",
+    "baseline": "assets/memorization/spm",
+    "baseline_oracle": "assets/memorization/oracle_spm",
+}
 SHIPPED_REMOVED = "assets/memorization/removed.json"
+DIGITS_SHIPPED = {"twin": "assets/digits/twin", "spm": "assets/digits/spm"}
 CLASSES_MEMORY_ONLY = (5, 6, 7, 8, 9)
 CLASS_DELETED = 7
 DATA_RICH_CONFIG = "configs/digits.yaml"
@@ -54,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--part", choices=["regime", "data_rich", "classes"], nargs="+", default=["regime"])
     parser.add_argument("--train", help="only train the model NAME into --out/NAME (see model_overrides)")
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
-    parser.add_argument("--data-rich-protocol", default="self_below_100", choices=list(PROTOCOLS))
+    parser.add_argument("--data-rich-protocol", default="memory_only_half", choices=list(PROTOCOLS))
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
     parser.add_argument("--per-class", type=int, default=50, help="samples of every class, per model")
     parser.add_argument("--num-removed", type=int, default=5)
@@ -138,8 +160,6 @@ def removed_ids(args: argparse.Namespace, protocol: str) -> list[str]:
     twin = load_pipeline(train_model(args, "twin"))
     probe = sample_classes("twin (choosing)", twin, 10, settings, os.path.join(args.out, "choose"))
     training_set = training_set_of(args, protocol)
-    from spm_gen.memory.bank import MemoryBank
-
     dataset = training_set.dataset
     training = MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)
     chosen = choose_protocol_removed(probe, training, training_set.memory_only_ids if memory_only else None, settings)
@@ -150,13 +170,243 @@ def removed_ids(args: argparse.Namespace, protocol: str) -> list[str]:
     return list(chosen)
 
 
+def training_seconds(pipeline_dir: str) -> float | None:
+    """Wall time of the run that made `pipeline_dir`: its config echo (written at the start) to the pipeline's
+    unet weights (written at the end); None for a folder that is not a run's (shipped models)."""
+    run = os.path.dirname(pipeline_dir)
+    start, end = os.path.join(run, "config.json"), os.path.join(pipeline_dir, "model_index.json")
+    if not (os.path.isfile(start) and os.path.basename(pipeline_dir) == "pipeline"):
+        return None
+    return os.path.getmtime(end) - os.path.getmtime(start)
+
+
+def measure_protocol(args: argparse.Namespace, protocol: str, training, judge, settings) -> tuple[list[dict], dict]:
+    """Before / after deleting R from the protocol's SPM, the same SPM whose memory never held R, the twin and
+    (for `ORACLE_PROTOCOLS`) the oracle: the regime's records, and the protocol's extras."""
+    removed = removed_ids(args, protocol)
+    work = os.path.join(args.out, "measured", protocol)
+    reference = make_reference(training, removed, judge, work)
+    measured = RegimeMeasurements(reference, settings, 10, work)
+    spm = load_pipeline(train_model(args, protocol))
+    targets = spm.memory_bank.training_targets
+    measured.add("twin", "before", load_pipeline(train_model(args, "twin")))
+    measured.add("spm", "before", spm)
+    receipt = spm.memory_bank.remove(ids=removed, reason=f"complete forgetting: {protocol}")
+    measured.add("spm", "after", spm)
+    never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=reference.remaining)
+    never.set_progress_bar_config(disable=True)
+    measured.add("spm never held R", "after", never)
+    exact = torch.equal(measured.shown[-1].images, measured.shown[-2].images)
+    seconds = {("spm", "after"): receipt.duration_s}
+    if protocol in ORACLE_PROTOCOLS:
+        oracle_dir = train_model(args, f"{protocol}_oracle")
+        measured.add("oracle", "after", load_pipeline(oracle_dir))
+        seconds[("oracle", "after")] = training_seconds(oracle_dir)
+    titles = [f"{protocol}: removed id {item} (class {int(training.get_labels([item])[0])})" for item in removed]
+    pictures = measured.save_pictures(titles, os.path.join(work, "pictures"))
+    extras = {
+        "removed": removed,
+        "was_training_target": receipt.was_training_target,
+        "training_targets": None if targets is None else len(targets),
+        "deletion_s": receipt.duration_s,
+        "after_equals_never_held": exact,
+        "training_s": training_seconds(train_model(args, protocol)),
+        "pictures": pictures,
+    }
+    return protocol_records(protocol, measured.records, seconds), extras
+
+
+def salun_seconds(args: argparse.Namespace, training, settings) -> float:
+    """SalUn (100 steps of random-label fine-tuning, the regime's) on the twin for the shipped R: what a
+    parametric removal costs, against which each deletion's time is compared."""
+    removed = removed_ids(args, "baseline")
+    forget, remain = forget_and_remain(training, removed)
+    twin = load_pipeline(train_model(args, "twin"))
+    steps = 2 if args.tiny else 100
+    _, seconds = TwinUnlearning(method="random_label", steps=steps).apply(twin, forget, remain, settings.seed)
+    return seconds
+
+
+def run_regime(args: argparse.Namespace, settings: RegimeSettings) -> tuple[list[dict], dict]:
+    training_set = training_set_of(args, "baseline")
+    dataset = training_set.dataset
+    training = MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)
+    judge = load_classifier(args.judge)[0] if args.judge else None
+    records, extras = [], {"protocols": {}}
+    for protocol in args.protocols:
+        rows, extras["protocols"][protocol] = measure_protocol(args, protocol, training, judge, settings)
+        records += rows
+        logger.info("%s: %s", protocol, [(r["model"], r["phase"], r["near_copies_of_removed"]) for r in rows])
+    extras["salun_s"] = salun_seconds(args, training, settings)
+    for extra in extras["protocols"].values():
+        extra["deletion_speedup_vs_salun"] = extras["salun_s"] / max(extra["deletion_s"], 1e-9)
+    return records, extras
+
+
+def digits_reference(args: argparse.Namespace, classes: set[int] | None, name: str) -> tuple[MemoryBank, str]:
+    """The data-rich training images (of `classes`, all when None) as a bank and as a folder for FID."""
+    config = load_config(args.data_rich_config, parse_overrides(args.data_overrides))
+    model = config.model
+    dataset = load_training_set(config, (model["in_channels"], model["sample_size"], model["sample_size"]), 10).dataset
+    if classes is not None:
+        dataset = dataset.subset(torch.isin(dataset.labels, torch.tensor(sorted(classes))))
+    bank = MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)
+    folder = save_images(bank.get_images().cpu(), os.path.join(args.out, "reference", name))
+    return bank, folder
+
+
+def generations_of(args: argparse.Namespace, name: str, pipe, labels: list[int], seed: int, folder: str):
+    """Samples at the data-rich settings: 50 DDIM steps (--inference-steps), w = 0, 64 items of memory per
+    class for an SPM (quality_parity's)."""
+    extra = {"memory_size": 4 if args.tiny else 64} if pipe.memory_bank is not None else {}
+    return sample_generations(
+        name,
+        pipe,
+        labels,
+        folder,
+        seed=seed,
+        batch_size=100,
+        num_inference_steps=args.inference_steps,
+        guidance_scale=0.0,
+        **extra,
+    )
+
+
+def run_data_rich(args: argparse.Namespace, judge, judge_bank, records: list[dict]) -> list[dict]:
+    """The protocol's data-rich SPM against the shipped SPM and twin (configs/digits.yaml): FID on all classes
+    against the training images, judge consistency, Gu's rate and near-copies of training images, for
+    sampling seeds 0 and 1 (2,000 samples each); `records` already measured are kept (resumable)."""
+    training, reference = digits_reference(args, None, "digits_train")
+    models = {"twin": DIGITS_SHIPPED["twin"], "spm (shipped)": DIGITS_SHIPPED["spm"]}
+    models = {name: path for name, path in models.items() if not args.tiny}
+    models[args.data_rich_protocol] = train_model(args, f"data_rich_{args.data_rich_protocol}")
+    num_images = 40 if args.tiny else 2000
+    labels = [i % 10 for i in range(num_images)]
+    done = {(r["model"], r["seed"]) for r in records}
+    for name, path in models.items():
+        pipe = load_pipeline(path)
+        for seed in (0, 1):
+            if (name, seed) in done:
+                continue
+            folder = os.path.join(args.out, "measured", "data_rich", f"{name}_s{seed}".replace(" ", "_"))
+            gen = generations_of(args, name, pipe, labels, seed, folder)
+            record = {
+                "model": name,
+                "seed": seed,
+                "num_images": num_images,
+                "seconds": gen.seconds,
+                "fid": compute_fid(folder, reference, "domain", judge)["fid"] if judge else None,
+                "class_consistency": judge_accuracy(judge, judge_bank, gen) if judge else None,
+                **copying_measures(gen, training, args.threshold),
+            }
+            records.append(record)
+            logger.info("data rich: %s", record)
+            write_json(part_json(args, "data_rich"), records)
+    return records
+
+
+def run_classes(args: argparse.Namespace, judge, judge_bank) -> list[dict]:
+    """Classes 5-9 memory-only: generated from memory by weights that never denoised them, beside the shipped
+    twin (trained on all ten); then class 7 deleted from memory."""
+    unseen = set(CLASSES_MEMORY_ONLY)
+    per_class = 4 if args.tiny else 200
+    labels = [c for c in range(10) for _ in range(per_class)]
+    _, unseen_reference = digits_reference(args, unseen, "classes_5_9")
+    class_bank, _ = digits_reference(args, {CLASS_DELETED}, f"class_{CLASS_DELETED}")
+    class_images = class_bank.get_images().cpu()
+    models = {"twin (all ten classes)": DIGITS_SHIPPED["twin"]} if not args.tiny else {}
+    models["spm, classes 5-9 memory-only"] = train_model(args, "classes_memory_only")
+    records = []
+    for name, path in models.items():
+        pipe = load_pipeline(path)
+        phases = ["before", "after"] if pipe.memory_bank is not None else ["before"]
+        for phase in phases:
+            if phase == "after":
+                pipe.memory_bank.remove(labels=[CLASS_DELETED], reason=f"delete class {CLASS_DELETED}")
+            folder = os.path.join(args.out, "measured", "classes", f"{name}_{phase}".replace(" ", "_"))
+            gen = generations_of(args, name, pipe, labels, 0, folder)
+            unseen_folder = save_images(gen.of_classes(unseen), folder + "_5_9")
+            deleted = gen.images[gen.labels == CLASS_DELETED]
+            predicted = judge.predict(gen.images, judge_bank).argmax(1).cpu() if judge else None
+            right = None if predicted is None else (predicted == gen.labels)
+            record = {
+                "model": name,
+                "phase": phase,
+                "num_images": len(gen.images),
+                "consistency_0_4": None if right is None else float(right[gen.labels < 5].float().mean()),
+                "consistency_5_9": None if right is None else float(right[gen.labels >= 5].float().mean()),
+                "fid_5_9": compute_fid(unseen_folder, unseen_reference, "domain", judge)["fid"] if judge else None,
+                f"ua_class_{CLASS_DELETED}": None
+                if right is None
+                else 1 - float(right[gen.labels == CLASS_DELETED].float().mean()),
+                f"near_copies_class_{CLASS_DELETED}": int(near_copies(deleted, class_images, args.threshold).sum()),
+                "seconds": gen.seconds,
+            }
+            records.append(record)
+            logger.info("classes: %s", record)
+    return records
+
+
+def part_json(args: argparse.Namespace, part: str) -> str:
+    """The json of a part: --json for the regime, `<json stem>_<part>.json` for the others."""
+    if part == "regime":
+        return args.json
+    stem = os.path.splitext(args.json)[0].removesuffix("_cpu")
+    return f"{stem}_{part}_cpu.json" if args.json.endswith("_cpu.json") else f"{stem}_{part}.json"
+
+
+def write_json(path: str, data) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
     if args.train:
         train_model(args, args.train)
         return []
-    raise NotImplementedError
+    settings = settings_of(args)
+    os.makedirs(args.out, exist_ok=True)
+    base = {"settings": {**vars(args), **asdict(settings)}, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    judge, judge_bank = load_classifier(args.judge) if args.judge else (None, None)
+    records = []
+    for part in args.part:
+        path = part_json(args, part)
+        if part == "regime":
+            records, extras = run_regime(args, settings)
+            write_json(path, records)
+            write_json(os.path.splitext(path)[0] + "_settings.json", {**base, **extras})
+            print(table(records, REGIME_COLUMNS))
+        elif part == "data_rich":
+            earlier = json.load(open(path)) if args.reuse and os.path.isfile(path) else []
+            rows = run_data_rich(args, judge, judge_bank, earlier)
+            write_json(os.path.splitext(path)[0] + "_settings.json", base)
+            print(table(rows, [(k, k) for k in rows[0]]))
+        else:
+            rows = run_classes(args, judge, judge_bank)
+            write_json(path, rows)
+            write_json(os.path.splitext(path)[0] + "_settings.json", base)
+            print(table(rows, [(k, k) for k in rows[0]]))
+    return records
+
+
+def machine() -> str:
+    return f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}"
+
+
+REGIME_COLUMNS = [
+    ("protocol", "protocol"),
+    ("model", "model"),
+    ("phase", "phase"),
+    ("near_copies_of_removed", "near-copies of R (500 samples)"),
+    ("memorization_rate", "memorization rate (Gu)"),
+    ("extraction_share", "extraction share"),
+    ("fid_remaining", "FID (remaining)"),
+    ("seconds", "seconds"),
+]
 
 
 if __name__ == "__main__":

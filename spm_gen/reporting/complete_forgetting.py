@@ -58,7 +58,7 @@ PROTOCOLS = {
         ),
     )
 }
-ORACLE_PROTOCOLS = ("baseline", "memory_only_half", "self_below_100")  # retrained without R (decided up front)
+ORACLE_PROTOCOLS = ("baseline", "memory_only_half")  # retrained without R (decided before training)
 
 
 def subset_bank(bank: MemoryBank, ids: list[str]) -> MemoryBank:
@@ -76,3 +76,36 @@ def choose_protocol_removed(
     twin's probe samples copy most, with the probe's near-copies of each."""
     pool = training if candidates is None else subset_bank(training, candidates)
     return choose_removed(probe, pool, settings)
+
+
+def protocol_records(protocol: str, records: list[dict], seconds: dict[tuple[str, str], float | None]) -> list[dict]:
+    """The regime's records of one protocol in the benchmark's form: `protocol`, `model`, `phase`, the
+    measures, and `seconds`, keyed by (model, phase): what forgetting cost (the deletion, the oracle's
+    retraining)."""
+    keys = ("model", "phase", "near_copies_of_removed", "memorization_rate", "extraction_share", "fid_remaining")
+    extra = ("nearest_removed", "num_images", "sampling_s")
+    out = []
+    for r in records:
+        cost = seconds.get((r["model"], r["phase"]))
+        out.append({"protocol": protocol, **{k: r[k] for k in keys}, "seconds": cost, **{k: r[k] for k in extra}})
+    return out
+
+
+def copying_measures(generations: Generations, training: MemoryBank, threshold: float) -> dict:
+    """Does a model copy its training images? Gu's rate, and how many samples are near-copies of some training
+    image (within `threshold` RMS) and of how many distinct images."""
+    from ..metrics.memorization import memorization
+
+    report = memorization(generations.images, training)
+    near = report.nearest_distance <= threshold
+    return {
+        "memorization_rate": report.memorization_rate,
+        "near_copy_samples": int(near.sum()),
+        "near_copied_images": len({i for i, n in zip(report.nearest_ids, near.tolist()) if n}),
+    }
+
+
+def judge_accuracy(judge, judge_bank, generations: Generations) -> float:
+    """The share of generations the judge classifies as the class they were generated for."""
+    predicted = judge.predict(generations.images, judge_bank).argmax(1).cpu()
+    return float((predicted == generations.labels).float().mean())
