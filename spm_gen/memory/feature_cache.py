@@ -7,7 +7,9 @@ bank through its change log (`MemoryBank.changes_since`): each addition or remov
 proportional to the change, and the features of content no longer in the bank are dropped from memory.
 A bank the cache has not followed (another bank, a log that does not reach back) is rescanned once. The
 model is identified by `weights_key` (object, device, dtype, every parameter's storage and in-place
-version), so an optimizer step, `load_state_dict` or `.to()` empties the cache.
+version), so an optimizer step, `load_state_dict` or `.to()` empties the cache. Features are always computed
+in eval mode (no dropout, running batch-norm statistics), whatever mode the model is in, so the cache holds
+one kind of features and a model in training mode samples deterministically.
 
 Items are encoded in canonical (key) order in batches of exactly `batch_size` (the last one padded), so an
 item's features do not depend on which other items are encoded with it.
@@ -22,6 +24,7 @@ from typing import Protocol
 
 import torch
 
+from ..utils.modes import eval_mode
 from ..utils.progress import progress
 from ..utils.weights_key import weights_key
 from .changes import ContentKey
@@ -33,6 +36,8 @@ class MemoryEncoder(Protocol):
     def encode_memory(self, images: torch.Tensor, labels: torch.Tensor, timestep=None) -> torch.Tensor: ...
 
     def parameters(self): ...
+
+    def train(self, mode: bool = True): ...
 
 
 @dataclass
@@ -128,15 +133,16 @@ class MemoryFeatureCache:
         order = sorted(range(len(ids)), key=lambda i: keys[i])
         device = next(model.parameters()).device
         size, outputs = self.batch_size, []
-        for start in progress(range(0, len(order), size), "encoding memory", disable=not self.show_progress):
-            chunk = order[start : start + size]
-            images = bank.get_images([ids[i] for i in chunk]).to(device)
-            labels = torch.tensor([keys[i][1] for i in chunk], device=device)
-            pad = size - len(chunk)
-            if pad:
-                images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
-                labels = torch.cat([labels, labels.new_zeros(pad)])
-            outputs.append(model.encode_memory(images, labels, timestep)[: len(chunk)])
+        with eval_mode(model):  # features for sampling and prediction never see dropout or batch statistics
+            for start in progress(range(0, len(order), size), "encoding memory", disable=not self.show_progress):
+                chunk = order[start : start + size]
+                images = bank.get_images([ids[i] for i in chunk]).to(device)
+                labels = torch.tensor([keys[i][1] for i in chunk], device=device)
+                pad = size - len(chunk)
+                if pad:
+                    images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
+                    labels = torch.cat([labels, labels.new_zeros(pad)])
+                outputs.append(model.encode_memory(images, labels, timestep)[: len(chunk)])
         encoded = torch.cat(outputs)
         result = torch.empty_like(encoded)
         result[torch.tensor(order, device=encoded.device)] = encoded

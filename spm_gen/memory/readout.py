@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..choices import EmptyMemory, UnconditionalMemory, check_choice
+from .selection import seed_from_generator
 
 logger = logging.getLogger(__name__)
 
@@ -175,14 +176,20 @@ def class_readout(
 ) -> MemoryReadout:
     """Each sample reads `memory_size` seeded items of its class (all of them when None) from `bank`.
 
-    Every class of the batch draws one seed from `generator`, in ascending class order. A class with no
+    One selection seed for the whole call, derived from `generator`'s initial seed without advancing it
+    (`derived_seed`), so the initial noise depends on the generator alone, as in every diffusers pipeline;
+    without a generator it is drawn from torch's global generator. Every sample of a class reads the same
+    items, and which items a class reads does not depend on the other classes of the batch: a call with one
+    generator for one sample reads what sample 0 of a call with a list of generators starting with it reads
+    (`per_sample_readout`). A class with no
     memory at all reads, by `empty_memory`, every item the batch selected (with its own seeded pick among
     all items added to them), or raises. With guidance (`unconditional` given), the unconditional branch
     reads its own class's memory (`"class"`) or every item the batch selected (`"all"`).
     """
     counts = classes_with_memory(bank, labels, empty_memory)
     classes = sorted(set(labels.tolist()))
-    chosen = {c: bank.select(c if c in counts else None, memory_size, generator=generator) for c in classes}
+    seed = derived_seed(generator) if generator is not None else seed_from_generator(None)
+    chosen = {c: bank.select(c if c in counts else None, memory_size, seed=seed) for c in classes}
     own = [c for c in classes if c in counts]  # one group per class with memory; the others read everything
     group_of = {c: g for g, c in enumerate(own)}
     keys = torch.tensor([group_of.get(c, -1) for c in labels.tolist()], dtype=torch.long)

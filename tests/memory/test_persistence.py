@@ -77,6 +77,7 @@ def test_receipt_log_has_ids_and_hashes_only(tiny_bank, tmp_path):
         "time_utc",
         "reason",
         "duration_s",
+        "was_training_target",
     }
 
 

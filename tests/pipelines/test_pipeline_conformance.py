@@ -133,3 +133,24 @@ def test_progress_bar_shows_unless_disabled(pipe, capsys):
     pipe.set_progress_bar_config(disable=True)
     sample(pipe, num_inference_steps=3)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("guidance_scale, unconditional_memory", [(0.0, "class"), (0.3, "class"), (0.3, "all")])
+def test_a_single_generator_is_a_list_of_one(guidance_scale, unconditional_memory):
+    """diffusers' `test_inference_batch_single_identical`: one sample with `generator=g0` equals sample 0 of a
+    call with `generator=[g0, g1, ...]` (memory selection never advances the caller's generator). With
+    `unconditional_memory="all"` the unconditional branch reads every item the batch selected, which depends
+    on the rest of the batch by design; a batch of one class read whole makes that the same set."""
+    pipe = tiny_pipeline()
+    same_class = unconditional_memory == "all"
+    labels, memory_size = ([1, 1, 1], None) if same_class else ([1, 3, 0], 3)
+    args = dict(num_inference_steps=2, guidance_scale=guidance_scale, memory_size=memory_size, output_type="pt")
+    args["unconditional_memory"] = unconditional_memory
+    single = pipe(class_labels=labels[:1], generator=torch.Generator().manual_seed(11), **args)
+    batch = pipe(class_labels=labels, generator=[torch.Generator().manual_seed(s) for s in (11, 12, 13)], **args)
+    torch.testing.assert_close(batch.images[0], single.images[0], atol=1e-5, rtol=1e-5)
+    assert batch.memory_ids[0] == single.memory_ids[0]
+    # and the noise is the generator's own first draw, as in every diffusers pipeline
+    noise = torch.randn((1, 1, 8, 8), generator=torch.Generator().manual_seed(11))
+    from_noise = pipe(class_labels=labels[:1], generator=torch.Generator().manual_seed(11), latents=noise, **args)
+    torch.testing.assert_close(from_noise.images, single.images)
