@@ -83,7 +83,10 @@ def _remove(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         reason=args.reason,
     )
-    outcome = delete_from_folder(args.folder, request, dry_run=args.dry_run, output=args.output, wait=args.wait)
+    settings = _verification_settings(args)
+    outcome = delete_from_folder(
+        args.folder, request, dry_run=args.dry_run, output=args.output, wait=args.wait, keep_images=args.verify
+    )
     log = logging.getLogger("spm_gen")
     counts = {label: outcome.labels.count(label) for label in sorted(set(outcome.labels))}
     shown = ", ".join(outcome.ids[:10]) + (f" and {len(outcome.ids) - 10} more" if len(outcome.ids) > 10 else "")
@@ -92,6 +95,16 @@ def _remove(args: argparse.Namespace) -> int:
         return 0
     if args.dry_run:
         log.info("dry run: would remove %d items (per label %s): %s; nothing changed", len(outcome.ids), counts, shown)
+        if settings is not None:
+            seeds = {label: settings.class_seed(label) for label in counts}
+            log.info(
+                "dry run: --verify would sample %d images of each of the classes %s (seeds %s) and count the "
+                "near-copies (within %s RMS) of each removed image",
+                settings.samples,
+                sorted(counts),
+                seeds,
+                settings.threshold,
+            )
         return 0
     receipt = outcome.receipt
     log.info(
@@ -105,6 +118,60 @@ def _remove(args: argparse.Namespace) -> int:
         receipt.version_after[:8],
         outcome.receipt_path,
     )
+    if settings is None:
+        return 0
+    return _verify(args, outcome, settings)
+
+
+def _verification_settings(args: argparse.Namespace):
+    """The verification settings of `--verify` (None without it), checked before anything is removed: the
+    folder must be a saved SPM pipeline, the judge a classifier folder."""
+    if not args.verify:
+        if args.require_verified or args.judge or args.verify_samples is not None:
+            raise ValueError("--require-verified, --judge and --verify-samples go with --verify")
+        return None
+    from .verification import VerificationSettings
+
+    if not os.path.isfile(os.path.join(args.folder, "model_index.json")):
+        kind = "a classifier folder" if os.path.isfile(os.path.join(args.folder, "config.json")) else "not a pipeline"
+        raise ValueError(f"--verify samples a saved SPM pipeline; '{args.folder}' is {kind} (no model_index.json)")
+    if not os.path.isdir(os.path.join(args.folder, "unet")):
+        raise ValueError(f"--verify samples a saved SPM pipeline; '{args.folder}' has no unet/")
+    if args.judge and not os.path.isfile(os.path.join(args.judge, "config.json")):
+        raise ValueError(f"--judge '{args.judge}' is not a saved classifier folder (no config.json)")
+    samples = 64 if args.verify_samples is None else args.verify_samples
+    settings = VerificationSettings(samples=samples, threshold=0.04 if args.threshold is None else args.threshold)
+    settings.check()
+    return settings
+
+
+def _verify(args: argparse.Namespace, outcome, settings) -> int:
+    """Samples the edited model, writes the verification block into the receipt file; exit 3 with
+    --require-verified when a removed image is still produced."""
+    from .models.classifier_spm import load_classifier
+    from .sampling import load_pipeline
+    from .utils.atomic import atomic_write_text
+    from .verification import verify_removal
+
+    pipe = load_pipeline(outcome.folder)
+    judge = load_classifier(args.judge)[0] if args.judge else None
+    block = verify_removal(pipe, outcome.ids, outcome.labels, outcome.removed_images, settings, judge)
+    with open(outcome.receipt_path, encoding="utf-8") as f:
+        receipt = json.load(f)
+    atomic_write_text(outcome.receipt_path, json.dumps({**receipt, "verification": block}, indent=2))
+    log = logging.getLogger("spm_gen")
+    for item in block["items"]:
+        log.info(
+            "verify %s (class %d): %s; nearest sample %.3f, nearest remaining memory item %s",
+            item["id"],
+            item["label"],
+            item["verdict"],
+            item["nearest_sample"],
+            "n/a" if item["nearest_remaining"] is None else f"{item['nearest_remaining']:.3f}",
+        )
+    if block["reproduced"] and args.require_verified:
+        log.error("error: the model still produces %s (the removal itself is committed)", block["reproduced"])
+        return 3
     return 0
 
 
@@ -198,7 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--class", dest="label", type=int, help="a whole class")
     what.add_argument("--images", nargs="+", help="image files, matched by content hash")
     what.add_argument("--similar-to", nargs="+", help="image files; removes items within --threshold of them")
-    remove.add_argument("--threshold", type=float, help="RMS pixel distance in [0, 1] for --similar-to")
+    remove.add_argument(
+        "--threshold",
+        type=float,
+        help="RMS pixel distance in [0, 1]: the match distance of --similar-to, and the near-copy distance of "
+        "--verify (default 0.04)",
+    )
+    remove.add_argument(
+        "--verify",
+        action="store_true",
+        help="after the removal, sample the classes that lost items and report for each removed image whether "
+        "the model still produces it (written into the receipt)",
+    )
+    remove.add_argument("--verify-samples", type=int, help="generations per affected class for --verify (default 64)")
+    remove.add_argument("--judge", help="a classifier folder: --verify also gives distances in its feature space")
+    remove.add_argument(
+        "--require-verified",
+        action="store_true",
+        help="with --verify: exit with status 3 when a removed image is still produced (the removal stays)",
+    )
     remove.add_argument("--reason", default="", help="recorded in the receipt")
     remove.add_argument("--dry-run", action="store_true", help="show what would be removed; change nothing")
     remove.add_argument("--output", help="write the edited model to this new folder instead of editing in place")

@@ -36,12 +36,13 @@ class DeletionRequest:
     def is_empty(self) -> bool:
         return not (self.ids or self.labels or self.image_files or self.similar_files)
 
-    def check(self) -> None:
-        """Raises ValueError for a threshold that is not a finite number in [0, 1] or that has no use."""
+    def check(self, verify: bool = False) -> None:
+        """Raises ValueError for a threshold that is not a finite number in [0, 1] or that has no use (it goes
+        with --similar-to, and with `verify` as the near-copy distance)."""
         if self.threshold is None:
             return
-        if not self.similar_files:
-            raise ValueError("--threshold goes with --similar-to only")
+        if not (self.similar_files or verify):
+            raise ValueError("--threshold goes with --similar-to or --verify only")
         if not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1:
             raise ValueError(f"--threshold must be an RMS pixel distance in [0, 1], got {self.threshold}")
 
@@ -54,6 +55,7 @@ class DeletionOutcome:
     folder: str  # where the edited model lives (the source folder for a dry run)
     receipt_path: str | None
     seconds: float
+    removed_images: torch.Tensor | None = None  # `(R, C, H, W)` in [0, 1], only with `keep_images` (verification)
 
 
 def read_ids_file(path: str) -> list[str]:
@@ -118,26 +120,37 @@ def resolve(bank: MemoryBank, request: DeletionRequest, dry_run: bool = False) -
 
 
 def delete_from_folder(
-    folder: str, request: DeletionRequest, dry_run: bool = False, output: str | None = None, wait: float = 60.0
+    folder: str,
+    request: DeletionRequest,
+    dry_run: bool = False,
+    output: str | None = None,
+    wait: float = 60.0,
+    keep_images: bool = False,
 ) -> DeletionOutcome:
     """Deletes the requested items from a saved folder's memory and commits atomically, holding the folder's
     lock from reading the bank to writing the receipt (a concurrent removal waits up to `wait` seconds).
 
     In place, the bank's own save is atomic; with `output`, the folder is copied and edited in a staging
     folder that is renamed to `output` when complete. The receipt is also written as json to
-    `<target>/receipts/`. Unknown ids, classes or images raise ValueError and change nothing.
+    `<target>/receipts/`. Unknown ids, classes or images raise ValueError and change nothing. With
+    `keep_images`, the outcome carries the removed images (in this process's memory only) for verification.
     """
     start = time.perf_counter()
-    request.check()
+    request.check(verify=keep_images)
     source = SavedFolder(folder).require_bank()
     if output is not None:
         source.check_copy_target(output)  # before any work; commit_copy checks again under the lock
     with source.locked(wait):
-        return _delete(source, request, dry_run, output, start)
+        return _delete(source, request, dry_run, output, start, keep_images)
 
 
 def _delete(
-    source: SavedFolder, request: DeletionRequest, dry_run: bool, output: str | None, start: float
+    source: SavedFolder,
+    request: DeletionRequest,
+    dry_run: bool,
+    output: str | None,
+    start: float,
+    keep_images: bool,
 ) -> DeletionOutcome:
     if output is None and not (request.image_files or request.similar_files):  # by id or class, in place
         bank = MemoryBank.load_for_removal(source.bank_dir, request.ids, request.labels)
@@ -147,6 +160,7 @@ def _delete(
     if dry_run:
         ids = [] if selection.is_empty() else bank.resolve_ids(selection)
         return DeletionOutcome(None, ids, bank.get_labels(ids).tolist(), source.path, None, time.perf_counter() - start)
+    images = bank.get_images(bank.resolve_ids(selection)).cpu() if keep_images else None
     receipt = bank.remove(selection, reason=request.reason)
     if output is None:
         source.save_bank(bank)
@@ -154,6 +168,5 @@ def _delete(
     else:
         target = source.commit_copy(bank, output)
     receipt_path = target.write_receipt(receipt)
-    return DeletionOutcome(
-        receipt, receipt.removed_ids, receipt.labels, target.path, receipt_path, time.perf_counter() - start
-    )
+    seconds = time.perf_counter() - start
+    return DeletionOutcome(receipt, receipt.removed_ids, receipt.labels, target.path, receipt_path, seconds, images)

@@ -62,19 +62,25 @@ def save_images(images: torch.Tensor, folder: str, prefix: str = "img") -> str:
     return folder
 
 
+@torch.no_grad()
+def domain_features(classifier: SPMClassifier, images: torch.Tensor) -> torch.Tensor:
+    """The classifier's embeddings of images `(N, C, H, W)` in [0, 1] of any size (resized to its own, as the
+    FID features of smaller images are)."""
+    size = classifier.config.image_size
+    if images.shape[-1] != size or images.shape[-2] != size:
+        images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
+    return classifier.embed(images.to(classifier.device))
+
+
 def domain_extractor(classifier: SPMClassifier):
     """clean-fid custom feature extractor: batches `(N, 3, H, W)` in [0, 255] -> classifier embeddings."""
     classifier = classifier.eval()
-    size = classifier.config.image_size
 
-    @torch.no_grad()
     def extract(batch: torch.Tensor) -> torch.Tensor:
         x = batch.float() / 255  # clean-fid hands float batches in [0, 255]
         if classifier.config.in_channels == 1:
             x = x.mean(dim=1, keepdim=True)
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        return classifier.embed(x.to(classifier.device))
+        return domain_features(classifier, x)
 
     return extract
 
