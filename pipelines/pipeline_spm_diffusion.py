@@ -258,19 +258,22 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             labels = labels.repeat_interleave(num_images_per_prompt)
         readout, tokens = None, None
         if self.unet.uses_memory:
-            unconditional = unconditional_memory if guided else None
-            if memory_selection == "random" and isinstance(generator, list):  # sample i: generator i alone
-                readout = per_sample_readout(
-                    self.memory_bank, labels, memory_size, generator, empty_memory, unconditional
-                )
-            elif memory_selection == "random":
-                readout = class_readout(self.memory_bank, labels, memory_size, generator, empty_memory, unconditional)
-            else:
-                references = self._reference_images(reference_images).repeat_interleave(num_images_per_prompt, 0)
-                readout, labels = nearest_readout(self.memory_bank, references, labels, memory_size, unconditional)
-            readout = readout.to(device)
-            if cfg.memory_encoding == "clean":  # encoded once per bank version, shared by steps and branches
-                tokens = self.memory_cache.features(self.memory_bank, readout.ids, self.unet)
+            with self.memory_bank.locked():  # one consistent view of the bank, even while another thread edits it
+                unconditional = unconditional_memory if guided else None
+                if memory_selection == "random" and isinstance(generator, list):  # sample i: generator i alone
+                    readout = per_sample_readout(
+                        self.memory_bank, labels, memory_size, generator, empty_memory, unconditional
+                    )
+                elif memory_selection == "random":
+                    readout = class_readout(
+                        self.memory_bank, labels, memory_size, generator, empty_memory, unconditional
+                    )
+                else:
+                    references = self._reference_images(reference_images).repeat_interleave(num_images_per_prompt, 0)
+                    readout, labels = nearest_readout(self.memory_bank, references, labels, memory_size, unconditional)
+                readout = readout.to(device)
+                if cfg.memory_encoding == "clean":  # encoded once per bank version, shared by steps and branches
+                    tokens = self.memory_cache.features(self.memory_bank, readout.ids, self.unet)
         labels = labels.to(device)
         model_labels = torch.cat([labels, torch.full_like(labels, self.unet.null_class_label)]) if guided else labels
 

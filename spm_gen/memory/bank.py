@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,6 +29,19 @@ from .rows import RowStore
 from .selection import seed_from_generator, select_ids
 
 logger = logging.getLogger(__name__)
+
+
+def _synchronized(method):
+    """Runs a bank method under the bank's re-entrant lock (see `MemoryBank.locked`)."""
+
+    @functools.wraps(method)
+    def locked_method(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked_method
+
+
 Ids = Sequence[str] | str | None
 Labels = Sequence[int] | int | None
 Selection = ItemSelection | None
@@ -63,6 +78,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
         ):
             raise ValueError(f"training_targets must be a list of string ids or None, got {training_targets!r:.80}")
         self.image_shape = tuple(int(s) for s in image_shape)
+        self._lock = threading.RLock()
         self._store = RowStore(self.image_shape)
         self._receipts: list[dict] = []
         self._changes = ChangeLog()
@@ -87,6 +103,22 @@ class MemoryBank(ModelMixin, ConfigMixin):
         if embeddings is not None:
             bank.set_embeddings(embeddings, embedding_info)
         return bank
+
+    def locked(self) -> threading.RLock:
+        """The bank's re-entrant lock: every method holds it, so two threads never tear the bank (removals
+        run one after the other); hold it (`with bank.locked():`) to read a consistent view over several
+        calls, as a pipeline does while it decides what a call reads."""
+        return self._lock
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else dict(self.__dict__)
+        state = dict(state)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return self._store.n
@@ -113,24 +145,29 @@ class MemoryBank(ModelMixin, ConfigMixin):
         return self._version
 
     @property
+    @_synchronized
     def ids(self) -> list[str]:
         return list(self._store.ids)
 
     @property
+    @_synchronized
     def labels(self) -> torch.Tensor:
         """`(N,)` int64 labels, aligned with `ids`."""
         return torch.from_numpy(self._store.labels.copy())
 
     @property
+    @_synchronized
     def hashes(self) -> list[str]:
         return list(self._store.hashes)
 
     @property
+    @_synchronized
     def receipts(self) -> list[RemovalReceipt]:
         """Every removal this bank has seen, including those recorded in the save it was loaded from."""
         return [RemovalReceipt.from_dict(r) for r in self._receipts]
 
     @property
+    @_synchronized
     def embeddings(self) -> torch.Tensor | None:
         """`(N, D)` float embeddings aligned with `ids`, or None when none were computed."""
         return self._store.embeddings
@@ -140,11 +177,13 @@ class MemoryBank(ModelMixin, ConfigMixin):
         return self._store.embedding_info
 
     @property
+    @_synchronized
     def training_targets(self) -> set[str] | None:
         """The ids of the items the weights were trained to denoise (None: not recorded)."""
         targets = self.config.training_targets
         return None if targets is None else set(targets)
 
+    @_synchronized
     def set_training_targets(self, ids: Sequence[str] | None) -> None:
         """Records which items the weights were trained to denoise (training does this at export)."""
         if ids is not None:
@@ -154,39 +193,45 @@ class MemoryBank(ModelMixin, ConfigMixin):
             ids = list(ids)
         self.register_to_config(training_targets=ids)
 
+    @_synchronized
     def class_counts(self) -> dict[int, int]:
         values, counts = np.unique(self._store.labels, return_counts=True)
         return dict(zip(values.tolist(), counts.tolist()))
 
+    @_synchronized
     def row_indices(self, ids: Sequence[str]) -> torch.Tensor:
         """Storage rows of `ids` as a LongTensor; valid only until the next modification (see `version`)."""
         return torch.from_numpy(self._store.rows_of(ids))
 
+    @_synchronized
     def get_images(self, ids: Sequence[str] | None = None) -> torch.Tensor:
         """Images of `ids` (all items when None) as float `(N, C, H, W)` in [0, 1], on the bank's device."""
         store = self._store
         images = store.images if ids is None else store.images[self.row_indices(ids).to(store.device)]
         return to_unit_range(images)
 
+    @_synchronized
     def get_labels(self, ids: Sequence[str]) -> torch.Tensor:
         return torch.from_numpy(self._store.labels[self._store.rows_of(ids)])
 
+    @_synchronized
     def get_hashes(self, ids: Sequence[str]) -> list[str]:
         """Content hashes of `ids`, in that order."""
         return [self._store.hashes[r] for r in self._store.rows_of(ids).tolist()]
 
+    @_synchronized
     def changes_since(self, version: str) -> list[BankChange] | None:
         """The modifications from `version` to now, or None when this process did not see them all."""
         return self._changes.since(version, self._version)
 
+    @_synchronized
     def add(
         self, images: Images, labels: LabelsIn, ids: IdsIn = None, embeddings: torch.Tensor | None = None
     ) -> list[str]:
         """Adds `images` `(M, C, H, W)` (float in [0, 1] or uint8) with `M` non-negative integer `labels` (e.g.
         images no parameter was trained on); returns their ids: `ids`, or consecutive integers after every
         numeric id the bank ever held (ids are never reused). `embeddings` `(M, D)`: when the bank stores them."""
-        if self._saved is not None and self._saved.unloaded:
-            raise ValueError("this bank was loaded for a removal (part of its shards); load it whole to add items")
+        self._refuse_partial("add items")
         store = self._store
         images_u8 = as_uint8_images(images, self.image_shape)
         labels_np = as_labels(labels, len(images_u8))
@@ -200,6 +245,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
         self._changed(added_ids=tuple(new_ids), added=tuple(zip(hashes, labels_np.tolist())))
         return new_ids
 
+    @_synchronized
     def remove(
         self,
         selection: Selection = None,
@@ -234,18 +280,22 @@ class MemoryBank(ModelMixin, ConfigMixin):
         logger.debug("removed %d items from the memory bank (%d left)", len(rows), len(self))
         return receipt
 
+    @_synchronized
     def resolve_ids(
         self, selection: Selection = None, *, ids: Ids = None, labels: Labels = None, hashes: Ids = None
     ) -> list[str]:
         """The ids `remove` would delete for these arguments (a dry run); raises exactly as `remove` does."""
         return [self._store.ids[r] for r in self._store.resolve(ItemSelection.given(selection, ids, labels, hashes))]
 
+    @_synchronized
     def set_embeddings(self, embeddings: torch.Tensor, info: dict | None = None) -> None:
         """Stores `(N, D)` embeddings aligned with `ids` and a json-able description of their encoder."""
+        self._refuse_partial("set or compute embeddings")
         self._store.set_embeddings(as_embeddings(embeddings, len(self)), info)
         self._changed()
 
     @torch.no_grad()
+    @_synchronized
     def compute_embeddings(
         self, encoder: ImageEncoder | None = None, batch_size: int = 1024, show_progress: bool = False
     ) -> None:
@@ -254,6 +304,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
         bar = (lambda it: progress(it, "embedding memory")) if show_progress else None
         self.set_embeddings(search.encode_rows(self._store, encoder, batch_size, bar), encoder.describe())
 
+    @_synchronized
     def select(
         self, label: int | None, k: int | None = None, generator: torch.Generator | None = None, seed: int | None = None
     ) -> list[str]:
@@ -262,16 +313,19 @@ class MemoryBank(ModelMixin, ConfigMixin):
         with no items is an error here: what it reads instead is decided by the readout (`memory.readout`)."""
         return select_ids(self._store, label, k, seed if seed is not None else seed_from_generator(generator))
 
+    @_synchronized
     def nearest(self, embeddings: torch.Tensor, k: int, label: int | None = None) -> search.NearestResult:
         """Exact k nearest stored embeddings (Euclidean) of each query `(Q, D)`, optionally among one label."""
         return search.nearest_embeddings(self._store, embeddings, k, label)
 
+    @_synchronized
     def nearest_images(
         self, images: torch.Tensor | np.ndarray, k: int, label: int | None = None, encoder: ImageEncoder | None = None
     ) -> search.NearestResult:
         """The k stored items nearest to each image `(Q, C, H, W)` (pixel space by default; see `find_similar`)."""
         return search.nearest_images(self._store, images, k, label, encoder)
 
+    @_synchronized
     def find_similar(
         self,
         images: torch.Tensor | np.ndarray,
@@ -288,10 +342,47 @@ class MemoryBank(ModelMixin, ConfigMixin):
         """Saves the bank into `save_directory` atomically (safetensors + json; see `spm_gen.memory.storage`).
         After a save, no file in the folder holds data of items removed before it. Extra keyword arguments
         passed by `DiffusionPipeline.save_pretrained` are accepted and ignored."""
-        if is_main_process:
+        if not is_main_process:
+            return
+        directory = os.fspath(save_directory)
+        with self._lock, storage.bank_lock(directory):
+            moved = storage.removals_since(directory, self._saved, self._receipts)
+            if moved is not None:
+                self._absorb_removals(directory, moved)
             config = json.loads(self.to_json_string())
-            directory = os.fspath(save_directory)
             self._saved = storage.save_bank(directory, config, self._store, self._receipts, self._version, self._saved)
+
+    def _absorb_removals(self, directory: str, receipts: list[dict]) -> None:
+        """A save into a folder another writer committed to since this bank read it (a notebook's pipeline
+        saved after `spm-gen remove` ran on its folder): the removals recorded there are applied here too, so
+        a removed id or image is never written again and every receipt stays in the log. Other changes made
+        there (added items) are replaced by this bank's items."""
+        if self._saved is not None and self._saved.unloaded:
+            raise ValueError(
+                f"'{directory}' was changed by another writer since this partial bank was loaded; load it again"
+            )
+        gone_ids = {i for r in receipts for i in r.get("removed_ids", [])}
+        gone_hashes = {h for r in receipts for h in r.get("hashes", [])}
+        store = self._store
+        rows = np.array(
+            [r for r, (i, h) in enumerate(zip(store.ids, store.hashes)) if i in gone_ids or h in gone_hashes],
+            dtype=np.int64,
+        )
+        if len(rows):
+            removed = tuple(zip([store.hashes[r] for r in rows], store.labels[rows].tolist()))
+            store.drop_rows(rows)
+            targets = self.config.training_targets
+            if targets is not None:
+                self.register_to_config(training_targets=[i for i in targets if i not in gone_ids])
+            self._changed(removed=removed)
+        self._receipts.extend(receipts)
+        logger.warning(
+            "'%s' was changed by another writer since this bank was loaded: applied its %d removal(s) here "
+            "(%d item(s) dropped) before saving",
+            directory,
+            len(receipts),
+            len(rows),
+        )
 
     @classmethod
     def from_pretrained(
@@ -329,6 +420,10 @@ class MemoryBank(ModelMixin, ConfigMixin):
         bank._store, bank._receipts, bank._version = stored.store, stored.receipts, stored.version
         bank._saved = stored.saved
         return bank
+
+    def _refuse_partial(self, what: str) -> None:
+        if self._saved is not None and self._saved.unloaded:
+            raise ValueError(f"this bank was loaded for a removal (part of its shards); load it whole to {what}")
 
     def _apply(self, fn, recurse: bool = True):
         """`.to(device)` moves the store; dtype casts never touch it (images stay uint8)."""

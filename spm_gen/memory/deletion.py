@@ -156,6 +156,11 @@ def _delete(
         bank = MemoryBank.load_for_removal(source.bank_dir, request.ids, request.labels)
     else:
         bank = source.load_bank(verify=False)  # the shards a removal rewrites are verified as they are written
+    if not dry_run:
+        source.complete_receipts(bank)
+    already = sorted({i for r in bank.receipts for i in r.removed_ids} & set(request.ids) - set(bank.ids))
+    if already and not dry_run:
+        raise ValueError(f"ids {already} were already removed from '{source.path}' (its receipts/ say when)")
     selection = resolve(bank, request, dry_run)
     if dry_run:
         ids = [] if selection.is_empty() else bank.resolve_ids(selection)

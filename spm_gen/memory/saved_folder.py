@@ -86,10 +86,11 @@ class SavedFolder:
 
     @contextmanager
     def locked(self, timeout: float = 60.0) -> Iterator[SavedFolder]:
-        """Holds an exclusive lock on the folder (`flock` on `<folder>/.spm-gen.lock`) for a whole
-        read-modify-commit, so that concurrent removals run one after the other instead of undoing each
-        other. Waits up to `timeout` seconds for another holder, then raises `FolderBusyError`."""
-        lock = folder_lock(self.path, timeout)
+        """Holds the memory bank's lock (`flock` on `<folder>/memory_bank/.spm-gen.lock`, the one lock every
+        writer of the bank takes: `spm-gen remove`, `MemoryBank.save_pretrained` and so a pipeline's save)
+        for a whole read-modify-commit, so that concurrent writers run one after the other instead of undoing
+        each other. Waits up to `timeout` seconds for another holder, then raises `FolderBusyError`."""
+        lock = folder_lock(self.require_bank().bank_dir, timeout)
         try:
             lock.__enter__()
         except LockBusy:
@@ -134,11 +135,28 @@ class SavedFolder:
         """Raises ValueError unless `output` names a new folder outside this one, under folders (not files)."""
         check_new_folder(output, self.path)
 
+    @property
+    def receipt_dir(self) -> str:
+        return os.path.join(self.path, "receipts")
+
+    def receipt_path(self, receipt: RemovalReceipt) -> str:
+        name = f"removal-{receipt.time_utc.replace(':', '')}-{receipt.version_after[:8]}.json"
+        return os.path.join(self.receipt_dir, name)
+
     def write_receipt(self, receipt: RemovalReceipt) -> str:
         """Writes `receipt` as json to `<folder>/receipts/` (atomically) and returns its path."""
-        receipt_dir = os.path.join(self.path, "receipts")
-        os.makedirs(receipt_dir, exist_ok=True)
-        name = f"removal-{receipt.time_utc.replace(':', '')}-{receipt.version_after[:8]}.json"
-        path = os.path.join(receipt_dir, name)
+        os.makedirs(self.receipt_dir, exist_ok=True)
+        path = self.receipt_path(receipt)
         atomic_write_text(path, json.dumps(receipt.to_dict(), indent=2))
         return path
+
+    def complete_receipts(self, bank: MemoryBank) -> list[str]:
+        """Writes the receipt file of every removal in `bank`'s log that has none (a removal killed between
+        its commit and its receipt file, or one made through the API) and deletes temporary files a killed
+        write left in `receipts/`; returns the files written. The caller holds the lock."""
+        written = [self.write_receipt(r) for r in bank.receipts if not os.path.isfile(self.receipt_path(r))]
+        if os.path.isdir(self.receipt_dir):
+            for name in os.listdir(self.receipt_dir):
+                if name.startswith(".") and name.endswith(".tmp"):
+                    os.remove(os.path.join(self.receipt_dir, name))
+        return written

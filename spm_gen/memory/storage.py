@@ -32,7 +32,8 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,6 +77,7 @@ class SavedShards:
     directory: str | None = None  # real path
     entries: dict[int, dict] = field(default_factory=dict)
     unloaded: dict[int, dict] = field(default_factory=dict)  # shards a partial load left on disk (kept as they are)
+    version: str | None = None  # the commit the bank last read from or wrote to `directory`
 
 
 @dataclass
@@ -89,18 +91,65 @@ class LoadedBank:
     saved: SavedShards
 
 
+SAVE_WAIT_S = 60.0
+
+
+@contextmanager
+def bank_lock(directory: str, timeout: float = SAVE_WAIT_S) -> Iterator[None]:
+    """The bank folder's lock, the one every writer takes (created with the folder if needed); raises
+    ValueError when another writer holds it for longer than `timeout` seconds."""
+    os.makedirs(directory, exist_ok=True)
+    try:
+        with folder_lock(directory, timeout=timeout):
+            yield
+    except LockBusy:
+        raise ValueError(f"'{directory}' is being changed by another process; waited {timeout:g} s") from None
+
+
+def removals_since(directory: str, saved: SavedShards | None, known: list[dict]) -> list[dict] | None:
+    """The removals committed in `directory` by another writer since this bank last read or wrote it: the
+    receipts of its log that `known` lacks; None when the folder's commit is still the one the bank knows (or
+    the bank never read or wrote this folder: saving there replaces it). The caller holds the lock."""
+    if saved is None or saved.directory != os.path.realpath(directory):
+        return None
+    if not os.path.isfile(os.path.join(directory, CONFIG_NAME)):
+        return None
+    config = _read_config(directory)
+    if config["_version"] == saved.version:
+        return None
+    seen = {r.get("version_after") for r in known}
+    return [r for r in read_receipts(directory, config["_receipts_file"]) if r.get("version_after") not in seen]
+
+
+def check_no_links(directory: str) -> None:
+    """Raises ValueError when a file the save would replace or delete is a symbolic link (a Hugging Face cache
+    snapshot links every file into `blobs/`): replacing the link would leave the removed items' bytes in its
+    target. Saving into a new folder copies the content instead."""
+    if not os.path.isdir(directory):
+        return
+    linked = sorted(
+        name
+        for name in os.listdir(directory)
+        if os.path.islink(os.path.join(directory, name)) and (name == CONFIG_NAME or _OWN_DATA.match(name))
+    )
+    if linked:
+        target = os.path.realpath(os.path.join(directory, linked[0]))
+        raise ValueError(
+            f"'{directory}' holds symbolic links ({', '.join(linked[:3])} -> '{target}'): editing it in place would "
+            "leave removed items' bytes in what they point to; write the edited model to a new folder instead "
+            "(spm-gen remove --output NEW, or save_pretrained(NEW))"
+        )
+
+
 def save_bank(
     directory: str, config: dict, store: RowStore, receipts: list[dict], version: str, saved: SavedShards | None
 ) -> SavedShards:
     """Writes the live rows of `store` with the bank's config, removal log and version into `directory`
-    (created if needed), atomically, holding the folder's lock (waits up to a minute for another save).
+    (created if needed), atomically, holding the folder's lock (waits up to a minute for another writer).
     Returns where the shards now lie. See module docstring."""
-    os.makedirs(directory, exist_ok=True)
-    try:
-        with folder_lock(directory, timeout=60.0):
-            return _write_locked(directory, config, store, receipts, version, saved)
-    except LockBusy:
-        raise ValueError(f"'{directory}' is being saved by another process; waited 60 s") from None
+    with bank_lock(directory):
+        check_no_links(directory)
+        return _write_locked(directory, config, store, receipts, version, saved)
 
 
 def _write_bytes(data: bytes) -> Callable[[str], None]:
@@ -162,7 +211,7 @@ def _write_locked(
     atomic_write_text(os.path.join(directory, CONFIG_NAME), json.dumps(commit, indent=2, sort_keys=True) + "\n")
     _remove_unreferenced(directory, _referenced(commit))
     store.mark_saved()
-    return SavedShards(real, {k: v for k, v in entries.items() if k not in unloaded}, unloaded)
+    return SavedShards(real, {k: v for k, v in entries.items() if k not in unloaded}, unloaded, version)
 
 
 def _referenced(config: dict) -> set[str]:
@@ -261,7 +310,7 @@ def _read_shard(directory: str, entry: dict, image_shape: tuple) -> ShardData:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         ids, hashes = json.loads(metadata["ids"]), json.loads(metadata["hashes"])
-    except (FileNotFoundError, SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+    except (FileNotFoundError, SafetensorError, OSError, RuntimeError, KeyError, json.JSONDecodeError) as e:
         raise corrupted(directory, f"cannot read {name} ({e!r})") from e
     check_ids(directory, ids, hashes)
     check_tensors(directory, name, tensors, {"commit": entry["count"], "ids": len(ids), "hashes": len(hashes)})
@@ -286,17 +335,44 @@ def shards_holding(directory: str, ids: set[str], labels: set[int]) -> set[int] 
             with safe_open(os.path.join(directory, entry["file"]), framework="pt") as f:
                 shard_ids = json.loads((f.metadata() or {})["ids"]) if ids else []
                 shard_labels = f.get_tensor("labels") if labels else wanted[:0]
-        except (FileNotFoundError, SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+        except (FileNotFoundError, SafetensorError, OSError, RuntimeError, KeyError, json.JSONDecodeError) as e:
             raise corrupted(directory, f"cannot read {entry['file']} ({e!r})") from e
         if not ids.isdisjoint(shard_ids) or bool(torch.isin(shard_labels, wanted).any()):
             found.add(index)
     return found
 
 
+LOAD_ATTEMPTS = 20
+
+
 def load_bank(directory: str, verify: bool = True, shards: set[int] | None = None) -> LoadedBank:
     """Reads the committed save in `directory` shard by shard into a `RowStore`; raises `FileNotFoundError`
     or `ValueError` naming the problem. With `verify`, every image's sha256 is recomputed and compared.
-    `shards`: read only these (a partial load for a removal; the others are kept as they are on saving)."""
+    `shards`: read only these (a partial load for a removal; the others are kept as they are on saving).
+
+    Readers take no lock. A writer that commits while a reader reads deletes the files of the commit the
+    reader started on; the reader then finds `config.json` changed and reads the new commit, so it sees
+    the old commit or the new one, never an error (a failure on an unchanged commit is a real one)."""
+    for attempt in range(LOAD_ATTEMPTS):
+        before = _commit_text(directory)
+        try:
+            return _load_once(directory, verify, shards)
+        except (ValueError, FileNotFoundError):
+            if attempt + 1 == LOAD_ATTEMPTS or before is None or _commit_text(directory) == before:
+                raise
+            logger.debug("'%s' was committed while it was read; reading the new commit", directory)
+    raise AssertionError("unreachable")
+
+
+def _commit_text(directory: str) -> str | None:
+    try:
+        with open(os.path.join(directory, CONFIG_NAME), encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _load_once(directory: str, verify: bool, shards: set[int] | None) -> LoadedBank:
     config = _read_config(directory)
     image_shape = tuple(config.get("image_shape") or ())
     if "_shards" in config:
@@ -332,6 +408,7 @@ def load_bank(directory: str, verify: bool = True, shards: set[int] | None = Non
             raise corrupted(directory, f"shard {index} does not fit the ones before it ({e})") from e
     if store.embeddings is not None:
         store.embedding_info = config.get("_embedding_info")
-    saved = SavedShards(os.path.realpath(directory), {i: e for i, e in entries.items() if e is not None}, unloaded)
+    kept = {i: e for i, e in entries.items() if e is not None}
+    saved = SavedShards(os.path.realpath(directory), kept, unloaded, config["_version"])
     _clean_after_load(directory, config)
     return LoadedBank(config, store, receipts, config["_version"], saved)

@@ -143,7 +143,7 @@ def test_a_dry_run_that_matches_nothing_says_so_and_a_removal_of_nothing_fails(f
         ),
         (["--similar-to", "x.png", "--threshold", "nan"], "got nan"),
         (["--similar-to", "x.png", "--threshold", "inf"], "got inf"),
-        (["--ids", "1", "--threshold", "0.1"], "--threshold goes with --similar-to only"),
+        (["--ids", "1", "--threshold", "0.1"], "--threshold goes with --similar-to or --verify only"),
     ],
 )
 def test_thresholds_outside_zero_one_are_refused(folder, capsys, extra, message):

@@ -1,6 +1,8 @@
+import contextlib
 import json
 import os
 import shutil
+import threading
 
 import pytest
 import torch
@@ -193,6 +195,27 @@ def test_interrupted_save_leaves_the_previous_save_loadable(tiny_bank, tmp_path,
     assert sorted(f.split("-")[0] for f in os.listdir(tmp_path)) == [".spm", "config.json", "receipts", "shard"]
 
 
+@contextlib.contextmanager
+def _held_elsewhere(folder):
+    """The folder's lock held by another thread for the block (another writer: the lock is re-entrant only
+    within the thread that holds it)."""
+    taken, done = threading.Event(), threading.Event()
+
+    def hold():
+        with folder_lock(str(folder), timeout=0):
+            taken.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    taken.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def test_a_load_deletes_what_a_killed_save_left_unless_a_save_is_running(tiny_bank, tmp_path):
     tiny_bank.save_pretrained(tmp_path)
     old_data = _shard_file(tmp_path)
@@ -208,7 +231,7 @@ def test_a_load_deletes_what_a_killed_save_left_unless_a_save_is_running(tiny_ba
     ]
     for name in leftovers:
         shutil.copy(tmp_path / "keep-old.bin", tmp_path / name)
-    with folder_lock(str(tmp_path), timeout=0):  # a save in progress: its files are not ours to delete
+    with _held_elsewhere(tmp_path):  # another writer's save in progress: its files are not ours to delete
         MemoryBank.from_pretrained(tmp_path)
         assert all((tmp_path / name).exists() for name in leftovers)
     assert "3" not in MemoryBank.from_pretrained(tmp_path).ids
