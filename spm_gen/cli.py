@@ -14,15 +14,29 @@ from .paths import DIGITS_MODELS, MEMORIZATION_MODELS
 VERSION = "0.1.0"
 
 
+EXIT_BAD_INPUT = 2  # a bad argument, path or config value
+EXIT_NOT_VERIFIED = 3  # remove --verify --require-verified: a removed image is still produced
+EXIT_OS_ERROR = 4  # the system refused: permissions, no space, a path of the wrong kind, a lock not taken
+
+
 def guarded(run: Callable[[], int]) -> int:
     """Runs `run()`. Bad input (ValueError, FileNotFoundError) becomes one `error: ...` line and exit code 2,
-    never a traceback: the one error path of the `spm-gen` command and of the scripts in scripts/."""
+    an OS-level failure one line naming the path and exit code 4, never a traceback: the one error path of the
+    `spm-gen` command and of the scripts in scripts/."""
     try:
         return run()
     except (ValueError, FileNotFoundError) as e:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-        logging.getLogger("spm_gen").error("error: %s", e)
-        return 2
+        _error(f"error: {e}")
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        path = f": '{e.filename}'" if e.filename else ""
+        _error(f"error: {e.strerror or e}{path} (nothing was committed unless a line above says so)")
+        return EXIT_OS_ERROR
+
+
+def _error(line: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("spm_gen").error("%s", line)
 
 
 def _log_report(summary: dict) -> None:
@@ -156,10 +170,11 @@ def _verify(args: argparse.Namespace, outcome, settings) -> int:
     pipe = load_pipeline(outcome.folder)
     judge = load_classifier(args.judge)[0] if args.judge else None
     block = verify_removal(pipe, outcome.ids, outcome.labels, outcome.removed_images, settings, judge)
-    with open(outcome.receipt_path, encoding="utf-8") as f:
-        receipt = json.load(f)
-    atomic_write_text(outcome.receipt_path, json.dumps({**receipt, "verification": block}, indent=2))
     log = logging.getLogger("spm_gen")
+    if outcome.receipt_path is not None:
+        with open(outcome.receipt_path, encoding="utf-8") as f:
+            receipt = json.load(f)
+        atomic_write_text(outcome.receipt_path, json.dumps({**receipt, "verification": block}, indent=2))
     for item in block["items"]:
         log.info(
             "verify %s (class %d): %s; nearest sample %.3f, nearest remaining memory item %s",
@@ -171,7 +186,7 @@ def _verify(args: argparse.Namespace, outcome, settings) -> int:
         )
     if block["reproduced"] and args.require_verified:
         log.error("error: the model still produces %s (the removal itself is committed)", block["reproduced"])
-        return 3
+        return EXIT_NOT_VERIFIED
     return 0
 
 

@@ -311,6 +311,8 @@ class MemoryBank(ModelMixin, ConfigMixin):
         """The ids of the `k` items of class `label` (all items when None) that a query reads, in rank order
         (all when k is None), seeded by `seed` or one draw from `generator` (`spm_gen.memory.selection`). A class
         with no items is an error here: what it reads instead is decided by the readout (`memory.readout`)."""
+        if label is not None and (isinstance(label, bool) or not isinstance(label, int | np.integer)):
+            raise ValueError(f"label must be an integer class or None, got {label!r}")
         return select_ids(self._store, label, k, seed if seed is not None else seed_from_generator(generator))
 
     @_synchronized

@@ -8,6 +8,7 @@ is resolved against the folder's bank into one typed `ItemSelection`, removed, a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -20,6 +21,8 @@ from .bank import MemoryBank
 from .items import ItemSelection, content_hashes
 from .receipts import RemovalReceipt
 from .saved_folder import SavedFolder
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,8 +62,10 @@ class DeletionOutcome:
 
 
 def read_ids_file(path: str) -> list[str]:
-    """Ids from a UTF-8 text file (one per line, blank lines and #-comments skipped; a byte-order mark is
-    ignored) or a json list of strings or integers. Raises ValueError naming the file when it can't be read."""
+    """Ids from a json list of strings or integers (exact ids), or a UTF-8 text file: one id per line, taken
+    exactly as written (only the line ending is dropped: ` 5` is the id " 5", never "5"), empty lines
+    skipped, and lines that start with `#` are comments (an id that starts with # needs the json form); a
+    byte-order mark is ignored. Raises ValueError naming the file when it can't be read."""
     if not os.path.isfile(path):
         raise ValueError(f"--ids-file '{path}' is not a file" + (" (it is a folder)" if os.path.isdir(path) else ""))
     try:
@@ -69,7 +74,7 @@ def read_ids_file(path: str) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read --ids-file '{path}' as UTF-8 text ({e})") from e
     if not text.lstrip().startswith("["):
-        return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
     try:
         ids = json.loads(text)
     except json.JSONDecodeError as e:
@@ -172,6 +177,15 @@ def _delete(
         target = source
     else:
         target = source.commit_copy(bank, output)
-    receipt_path = target.write_receipt(receipt)
+    try:
+        receipt_path = target.write_receipt(receipt)
+    except OSError as e:  # committed: the removal stands, its receipt is in the bank's log
+        logger.warning(
+            "the removal is committed, but its receipt file could not be written (%s: '%s'); the receipt is in the "
+            "bank's log and the next removal on this folder writes the file",
+            e.strerror or e,
+            e.filename or target.receipt_dir,
+        )
+        receipt_path = None
     seconds = time.perf_counter() - start
     return DeletionOutcome(receipt, receipt.removed_ids, receipt.labels, target.path, receipt_path, seconds, images)

@@ -223,8 +223,8 @@ def find_similar(
     """Ids of items within `threshold` of some image and/or among each image's `k` nearest, closest first."""
     if threshold is None and k is None:
         raise ValueError("find_similar needs threshold=, k=, or both")
-    if threshold is not None and threshold < 0:
-        raise ValueError(f"threshold must be non-negative, got {threshold}")
+    if threshold is not None and (isinstance(threshold, bool) or not math.isfinite(threshold) or threshold < 0):
+        raise ValueError(f"threshold must be a finite non-negative distance, got {threshold}")
     if k is not None:
         check_positive_int("k", k)
     if store.n == 0:

@@ -211,3 +211,26 @@ def test_a_bank_loaded_for_removal_refuses_embeddings(tmp_path, monkeypatch):
         partial.compute_embeddings()
     with pytest.raises(ValueError, match="loaded for a removal"):
         partial.set_embeddings(torch.zeros(len(partial), 3))
+
+
+def test_a_receipt_that_cannot_be_written_still_reports_the_committed_removal(folder, capsys):
+    (folder / "receipts").write_text("not a folder")
+    assert main(["remove", str(folder), "--ids", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 1 items" in out and "receipt file could not be written" in out
+    assert "2" not in _bank(folder) and [r.removed_ids for r in _bank(folder).receipts] == [["2"]]
+
+
+def test_os_failures_are_one_line_with_their_own_exit_status(folder, monkeypatch, capsys):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(folder / "memory_bank"))
+
+    monkeypatch.setattr("spm_gen.memory.storage._write_locked", full_disk)
+    assert main(["remove", str(folder), "--ids", "2"]) == 4
+    lines = capsys.readouterr().out.strip().splitlines()
+    bank_dir = folder / "memory_bank"
+    assert lines == [
+        f"error: No space left on device: '{bank_dir}' (nothing was committed unless a line above says so)"
+    ]
+    monkeypatch.undo()
+    assert "2" in _bank(folder) and len(_bank(folder)) == 40  # consistent and unchanged
