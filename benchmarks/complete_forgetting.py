@@ -77,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train", help="only train the model NAME into --out/NAME (see model_overrides)")
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--data-rich-protocol", default="memory_only_half", choices=list(PROTOCOLS))
+    parser.add_argument("--data-rich-models", nargs="+", help="of twin, 'spm (shipped)' and the protocol (all)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
     parser.add_argument("--per-class", type=int, default=50, help="samples of every class, per model")
     parser.add_argument("--num-removed", type=int, default=5)
@@ -277,9 +278,13 @@ def run_data_rich(args: argparse.Namespace, judge, judge_bank, records: list[dic
     against the training images, judge consistency, Gu's rate and near-copies of training images, for
     sampling seeds 0 and 1 (2,000 samples each); `records` already measured are kept (resumable)."""
     training, reference = digits_reference(args, None, "digits_train")
-    models = {"twin": DIGITS_SHIPPED["twin"], "spm (shipped)": DIGITS_SHIPPED["spm"]}
-    models = {name: path for name, path in models.items() if not args.tiny}
-    models[args.data_rich_protocol] = train_model(args, f"data_rich_{args.data_rich_protocol}")
+    paths = {
+        "twin": lambda: DIGITS_SHIPPED["twin"],
+        "spm (shipped)": lambda: DIGITS_SHIPPED["spm"],
+        args.data_rich_protocol: lambda: train_model(args, f"data_rich_{args.data_rich_protocol}"),
+    }
+    names = args.data_rich_models or ([args.data_rich_protocol] if args.tiny else list(paths))
+    models = {name: paths[name]() for name in names}
     num_images = 40 if args.tiny else 2000
     labels = [i % 10 for i in range(num_images)]
     done = {(r["model"], r["seed"]) for r in records}
@@ -320,11 +325,15 @@ def run_classes(args: argparse.Namespace, judge, judge_bank) -> list[dict]:
     for name, path in models.items():
         pipe = load_pipeline(path)
         phases = ["before", "after"] if pipe.memory_bank is not None else ["before"]
+        before = None
         for phase in phases:
-            if phase == "after":
+            if phase == "after":  # the same seeds: only class 7 may change (a sample reads its own class's memory)
                 pipe.memory_bank.remove(labels=[CLASS_DELETED], reason=f"delete class {CLASS_DELETED}")
             folder = os.path.join(args.out, "measured", "classes", f"{name}_{phase}".replace(" ", "_"))
             gen = generations_of(args, name, pipe, labels, 0, folder)
+            kept = gen.labels != CLASS_DELETED
+            unchanged = None if before is None else bool(torch.equal(gen.images[kept], before.images[kept]))
+            before = gen
             unseen_folder = save_images(gen.of_classes(unseen), folder + "_5_9")
             deleted = gen.images[gen.labels == CLASS_DELETED]
             predicted = judge.predict(gen.images, judge_bank).argmax(1).cpu() if judge else None
@@ -340,6 +349,7 @@ def run_classes(args: argparse.Namespace, judge, judge_bank) -> list[dict]:
                 if right is None
                 else 1 - float(right[gen.labels == CLASS_DELETED].float().mean()),
                 f"near_copies_class_{CLASS_DELETED}": int(near_copies(deleted, class_images, args.threshold).sum()),
+                "other_classes_unchanged": unchanged,
                 "seconds": gen.seconds,
             }
             records.append(record)
