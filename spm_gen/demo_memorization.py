@@ -19,7 +19,11 @@ REGIME_FOLDERS = {
     "oracle_twin": "the twin retrained without the removed images",
     "oracle_spm": "the SPM retrained without them",
     "removed.json": "the removed ids, with the twin's near-copies of each",
+    "complete_forgetting/spm": "the SPM trained with half of every class memory-only",
+    "complete_forgetting/oracle_spm": "that SPM retrained without its removed images",
+    "complete_forgetting/removed.json": "its removed ids (memory-only items the twin copies)",
 }
+FORGETTING_NAME = "spm, memory-only half"
 
 
 def check_regime_models(models_dir: str) -> None:
@@ -75,7 +79,47 @@ def run_memorization_demo(
         "records": measured.records,
         "pictures": measured.save_pictures(titles, os.path.join(work, "pictures")),
     }
+    forgetting = complete_forgetting_section(models_dir, measured, work)
+    summary["complete_forgetting"] = forgetting
     with open(os.path.join(work, "memorization.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    append_memorization_section(os.path.join(output_dir, "report.md"), summary)
+    report = os.path.join(output_dir, "report.md")
+    append_memorization_section(report, summary)
+    append_memorization_section(report, forgetting, title="Complete forgetting: the memory-only split")
     return summary
+
+
+def complete_forgetting_section(models_dir: str, baseline, work: str) -> dict:
+    """The same measurement for the SPM trained with half of every class memory-only, its removed images
+    chosen among those memory-only items that the twin copies: the twin's generations of the baseline
+    measured against them, that SPM before and after deleting them from memory, and its oracle."""
+    from .reporting.memorization_regime import RegimeMeasurements, make_reference, measure
+    from .sampling import load_pipeline
+
+    folder = os.path.join(models_dir, "complete_forgetting")
+    with open(os.path.join(folder, "removed.json")) as f:
+        chosen: dict[str, int] = json.load(f)
+    removed = list(chosen)
+    spm = load_pipeline(os.path.join(folder, "spm"))
+    labels = spm.memory_bank.get_labels(removed).tolist()
+    settings, cf_work = baseline.settings, os.path.join(work, "complete_forgetting")
+    reference = make_reference(spm.memory_bank, removed, baseline.reference.judge, cf_work)
+    measured = RegimeMeasurements(reference, settings, baseline.num_classes, cf_work)
+    twin = baseline.shown[0]  # the twin's generations do not depend on what is removed
+    record, measured.nearest[twin.name] = measure("twin", "before", twin, reference, settings)
+    measured.records.append(record)
+    measured.shown.append(twin)
+    measured.add(FORGETTING_NAME, "before", spm)
+    receipt = spm.memory_bank.remove(ids=removed, reason="demo: complete forgetting")
+    measured.add(FORGETTING_NAME, "after", spm)
+    measured.add(f"oracle ({FORGETTING_NAME})", "after", load_pipeline(os.path.join(folder, "oracle_spm")))
+    titles = [f"memory-only half: removed id {item} (class {label})" for item, label in zip(removed, labels)]
+    return {
+        "settings": {"models_dir": folder, **vars(settings)},
+        "removed": chosen,
+        "removed_labels": labels,
+        "was_training_target": receipt.was_training_target,
+        "spm_deletion_s": receipt.duration_s,
+        "records": measured.records,
+        "pictures": measured.save_pictures(titles, os.path.join(cf_work, "pictures")),
+    }

@@ -67,6 +67,9 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
         shutil.copytree(root / source, regime / name)
     ids = SPMDiffusionPipeline.from_pretrained(root / "spm").memory_bank.ids
     (regime / "removed.json").write_text(json.dumps({ids[0]: 3, ids[-1]: 1}))
+    for name in ("spm", "oracle_spm"):  # stand-ins for the memory-only SPM and its oracle
+        shutil.copytree(root / "spm", regime / "complete_forgetting" / name)
+    (regime / "complete_forgetting" / "removed.json").write_text(json.dumps({ids[1]: 2}))
     models = {name: str(root / name) for name in ("spm", "twin", "oracle", "judge")}
     return models | {"root": str(root), "memorization": str(regime)}
 

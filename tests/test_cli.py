@@ -37,6 +37,13 @@ def test_demo_runs_the_memory_bank_part_and_the_report(tmp_path, tiny_models):
                      ("oracle spm", "after")]  # fmt: skip
     assert all(r["num_images"] == 200 for r in regime["records"]) and len(regime["pictures"]) == 3
     assert "## Memorization regime" in (out / "report.md").read_text()
+    # beside it, the memory-only SPM: the twin's same generations, that SPM before / after, its oracle
+    forgetting = regime["complete_forgetting"]
+    names = [(r["model"], r["phase"]) for r in forgetting["records"]]
+    assert names == [("twin", "before"), ("spm, memory-only half", "before"), ("spm, memory-only half", "after"),
+                     ("oracle (spm, memory-only half)", "after")]  # fmt: skip
+    assert forgetting["records"][0]["num_images"] == 200 and len(forgetting["pictures"]) == 2
+    assert "## Complete forgetting: the memory-only split" in (out / "report.md").read_text()
 
 
 def test_demo_without_models_says_how_to_make_them(tmp_path, capsys):

@@ -101,7 +101,7 @@ REGIME_COLUMNS = [
 ]
 
 
-def append_memorization_section(path: str, summary: dict) -> str:
+def append_memorization_section(path: str, summary: dict, title: str = "Memorization regime") -> str:
     """Appends the memorization regime's table and pictures (`demo_memorization`'s summary) to `report.md`."""
     base = os.path.dirname(os.path.abspath(path))
     settings = summary["settings"]
@@ -111,7 +111,7 @@ def append_memorization_section(path: str, summary: dict) -> str:
     )
     lines = [
         "",
-        "## Memorization regime",
+        f"## {title}",
         "",
         "Models trained long on 100 training images (the digits at 8x8, 10 per class: "
         "configs/digits_memorization.yaml) copy them. Removed: " + removed + ". "
