@@ -46,6 +46,7 @@ from spm_gen.reporting.complete_forgetting import (
     choose_protocol_removed,
     copying_measures,
     judge_accuracy,
+    own_image_effect,
     protocol_records,
 )
 from spm_gen.reporting.generations import sample_generations
@@ -73,7 +74,9 @@ DATA_RICH_CONFIG = "configs/digits.yaml"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/digits_memorization.yaml")
-    parser.add_argument("--part", choices=["regime", "data_rich", "classes"], nargs="+", default=["regime"])
+    parser.add_argument(
+        "--part", choices=["regime", "own_image", "data_rich", "classes"], nargs="+", default=["regime", "own_image"]
+    )
     parser.add_argument("--train", help="only train the model NAME into --out/NAME (see model_overrides)")
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--data-rich-protocol", default="memory_only_half", choices=list(PROTOCOLS))
@@ -390,6 +393,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             write_json(path, records)
             write_json(os.path.splitext(path)[0] + "_settings.json", {**base, **extras})
             print(table(records, REGIME_COLUMNS))
+        elif part == "own_image":  # why self-support does not move the copies: is the own image used at all?
+            rows = [
+                {
+                    "protocol": p,
+                    **{band: e for band, e in own_image_effect(load_pipeline(train_model(args, p))).items()},
+                }
+                for p in args.protocols
+            ]
+            write_json(path, rows)
+            logger.info("own image effect: %s", rows)
         elif part == "data_rich":
             earlier = json.load(open(path)) if args.reuse and os.path.isfile(path) else []
             rows = run_data_rich(args, judge, judge_bank, earlier)

@@ -109,3 +109,40 @@ def judge_accuracy(judge, judge_bank, generations: Generations) -> float:
     """The share of generations the judge classifies as the class they were generated for."""
     predicted = judge.predict(generations.images, judge_bank).argmax(1).cpu()
     return float((predicted == generations.labels).float().mean())
+
+
+OWN_IMAGE_BANDS = ((0, 100), (100, 300), (300, 1000))
+
+
+@torch.no_grad()
+def own_image_effect(pipe, num_train_timesteps: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Does the trained SPM use a training image's own copy in memory? For every memory item, the noise
+    prediction error (MSE) at a timestep drawn in each band of `OWN_IMAGE_BANDS`, once reading its class's
+    memory with the item itself and once without it (the same noise and timestep). Equal errors: the memory
+    path carries the class, not the instance, so instance detail comes from the weights."""
+    from diffusers import DDPMScheduler
+
+    from ..memory.readout import MemoryReadout
+    from ..utils.images import to_model_range
+
+    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear")
+    unet, bank = pipe.unet.eval(), pipe.memory_bank
+    images, labels = bank.get_images().cpu(), bank.labels
+    tokens = unet.encode_memory(images, labels)
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for low, high in OWN_IMAGE_BANDS:
+        t = torch.randint(low, high, (len(images),), generator=generator)
+        noise = torch.randn(images.shape, generator=generator)
+        noisy = scheduler.add_noise(to_model_range(images), noise, t)
+        errors = {"with_own": 0.0, "without_own": 0.0}
+        for i in range(len(images)):
+            for mode in errors:
+                owner = torch.full((len(images),), -1)
+                if mode == "without_own":
+                    owner[i] = 1  # private to a query that does not exist: nobody reads it
+                readout = MemoryReadout.from_labels(labels[i : i + 1], labels, owner)
+                eps = unet(noisy[i : i + 1], t[i : i + 1], labels[i : i + 1], tokens, readout).sample
+                errors[mode] += float(((eps - noise[i : i + 1]) ** 2).mean()) / len(images)
+        out[f"t {low}-{high}"] = errors
+    return out
