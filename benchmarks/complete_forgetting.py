@@ -51,7 +51,13 @@ from spm_gen.reporting.complete_forgetting import (
 )
 from spm_gen.reporting.generations import sample_generations
 from spm_gen.reporting.markdown import table
-from spm_gen.reporting.memorization_regime import RegimeMeasurements, RegimeSettings, make_reference, sample_classes
+from spm_gen.reporting.memorization_regime import (
+    RegimeMeasurements,
+    RegimeSettings,
+    make_reference,
+    sample_classes,
+    settings_from_args,
+)
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.data import load_training_set
@@ -97,17 +103,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.config, args.steps, args.per_class, args.inference_steps, args.judge = "configs/tiny.yaml", 4, 2, 2, None
         args.data_overrides, args.shipped, args.data_rich_config = ["--images_per_class", "4"], {}, args.config
     return args
-
-
-def settings_of(args: argparse.Namespace) -> RegimeSettings:
-    settings = RegimeSettings(
-        per_class=args.per_class,
-        threshold=args.threshold,
-        num_removed=args.num_removed,
-        num_inference_steps=args.inference_steps,
-    )
-    settings.check()
-    return settings
 
 
 def model_overrides(args: argparse.Namespace, name: str) -> tuple[str, list[str]]:
@@ -160,7 +155,7 @@ def removed_ids(args: argparse.Namespace, protocol: str) -> list[str]:
     if os.path.isfile(path):
         with open(path) as f:
             return list(json.load(f))
-    settings = settings_of(args)
+    settings = settings_from_args(args)
     twin = load_pipeline(train_model(args, "twin"))
     probe = sample_classes("twin (choosing)", twin, 10, settings, os.path.join(args.out, "choose"))
     training_set = training_set_of(args, protocol)
@@ -381,7 +376,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.train:
         train_model(args, args.train)
         return []
-    settings = settings_of(args)
+    settings = settings_from_args(args)
     os.makedirs(args.out, exist_ok=True)
     base = {"settings": {**vars(args), **asdict(settings)}, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     judge, judge_bank = load_classifier(args.judge) if args.judge else (None, None)

@@ -42,6 +42,7 @@ from spm_gen.reporting.memorization_regime import (
     memory_influence,
     nearest_variation,
     sample_classes,
+    settings_from_args,
     variation_samples,
 )
 from spm_gen.sampling import load_pipeline
@@ -145,13 +146,7 @@ def print_table(records: list[dict], extras: dict) -> None:
 def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    settings = RegimeSettings(
-        per_class=args.per_class,
-        threshold=args.threshold,
-        num_removed=args.num_removed,
-        num_inference_steps=args.inference_steps,
-    )
-    settings.check()
+    settings = settings_from_args(args)
     os.makedirs(args.out, exist_ok=True)
     training = training_bank(args)
     dirs = {"twin": train_model(args, "twin", ["--fusion_type", "none"])}

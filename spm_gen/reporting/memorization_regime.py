@@ -63,6 +63,19 @@ class RegimeSettings:
         )
 
 
+def settings_from_args(args) -> RegimeSettings:
+    """The checked settings of a benchmark's command line (`per_class`, `threshold`, `num_removed`,
+    `inference_steps`; the rest at their defaults)."""
+    settings = RegimeSettings(
+        per_class=args.per_class,
+        threshold=args.threshold,
+        num_removed=args.num_removed,
+        num_inference_steps=args.inference_steps,
+    )
+    settings.check()
+    return settings
+
+
 def sample_classes(name: str, pipe, num_classes: int, settings: RegimeSettings, folder: str) -> Generations:
     """`per_class` samples of every class (classes in blocks), seeded by `settings.seed`."""
     labels = [c for c in range(num_classes) for _ in range(settings.per_class)]
