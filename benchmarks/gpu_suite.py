@@ -39,6 +39,7 @@ from spm_gen.data import ImageDataset
 from spm_gen.models.unet_spm import SPMUNet2DModel
 from spm_gen.training import load_config, parse_overrides
 from spm_gen.training.config import build_unet
+from spm_gen.training.data import TrainingSet
 from spm_gen.training.loop import Optimization, official_ddim
 from spm_gen.training.run import TrainingRun
 from spm_gen.utils.benchmarking import synthetic_bank, synthetic_images, timed
@@ -91,7 +92,8 @@ def training_row(suite: Suite, device: torch.device, fusion_type: str, precision
     cfg = unet.config
     images, labels = synthetic_images((cfg.in_channels, cfg.sample_size, cfg.sample_size), suite.memory_per_batch)
     dataset = ImageDataset(images, labels, [str(i) for i in range(len(labels))])
-    run = TrainingRun(config, accelerator, dataset, cfg.num_class_embeds, unet.uses_memory)
+    training_set = TrainingSet(dataset, torch.ones(len(dataset), dtype=torch.bool))
+    run = TrainingRun(config, accelerator, training_set, cfg.num_class_embeds, unet.uses_memory)
     steps = Optimization.prepare(config, unet, accelerator)
     for step in range(suite.warmup_steps):
         steps.step(run, *run.generators(step))
