@@ -61,9 +61,8 @@ class MemoryBank(ModelMixin, ConfigMixin):
     or added after training) was never a training target, which each removal receipt records. The columns
     live in one `RowStore` (see there how removal leaves no copy behind); storage order is not meaningful:
     everything that depends on it (seeded selection, the order of selected items) is defined by the items
-    alone. The bank is a diffusers
-    component: pipelines save and load it with its own atomic `save_pretrained` / `from_pretrained`
-    (safetensors + json, see `spm_gen.memory.storage`).
+    alone. The bank is a diffusers component: pipelines save and load it with its own atomic
+    `save_pretrained` / `from_pretrained` (safetensors + json, see `spm_gen.memory.storage`).
     """
 
     config_name = storage.CONFIG_NAME
