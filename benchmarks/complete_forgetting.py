@@ -17,6 +17,7 @@ Three parts, each reusing what --out already holds (--reuse):
   deleted from memory: UA and near-copies of class 7.
 
     python benchmarks/complete_forgetting.py --train NAME        # one model into --out/NAME (background runs)
+    python benchmarks/complete_forgetting.py --train NAME --resume   # the same, from its last checkpoint
     python benchmarks/complete_forgetting.py --part regime --reuse
     python benchmarks/complete_forgetting.py --tiny --out /tmp/cf --json /tmp/cf.json   # plumbing only
 
@@ -96,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/complete_forgetting")
     parser.add_argument("--json", default="benchmarks/complete_forgetting_cpu.json")
     parser.add_argument("--reuse", action="store_true", help="reuse models (and removed ids) found in --out")
+    parser.add_argument("--resume", action="store_true", help="an interrupted training resumes from its checkpoint")
     parser.add_argument("--tiny", action="store_true", help="configs/tiny.yaml, a few steps and samples, no FID")
     args = parser.parse_args(argv)
     args.shipped, args.data_overrides, args.data_rich_config = dict(SHIPPED), [], DATA_RICH_CONFIG
@@ -128,6 +130,8 @@ def train_model(args: argparse.Namespace, name: str) -> str:
         return os.path.join(folder, "pipeline")
     config, extra = model_overrides(args, name)
     overrides = ["--output_dir", folder, *args.data_overrides, *extra]
+    if args.resume and os.path.isdir(os.path.join(folder, "checkpoints")):
+        overrides += ["--resume", "latest"]  # an interrupted training goes on from its last checkpoint
     if args.steps is not None:
         steps = str(args.steps)
         overrides += ["--max_train_steps", steps, "--sample_every", steps, "--checkpointing_steps", steps]
