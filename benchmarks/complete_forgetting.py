@@ -88,6 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--data-rich-protocol", default="memory_only_half", choices=list(PROTOCOLS))
     parser.add_argument("--data-rich-models", nargs="+", help="of twin, 'spm (shipped)' and the protocol (all)")
+    parser.add_argument("--data-rich-seeds", type=int, nargs="+", default=[0, 1], help="sampling seeds (0 1)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
     parser.add_argument("--per-class", type=int, default=50, help="samples of every class, per model")
     parser.add_argument("--num-removed", type=int, default=5)
@@ -292,7 +293,7 @@ def run_data_rich(args: argparse.Namespace, judge, judge_bank, records: list[dic
     done = {(r["model"], r["seed"]) for r in records}
     for name, path in models.items():
         pipe = load_pipeline(path)
-        for seed in (0, 1):
+        for seed in args.data_rich_seeds:
             if (name, seed) in done:
                 continue
             folder = os.path.join(args.out, "measured", "data_rich", f"{name}_s{seed}".replace(" ", "_"))
