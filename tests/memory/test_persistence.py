@@ -308,7 +308,7 @@ def test_a_save_rewrites_only_the_shards_whose_rows_changed(tmp_path, monkeypatc
 
 
 def test_first_format_folders_load_and_convert_on_their_next_save(tmp_path):
-    shutil.copytree("assets/digits/judge/memory_bank", tmp_path / "bank")  # saved before shards existed
+    shutil.copytree("tests/fixtures/first_format_bank", tmp_path / "bank")  # the judge as saved before shards
     old = MemoryBank.from_pretrained(tmp_path / "bank")
     assert any(name.startswith("bank-") for name in os.listdir(tmp_path / "bank"))
     old.remove(ids=[old.ids[0]])
