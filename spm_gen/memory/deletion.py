@@ -139,13 +139,17 @@ def delete_from_folder(
     folder that is renamed to `output` when complete. The receipt is also written as json to
     `<target>/receipts/`. Unknown ids, classes or images raise ValueError and change nothing. With
     `keep_images`, the outcome carries the removed images (in this process's memory only) for verification.
+    A dry run only reads (no lock, nothing written), and so does a removal with `output` as far as `folder`
+    is concerned: both work on a read-only folder.
     """
     start = time.perf_counter()
     request.check(verify=keep_images)
     source = SavedFolder(folder).require_bank()
+    if dry_run:  # a reader: sees one commit (the bank's load retries on a moved commit), writes nothing
+        return _delete(source, request, dry_run, output, start, keep_images)
     if output is not None:
         source.check_copy_target(output)  # before any work; commit_copy checks again under the lock
-    with source.locked(wait):
+    with source.locked(wait) if output is None else source.read_locked(wait):
         return _delete(source, request, dry_run, output, start, keep_images)
 
 
@@ -161,7 +165,7 @@ def _delete(
         bank = MemoryBank.load_for_removal(source.bank_dir, request.ids, request.labels)
     else:
         bank = source.load_bank(verify=False)  # the shards a removal rewrites are verified as they are written
-    if not dry_run:
+    if not dry_run and output is None:
         source.complete_receipts(bank)
     already = sorted({i for r in bank.receipts for i in r.removed_ids} & set(request.ids) - set(bank.ids))
     if already and not dry_run:
@@ -179,6 +183,7 @@ def _delete(
         target = source.commit_copy(bank, output)
     try:
         receipt_path = target.write_receipt(receipt)
+        target.complete_receipts(bank)  # in a copy: the files of earlier removals the source lacked
     except OSError as e:  # committed: the removal stands, its receipt is in the bank's log
         logger.warning(
             "the removal is committed, but its receipt file could not be written (%s: '%s'); the receipt is in the "

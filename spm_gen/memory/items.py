@@ -45,6 +45,9 @@ def as_uint8_images(images: torch.Tensor | np.ndarray, expected_shape: Sequence[
     return (images.float() * 255).round_().to(torch.uint8).contiguous()
 
 
+MAX_LABEL = 2**31 - 1  # a label indexes a class embedding table; a larger one is a mistake, never a class
+
+
 def as_labels(labels: torch.Tensor | np.ndarray | Sequence[int] | int, count: int) -> np.ndarray:
     """Labels as a 1-D int64 numpy array of length `count`; non-negative integers only."""
     arr = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
@@ -56,9 +59,9 @@ def as_labels(labels: torch.Tensor | np.ndarray | Sequence[int] | int, count: in
         raise ValueError(f"labels must be integers, got dtype {arr.dtype}")
     if arr.size and arr.min() < 0:
         raise ValueError(f"labels must be non-negative, got {sorted(set(arr[arr < 0].tolist()))}")
-    too_large = arr[arr > np.iinfo(np.int64).max] if arr.dtype == np.uint64 else arr[:0]
+    too_large = arr[arr > MAX_LABEL]
     if too_large.size:
-        raise ValueError(f"labels must fit in int64, got {sorted(set(too_large.tolist()))[:5]}")
+        raise ValueError(f"labels are class indices up to {MAX_LABEL:,}, got {sorted(set(too_large.tolist()))[:5]}")
     return arr.astype(np.int64)
 
 
@@ -93,7 +96,11 @@ def as_embeddings(embeddings: torch.Tensor, count: int, dim: int | None = None) 
         raise ValueError(f"embeddings must be a tensor of shape ({count}, D), got {shape}")
     if dim is not None and embeddings.shape[1] != dim:
         raise ValueError(f"embeddings must have {dim} dimensions, got {embeddings.shape[1]}")
-    return embeddings.detach().float()
+    embeddings = embeddings.detach().float()
+    bad = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten()
+    if len(bad):  # a NaN row is never anyone's nearest item: find_similar would miss it without a word
+        raise ValueError(f"embeddings must be finite; rows {preview(bad.tolist())} are not")
+    return embeddings
 
 
 def next_numeric_id(*id_lists: Sequence[str]) -> int:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +62,31 @@ def remove_abandoned_staging(parent: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _make_writable(folder: str) -> None:
+    """Adds the owner's write bit to `folder` and everything in it (not following links)."""
+    for root, dirs, files in os.walk(folder):
+        for path in [root] + [os.path.join(root, name) for name in dirs + files]:
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and not mode & stat.S_IWUSR:
+                os.chmod(path, mode | stat.S_IWUSR)
+
+
+def _rename_into_place(staging: str, output: str) -> None:
+    """Renames the complete `staging` folder to `output`; ValueError when another process created `output`
+    meanwhile (two removals racing to the same --output): that one stays whole, this one writes nothing. (A
+    rename onto an empty folder would succeed; ours never are: each holds at least memory_bank/.)"""
+    try:
+        if os.path.lexists(output):
+            raise FileExistsError(output)
+        os.rename(staging, output)
+    except OSError as e:
+        if not os.path.lexists(output):
+            raise
+        raise ValueError(
+            f"--output '{output}' was created by another process while this removal ran; nothing was written"
+        ) from e
+
+
 @dataclass(frozen=True)
 class SavedFolder:
     """A folder written by `SPMDiffusionPipeline.save_pretrained` or `save_classifier`."""
@@ -103,6 +129,17 @@ class SavedFolder:
         finally:
             lock.__exit__(None, None, None)
 
+    @contextmanager
+    def read_locked(self, timeout: float = 60.0) -> Iterator[SavedFolder]:
+        """`locked`, for work that only reads this folder (a removal written to a new folder): a folder this
+        process cannot write to (read-only, or on a read-only file system) is read without the lock, as any
+        reader is (the bank's load retries on a moved commit, so it sees one commit)."""
+        if os.access(self.require_bank().bank_dir, os.W_OK):
+            with self.locked(timeout):
+                yield self
+        else:
+            yield self
+
     def load_bank(self, verify: bool = True) -> MemoryBank:
         return MemoryBank.from_pretrained(self.require_bank().bank_dir, verify=verify)
 
@@ -124,8 +161,9 @@ class SavedFolder:
             with folder_lock(staging, timeout=0):
                 ignore = shutil.ignore_patterns(self.bank_name, LOCK_NAME)
                 shutil.copytree(self.path, staging, ignore=ignore, dirs_exist_ok=True)
+                _make_writable(staging)  # copytree copies modes: a read-only source gives a read-only copy
                 SavedFolder(staging, self.bank_name).save_bank(bank)
-                os.replace(staging, output)
+                _rename_into_place(staging, output)
         finally:
             if os.path.exists(staging):
                 shutil.rmtree(staging)

@@ -9,7 +9,8 @@ A save folder holds:
 - `receipts-<token>.jsonl`: the bank's whole removal log, one receipt per line (ids and hashes, never
   pixels); each save appends the receipts of its removals to the log it was loaded with.
 - `config.json`: the bank's config plus the commit record (`_shards`: file, count and digest of ids and
-  labels of each shard, in row order; `_receipts_file`, `_num_items`, `_version`, `_embedding_info`).
+  labels of each shard, and of its embeddings when it has them, in row order; `_receipts_file`, `_num_items`,
+  `_version`, `_embedding_info`).
   Replacing it with `os.replace` is the commit point.
 
 A save rewrites only the shards whose rows changed since the bank was loaded from (or last saved to) the
@@ -47,16 +48,18 @@ from .rows import RowStore
 from .selection import id_keys
 from .storage_checks import (
     ShardData,
+    check_embeddings,
     check_ids,
     check_labels,
     check_tensors,
     corrupted,
+    embeddings_digest,
     items_digest,
     read_receipts,
     verify_hashes,
 )
 from .storage_v1 import FILE_KEYS as V1_FILE_KEYS
-from .storage_v1 import read_v1
+from .storage_v1 import read_v1, warn_first_format
 
 logger = logging.getLogger(__name__)
 
@@ -170,12 +173,14 @@ def _write_shard(directory: str, store: RowStore, rows: np.ndarray) -> dict:
     tensors = {"images": store.images[index].cpu().contiguous(), "labels": torch.from_numpy(store.labels[rows])}
     verify_hashes(directory, ids, hashes, tensors["images"])  # never write rows whose pixels lost their hash
     tensors["keys"] = torch.from_numpy(store.keys[rows].view(np.int64))  # id_keys(ids), not recomputed on load
+    entry = {"count": len(ids), "digest": items_digest(ids, tensors["labels"])}
     if store.embeddings is not None:
         tensors["embeddings"] = store.embeddings[index].cpu().contiguous()
+        entry["embeddings_digest"] = embeddings_digest(tensors["embeddings"])
     name = f"shard-{_token()}.safetensors"
     data = save(tensors, metadata={"ids": json.dumps(ids), "hashes": json.dumps(hashes)})
     atomic_write(os.path.join(directory, name), _write_bytes(data))
-    return {"file": name, "count": len(ids), "digest": items_digest(ids, tensors["labels"])}
+    return {"file": name, **entry}
 
 
 def _write_locked(
@@ -283,6 +288,9 @@ def _check_commit(directory: str, config: dict) -> None:
         raise corrupted(directory, f"{CONFIG_NAME} field _num_items={config.get('_num_items')!r} is not an integer")
     if not isinstance(config.get("_version"), str):
         raise corrupted(directory, f"{CONFIG_NAME} field _version={config.get('_version')!r} is not a string")
+    shape = config.get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_count(s) and s > 0 for s in shape)):
+        raise corrupted(directory, f"{CONFIG_NAME} field image_shape={shape!r} is not [C, H, W] with positive sizes")
     if "_shards" not in config:
         return  # the first format; storage_v1 checks its fields
     shards = config["_shards"]
@@ -374,13 +382,14 @@ def _commit_text(directory: str) -> str | None:
 
 def _load_once(directory: str, verify: bool, shards: set[int] | None) -> LoadedBank:
     config = _read_config(directory)
-    image_shape = tuple(config.get("image_shape") or ())
+    image_shape = tuple(config["image_shape"])
     if "_shards" in config:
         wanted = range(len(config["_shards"])) if shards is None else sorted(shards)
         entries = {i: config["_shards"][i] for i in wanted}
         loaded = (_read_shard(directory, entry, image_shape) for entry in entries.values())
     else:
         first = read_v1(directory, config)
+        warn_first_format(directory, config, verify)
         entries, loaded = {0: None}, iter([first])
         image_shape = tuple(first.tensors["images"].shape[1:])
     receipts = read_receipts(directory, config["_receipts_file"])
@@ -394,6 +403,11 @@ def _load_once(directory: str, verify: bool, shards: set[int] | None) -> LoadedB
             if keys is not None and not np.array_equal(keys, id_keys(shard.ids)):
                 raise corrupted(directory, f"the selection keys of shard {index} do not match its ids")
         embeddings = shard.tensors.get("embeddings")
+        if embeddings is not None:
+            entry = entries[index] or {}  # the first format's one file has no commit entry (no digest)
+            check_embeddings(
+                directory, entry.get("file", "the data file"), embeddings, entry.get("embeddings_digest"), verify
+            )
         try:
             store.append(
                 shard.tensors["images"],

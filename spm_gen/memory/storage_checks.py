@@ -24,6 +24,23 @@ def items_digest(ids: list[str], labels: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+def embeddings_digest(embeddings: torch.Tensor) -> str:
+    """sha256 over a shard's float32 embedding rows, so a zeroed or altered row is caught on a verified load."""
+    return hashlib.sha256(embeddings.to(torch.float32).contiguous().numpy().tobytes()).hexdigest()
+
+
+def check_embeddings(directory: str, file: str, embeddings: torch.Tensor, digest: object, verify: bool) -> None:
+    """Embeddings are finite (a NaN row would make `find_similar` miss its item without a word), and with
+    `verify` they match the digest their save recorded (saves before 2026-12 recorded none)."""
+    if not embeddings.is_floating_point() or embeddings.ndim != 2:
+        raise corrupted(directory, f"{file}: embeddings must be a 2-D float column, got {embeddings.dtype}")
+    bad = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten()
+    if len(bad):
+        raise corrupted(directory, f"{file}: {len(bad)} embedding row(s) are not finite (rows {bad[:5].tolist()})")
+    if verify and digest is not None and digest != embeddings_digest(embeddings):
+        raise corrupted(directory, f"{file}: the embeddings do not match the digest of the save (changed after saving)")
+
+
 def check_ids(directory: str, ids: object, hashes: object) -> None:
     """Ids are unique strings and hashes strings."""
     if not isinstance(ids, list) or not set(map(type, ids)) <= {str} or len(set(ids)) != len(ids):

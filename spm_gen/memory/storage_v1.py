@@ -5,6 +5,7 @@ always writes the current format (`spm_gen.memory.storage`), which replaces thes
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
@@ -12,6 +13,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .storage_checks import ShardData, check_ids, check_labels, check_tensors, corrupted
+
+logger = logging.getLogger(__name__)
 
 FILE_KEYS = ("_data_file", "_items_file")
 _FILES = re.compile(r"^(bank-[0-9a-f]{12}\.safetensors|items-[0-9a-f]{12}\.json)$")
@@ -40,3 +43,18 @@ def read_v1(directory: str, config: dict) -> ShardData:
     )
     check_labels(directory, ids, tensors["labels"], config.get("_items_digest"))
     return ShardData(tensors, ids, hashes)
+
+
+def warn_first_format(directory: str, config: dict, verify: bool) -> None:
+    """Says what a load of a first-format folder could check and what it could not: its labels and ids carry
+    a digest only when the save recorded one, and its embeddings never do."""
+    checked = ["ids unique", "counts"] + (["every image's content hash"] if verify else [])
+    unchecked = ["embeddings"] + ([] if config.get("_items_digest") else ["labels and ids (a changed label loads)"])
+    logger.warning(
+        "'%s' is a memory bank in the first format: checked %s; not checkable: %s. Save it again "
+        "(MemoryBank.from_pretrained(path).save_pretrained(path), or any removal) to convert it: the current "
+        "format covers all of them",
+        directory,
+        ", ".join(checked),
+        ", ".join(unchecked),
+    )

@@ -193,9 +193,9 @@ def test_select_all_items_and_bad_arguments(tiny_bank):
             tiny_bank.select(0, k)
 
 
-def test_labels_that_do_not_fit_int64_and_non_finite_queries_are_refused():
+def test_labels_beyond_a_class_index_and_non_finite_queries_are_refused():
     bank = MemoryBank.from_images(make_images(4), [0, 1, 2, 3], embeddings=torch.randn(4, 3))
-    with pytest.raises(ValueError, match=r"labels must fit in int64, got \[9223372036854775808\]"):
+    with pytest.raises(ValueError, match=r"labels are class indices up to 2,147,483,647, got \[9223372036854775808\]"):
         bank.add(make_images(1), np.array([2**63], dtype=np.uint64), embeddings=torch.randn(1, 3))
     queries = torch.randn(3, 3)
     queries[1, 0] = float("nan")
