@@ -30,20 +30,14 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from diffusers import DDPMScheduler
 
 from spm_gen import SPMDiffusionPipeline
-from spm_gen.data import ImageDataset
-from spm_gen.models.unet_spm import SPMUNet2DModel
 from spm_gen.training import load_config, parse_overrides
 from spm_gen.training.config import build_unet
-from spm_gen.training.data import TrainingSet
-from spm_gen.training.loop import Optimization, official_ddim
-from spm_gen.training.run import TrainingRun
-from spm_gen.utils.benchmarking import synthetic_bank, synthetic_images, timed
-from spm_gen.utils.resources import peak_mb, reset_peak
+from spm_gen.training.loop import official_ddim
+from spm_gen.utils.benchmarking import synthetic_bank, timed, training_step_seconds
 
 
 @dataclass
@@ -82,30 +76,13 @@ def _sync(device: torch.device) -> None:
 def training_row(suite: Suite, device: torch.device, fusion_type: str, precision: str, out: str) -> dict:
     """Images per second of `train_steps` optimisation steps (after `warmup_steps`), the training loop's own
     step (`Optimization.step`) on synthetic data."""
-    AcceleratorState._reset_state(reset_partial_state=True)  # a fresh accelerator per precision
     overrides = ["--fusion_type", fusion_type, "--mixed_precision", precision, "--output_dir", out,
                  "--train_batch_size", str(suite.batch_size), "--memory_per_batch", str(suite.memory_per_batch)]  # fmt: skip
     config = load_config(suite.config, parse_overrides(overrides))
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu")
-    torch.manual_seed(0)
-    unet = SPMUNet2DModel(**config.model)
-    cfg = unet.config
-    images, labels = synthetic_images((cfg.in_channels, cfg.sample_size, cfg.sample_size), suite.memory_per_batch)
-    dataset = ImageDataset(images, labels, [str(i) for i in range(len(labels))])
-    training_set = TrainingSet(dataset, torch.ones(len(dataset), dtype=torch.bool))
-    run = TrainingRun(config, accelerator, training_set, cfg.num_class_embeds, unet.uses_memory)
-    steps = Optimization.prepare(config, unet, accelerator)
-    for step in range(suite.warmup_steps):
-        steps.step(run, *run.generators(step))
-    _sync(device)
-    baseline, start = reset_peak(device), time.perf_counter()
-    for step in range(suite.warmup_steps, suite.warmup_steps + suite.train_steps):
-        steps.step(run, *run.generators(step))
-    _sync(device)
-    seconds = time.perf_counter() - start
+    seconds, peak = training_step_seconds(config, device, suite.train_steps, suite.warmup_steps)
     model = "twin" if fusion_type == "none" else f"spm-{fusion_type}"
     return {"part": "training", "model": model, "precision": precision,
-            "images_per_s": suite.batch_size * suite.train_steps / seconds, "peak_mb": peak_mb(device, baseline)}  # fmt: skip
+            "images_per_s": suite.batch_size / seconds, "peak_mb": peak}  # fmt: skip
 
 
 def _pipeline(suite: Suite, device: torch.device, fusion_type: str, bank=None) -> SPMDiffusionPipeline:

@@ -256,7 +256,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         labels = self._class_labels(class_labels, batch_size, cycle=cycle)
         if labels is not None:
             labels = labels.repeat_interleave(num_images_per_prompt)
-        readout, tokens = None, None
+        readout, memory = None, None
         if self.unet.uses_memory:
             with self.memory_bank.locked():  # one consistent view of the bank, even while another thread edits it
                 unconditional = unconditional_memory if guided else None
@@ -272,8 +272,9 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                     references = self._reference_images(reference_images).repeat_interleave(num_images_per_prompt, 0)
                     readout, labels = nearest_readout(self.memory_bank, references, labels, memory_size, unconditional)
                 readout = readout.to(device)
-                if cfg.memory_encoding == "clean":  # encoded once per bank version, shared by steps and branches
+                if cfg.memory_encoding == "clean":  # encoded once per bank version, prepared once for all steps
                     tokens = self.memory_cache.features(self.memory_bank, readout.ids, self.unet)
+                    memory = self.unet.prepare_memory(tokens, readout)
         labels = labels.to(device)
         model_labels = torch.cat([labels, torch.full_like(labels, self.unet.null_class_label)]) if guided else labels
 
@@ -300,7 +301,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 if readout is not None and cfg.memory_encoding == "paper":  # memory encoded at this step's t
                     tokens = self.memory_cache.features(self.memory_bank, readout.ids, self.unet, timestep=t)
-                eps = self.unet(model_input, t, model_labels, tokens, readout).sample
+                    memory = self.unet.prepare_memory(tokens, readout)
+                eps = self.unet(model_input, t, model_labels, fusion_memory=memory).sample
                 if guided:
                     eps_cond, eps_uncond = eps.chunk(2)
                     eps = (1 + guidance_scale) * eps_cond - guidance_scale * eps_uncond

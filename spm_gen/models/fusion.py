@@ -8,7 +8,9 @@ carry the query's label). The `dot` variant uses scaled dot-product attention
 
 Layout. Which items each query reads comes ready-made in a `MemoryReadout` (spm_gen.memory.readout): query
 groups in sets of equal padding, queries `(G, Q, L, C)` against memory `(G, N, Lm, C)`, padded and
-masked, all groups of a set processed together (no Python loop per label). The additive score is computed
+masked, all groups of a set processed together (no Python loop per label). The memory side (projection,
+gathering into groups) is prepared once per readout (`prepare`, reused by every step of a sampling call).
+The additive score is computed
 over chunks of memory tokens with an online (streaming) softmax, so the intermediate tensor never exceeds
 `chunk_elements` floats, whatever the batch and memory sizes.
 """
@@ -16,6 +18,7 @@ over chunks of memory tokens with an online (streaming) softmax, so the intermed
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +37,52 @@ def additive_scores(queries: torch.Tensor, keys: torch.Tensor, w: torch.Tensor) 
     return (torch.relu(queries[:, :, None, :] + keys[:, None, :, :]) * w).sum(-1)
 
 
+@dataclass(frozen=True)
+class FusionMemory:
+    """The memory side of fusion for one readout (`MemoryFusion.prepare`): for each of its group sets, the
+    keys and values `(G, N, H)` of every group's memory tokens (one tensor for both in additive fusion) and
+    which of them are real, not padding (`valid`, `(G, N)`; None for a set without padding)."""
+
+    readout: MemoryReadout
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    valid: tuple[torch.Tensor | None, ...]
+
+
+def online_softmax_chunk(
+    scores: torch.Tensor,
+    values: torch.Tensor,
+    valid: torch.Tensor | None,
+    run_max: torch.Tensor,
+    run_sum: torch.Tensor,
+    acc: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunk of an online (streaming) softmax: scores `(G, q, m)` of the chunk's values `(G, m, H)`
+    (`valid` `(G, m)` masks padding; None: none) update the running max and sum `(G, q)` and the weighted
+    sum `(G, q, H)`; the result is `acc / run_sum` after the last chunk."""
+    if valid is not None:
+        scores = scores.masked_fill(~valid[:, None, :], -math.inf)
+    new_max = torch.maximum(run_max, scores.amax(-1))
+    safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
+    p = torch.exp(scores - safe_max[..., None])
+    correction = torch.exp(run_max - safe_max)
+    return new_max, run_sum * correction + p.sum(-1), acc * correction[..., None] + p @ values
+
+
+def additive_chunk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    w: torch.Tensor,
+    valid: torch.Tensor | None,
+    run_max: torch.Tensor,
+    run_sum: torch.Tensor,
+    acc: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`additive_scores` followed by `online_softmax_chunk`: what `torch.compile` fuses (the score, the mask,
+    the max, exp and sums in one pass; the weighted sum stays a matrix product)."""
+    return online_softmax_chunk(additive_scores(queries, keys, w), keys, valid, run_max, run_sum, acc)
+
+
 class MemoryFusion(nn.Module):
     """Fuses memory tokens into query tokens (see module docstring).
 
@@ -47,7 +96,7 @@ class MemoryFusion(nn.Module):
         super().__init__()
         check_choice("fusion_type", fusion_type, FusionType)
         self.fusion_type, self.chunk_elements = fusion_type, chunk_elements
-        self._compiled_scores = None
+        self._compiled_chunk = None
         if fusion_type == "additive":
             self.to_query = nn.Linear(channels, channels)  # W_q and the bias b
             self.to_memory = nn.Linear(channels, channels, bias=False)  # W_s: keys and values
@@ -58,68 +107,82 @@ class MemoryFusion(nn.Module):
             self.to_value = nn.Linear(channels, channels)
 
     def compile_scores(self, **compile_kwargs) -> None:
-        """Computes the additive score with `torch.compile(additive_scores)`: one fused kernel (C++ on CPU,
-        Triton on GPU) instead of eager elementwise passes over a `(G, q, m, H)` intermediate. The first call
-        for each new shape compiles (tens of seconds on a CPU)."""
+        """Computes the additive score and its online softmax with `torch.compile(additive_chunk)`: fused
+        kernels (C++ on CPU, Triton on GPU) instead of eager elementwise passes over a `(G, q, m, H)`
+        intermediate. The first call compiles (tens of seconds on a CPU); with `dynamic=True` new sizes do not
+        recompile (padding and no padding are the two graphs)."""
         if self.fusion_type != "additive":
             raise ValueError(f"only the additive fusion has a score to compile (this one is {self.fusion_type!r})")
-        self._compiled_scores = torch.compile(additive_scores, **compile_kwargs)
+        self._compiled_chunk = torch.compile(additive_chunk, **compile_kwargs)
 
-    def forward(self, query_tokens: torch.Tensor, memory_tokens: torch.Tensor, readout: MemoryReadout) -> torch.Tensor:
+    def prepare(self, memory_tokens: torch.Tensor, readout: MemoryReadout) -> FusionMemory:
+        """What the queries attend over, for every group set of `readout`: the memory tokens projected and
+        gathered once. It depends on the memory, the readout and the weights only, so a sampling call makes
+        it once for all its steps and both guidance branches (`memory_tokens`: `(M, Lm, C)` in readout order).
+        """
+        readout.check_tokens(memory_tokens)
+        if self.fusion_type == "additive":
+            keys = values = self.to_memory(memory_tokens)
+        else:
+            keys, values = self.to_key(memory_tokens), self.to_value(memory_tokens)
+        hidden, tokens_per_item = keys.shape[-1], memory_tokens.shape[1]
+        keys, values = keys.reshape(-1, hidden), values.reshape(-1, hidden)
+        offsets = torch.arange(tokens_per_item, device=memory_tokens.device)
+        gathered_keys, gathered_values, valid = [], [], []
+        for groups in readout.sets:
+            token_index = (groups.items[..., None] * tokens_per_item + offsets).flatten(1)
+            gathered_keys.append(keys[token_index])
+            gathered_values.append(gathered_keys[-1] if values is keys else values[token_index])
+            padded = not bool(groups.valid.all())  # decided by the readout alone; no mask: the same numbers, faster
+            valid.append(groups.valid[..., None].expand(-1, -1, tokens_per_item).flatten(1) if padded else None)
+        return FusionMemory(readout, tuple(gathered_keys), tuple(gathered_values), tuple(valid))
+
+    def forward(
+        self,
+        query_tokens: torch.Tensor,
+        memory_tokens: torch.Tensor | None = None,
+        readout: MemoryReadout | None = None,
+        memory: FusionMemory | None = None,
+    ) -> torch.Tensor:
         """
         Args:
             query_tokens (`torch.Tensor` of shape `(B, L, C)`): tokens of each query.
             memory_tokens (`torch.Tensor` of shape `(M, Lm, C)`): tokens of each memory item, in readout order.
             readout: which items each of the B queries reads.
+            memory: `prepare(memory_tokens, readout)`, made once per sampling call (then give it instead).
 
         Returns:
             `torch.Tensor` of shape `(B, L, C)`.
         """
-        readout.check_tokens(memory_tokens)
-        length, device = query_tokens.shape[1], query_tokens.device
-        if self.fusion_type == "additive":
-            keys = values = self.to_memory(memory_tokens)
-        else:
-            keys, values = self.to_key(memory_tokens), self.to_value(memory_tokens)
+        if memory is None:
+            if memory_tokens is None or readout is None:
+                raise ValueError("fusion needs memory_tokens and their readout, or their prepared memory")
+            memory = self.prepare(memory_tokens, readout)
+        length = query_tokens.shape[1]
         queries = self.to_query(query_tokens)
         hidden = queries.shape[-1]
-        keys, values = keys.reshape(-1, hidden), values.reshape(-1, hidden)
-        tokens_per_item = memory_tokens.shape[1]
-        offsets = torch.arange(tokens_per_item, device=device)
         out = torch.empty_like(queries)
-        for groups in readout.sets:
+        for groups, keys, values, valid in zip(memory.readout.sets, memory.keys, memory.values, memory.valid):
             num_groups = groups.items.shape[0]
-            grouped = torch.zeros((num_groups, groups.width, length, hidden), dtype=queries.dtype, device=device)
+            grouped = queries.new_zeros((num_groups, groups.width, length, hidden))
             grouped[groups.group, groups.position] = queries[groups.rows]
-            token_index = (groups.items[..., None] * tokens_per_item + offsets).flatten(1)
-            token_valid = groups.valid[..., None].expand(-1, -1, tokens_per_item).flatten(1)
-            fused = self._attend(grouped.flatten(1, 2), keys, values, token_index, token_valid)
+            if self.fusion_type == "dot":
+                mask = None if valid is None else valid[:, None, :]
+                fused = F.scaled_dot_product_attention(grouped.flatten(1, 2), keys, values, attn_mask=mask)
+            else:
+                fused = self._additive(grouped.flatten(1, 2), keys, valid)
             out[groups.rows] = fused.view(num_groups, groups.width, length, hidden)[groups.group, groups.position]
         return out
 
-    def _attend(
-        self,
-        queries: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        token_index: torch.Tensor,
-        token_valid: torch.Tensor,
-    ) -> torch.Tensor:
-        """Grouped attention. queries `(G, Q, H)`; token_index/valid `(G, N)` into keys/values `(T, H)`."""
-        if self.fusion_type == "dot":
-            k, v = keys[token_index], values[token_index]
-            return F.scaled_dot_product_attention(queries, k, v, attn_mask=token_valid[:, None, :])
-        return self._additive(queries, keys, token_index, token_valid)
-
-    def _additive(
-        self, queries: torch.Tensor, keys: torch.Tensor, token_index: torch.Tensor, token_valid: torch.Tensor
-    ) -> torch.Tensor:
-        """Additive attention with an online softmax over chunks of memory tokens (bounded intermediates)."""
+    def _additive(self, queries: torch.Tensor, keys: torch.Tensor, token_valid: torch.Tensor | None) -> torch.Tensor:
+        """Additive attention of queries `(G, Q, H)` over keys (= values) `(G, N, H)` with an online softmax
+        over chunks of memory tokens (bounded intermediates); `token_valid` `(G, N)` masks the padding (None:
+        there is none)."""
         groups, num_q, hidden = queries.shape
-        num_tokens = token_index.shape[1]
+        num_tokens = keys.shape[1]
         w = self.score.weight[0]
         # eager: the (G, q, m, H) intermediate is bounded; compiled: only the (G, q, m) scores exist
-        per_pair = 1 if self._compiled_scores is not None else hidden
+        per_pair = 1 if self._compiled_chunk is not None else hidden
         q_chunk = max(1, min(num_q, self.chunk_elements // max(1, groups * per_pair)))
         out = torch.empty_like(queries)
         for q0 in range(0, num_q, q_chunk):
@@ -129,18 +192,12 @@ class MemoryFusion(nn.Module):
             run_sum = torch.zeros(a.shape[:2], dtype=a.dtype, device=a.device)
             acc = torch.zeros_like(a)
             for s0 in range(0, num_tokens, m_chunk):
-                b = keys[token_index[:, s0 : s0 + m_chunk]]  # (G, m, H)
-                if self._compiled_scores is not None:
-                    scores = self._compiled_scores(a, b, w)
+                b = keys[:, s0 : s0 + m_chunk]  # (G, m, H)
+                valid = None if token_valid is None else token_valid[:, s0 : s0 + m_chunk]
+                if self._compiled_chunk is not None:
+                    run_max, run_sum, acc = self._compiled_chunk(a, b, w, valid, run_max, run_sum, acc)
                 else:
                     scores = torch.relu_(a[:, :, None, :] + b[:, None, :, :]) @ w  # (G, q, m)
-                scores = scores.masked_fill(~token_valid[:, None, s0 : s0 + m_chunk], -math.inf)
-                new_max = torch.maximum(run_max, scores.amax(-1))
-                safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
-                p = torch.exp(scores - safe_max[..., None])
-                correction = torch.exp(run_max - safe_max)
-                run_sum = run_sum * correction + p.sum(-1)
-                acc = acc * correction[..., None] + p @ b
-                run_max = new_max
+                    run_max, run_sum, acc = online_softmax_chunk(scores, b, valid, run_max, run_sum, acc)
             out[:, q0 : q0 + q_chunk] = acc / run_sum[..., None]
         return out

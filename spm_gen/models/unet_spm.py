@@ -34,7 +34,7 @@ from torch import nn
 from ..choices import MemoryEncoding, UNetFusionType, check_choice
 from ..memory.readout import MemoryReadout
 from ..utils.images import to_model_range
-from .fusion import MemoryFusion
+from .fusion import FusionMemory, MemoryFusion
 
 
 class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
@@ -229,6 +229,21 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             raise ValueError("this model has fusion_type='none' (the parametric twin): there is no fusion to compile")
         self.fusion.compile_scores(**compile_kwargs)
 
+    def prepare_memory(self, memory_tokens: torch.Tensor | None, readout: MemoryReadout | None) -> FusionMemory:
+        """The fusion's memory side for `memory_tokens` `(M, pool**2, C_bottleneck)` (from `encode_memory`, in
+        the readout's item order) and `readout`: projected and grouped once, for any number of forward calls
+        (`fusion_memory=`) while the weights stay as they are."""
+        if not self.uses_memory:
+            raise ValueError("this model has fusion_type='none' (the parametric twin): it reads no memory")
+        if memory_tokens is None or readout is None:
+            raise ValueError("an SPM needs memory_tokens (from encode_memory) and their readout")
+        if tuple(memory_tokens.shape[1:]) != self.memory_token_shape:
+            raise ValueError(
+                f"memory_tokens must have shape (M, {', '.join(map(str, self.memory_token_shape))}), "
+                f"got {tuple(memory_tokens.shape)}"
+            )
+        return self.fusion.prepare(memory_tokens.to(self.dtype).detach(), readout)
+
     @torch.no_grad()
     def encode_memory(
         self, images: torch.Tensor, labels: torch.Tensor, timestep: torch.Tensor | int | None = None
@@ -268,6 +283,7 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         memory_tokens: torch.Tensor | None = None,
         readout: MemoryReadout | None = None,
         return_dict: bool = True,
+        fusion_memory: FusionMemory | None = None,
     ) -> UNet2DOutput | tuple[torch.Tensor]:
         """Predicts the noise of `sample`.
 
@@ -281,6 +297,8 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             readout ([`MemoryReadout`]): which memory items each of the B samples reads
                 (`MemoryReadout.from_labels`, or the pipeline's readout for the batch).
             return_dict: return a `UNet2DOutput` instead of a tuple.
+            fusion_memory ([`FusionMemory`], *optional*): `prepare_memory(memory_tokens, readout)`, given instead
+                of them when one memory serves many calls (the steps of a sampling call).
         """
         batch = sample.shape[0]
         class_labels = torch.as_tensor(class_labels, device=sample.device).reshape(-1).expand(batch)
@@ -288,17 +306,14 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         emb = self._embedding(timestep, class_labels, batch)
         h, skips = self._encode(sample, emb)
         if self.uses_memory:
-            if memory_tokens is None or readout is None:
-                raise ValueError("an SPM needs memory_tokens (from encode_memory) and their readout")
-            if tuple(memory_tokens.shape[1:]) != self.memory_token_shape:
-                raise ValueError(
-                    f"memory_tokens must have shape (M, {', '.join(map(str, self.memory_token_shape))}), "
-                    f"got {tuple(memory_tokens.shape)}"
-                )
-            fused = self.fusion(self._tokens(h), memory_tokens.to(h.dtype).detach(), readout)
+            if fusion_memory is None:
+                fusion_memory = self.prepare_memory(memory_tokens, readout)
+            fused = self.fusion(self._tokens(h), memory=fusion_memory)
             pool = self.config.fusion_pool_size
             fused = fused.transpose(1, 2).reshape(batch, -1, pool, pool)
-            h = self.mid_res_out(F.interpolate(fused, size=h.shape[-2:], mode="nearest"), emb)
+            if fused.shape[-2:] != h.shape[-2:]:  # nearest-upsampled to the bottleneck (the same size: as it is)
+                fused = F.interpolate(fused, size=h.shape[-2:], mode="nearest")
+            h = self.mid_res_out(fused, emb)
         else:
             h = self.mid_block(h, emb)
         for block in self.up_blocks:

@@ -101,6 +101,8 @@ class Optimization:
             beta_end=config.beta_end,
             beta_schedule="linear",
         )
+        if config.compile_fusion:
+            unet.compile_fusion(dynamic=True)  # dynamic: batches of other label counts do not recompile
         model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
         options = LossOptions(
             class_dropout=config.class_dropout,

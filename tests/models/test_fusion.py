@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -82,3 +83,22 @@ def test_compiled_additive_score_equals_the_formula():
     )
     with pytest.raises(ValueError, match="only the additive fusion"):
         MemoryFusion(8, fusion_type="dot").compile_scores()
+
+
+@pytest.mark.parametrize("fusion_type", ["additive", "dot"])
+def test_memory_prepared_once_gives_the_same_output_and_a_set_without_padding_needs_no_mask(fusion_type):
+    torch.manual_seed(4)
+    fusion = MemoryFusion(8, fusion_type=fusion_type)
+    q, q_labels = torch.randn(6, 4, 8), torch.tensor([0, 1, 0, 1, 2, 2])
+    s, s_labels = torch.randn(6, 4, 8), torch.tensor([0, 1, 2, 0, 1, 2])  # two items per class: no padding
+    readout = MemoryReadout.from_labels(q_labels, s_labels)
+    memory = fusion.prepare(s, readout)
+    assert memory.valid == (None,)
+    assert torch.equal(fusion(q, memory=memory), fusion(q, s, readout))
+    masked = dataclasses.replace(memory, valid=(torch.ones_like(memory.keys[0][..., 0], dtype=torch.bool),))
+    torch.testing.assert_close(fusion(q, memory=masked), fusion(q, memory=memory), atol=0, rtol=0)
+    padded = fusion.prepare(s[:5], MemoryReadout.from_labels(q_labels, s_labels[:5]))  # class 2 has one item
+    assert padded.valid[0] is not None and not bool(padded.valid[0].all())
+    torch.testing.assert_close(
+        fusion(q, memory=padded), reference(fusion, q, q_labels, s[:5], s_labels[:5]), atol=1e-5, rtol=1e-4
+    )

@@ -220,7 +220,7 @@ def test_unconditional_memory_choice(monkeypatch):
     pipe = tiny_pipeline()
     seen = []
     real = pipe.unet.forward
-    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    monkeypatch.setattr(pipe.unet, "forward", lambda *a, **k: seen.append(k["fusion_memory"].readout) or real(*a, **k))
     args = dict(class_labels=[0, 3], num_inference_steps=1, guidance_scale=0.3, output_type="pt")
     pipe(**args, unconditional_memory="all")
     pipe(**args, unconditional_memory="class")
@@ -266,3 +266,17 @@ def test_reference_images_as_a_list_of_tensors():
     references = [pipe.memory_bank.get_images(["5"])[0], pipe.memory_bank.get_images(["2"])[0]]
     args = dict(memory_selection="nearest", memory_size=1, num_inference_steps=1, output_type="pt")
     assert pipe(reference_images=references, **args).memory_ids == [["5"], ["2"]]
+
+
+@pytest.mark.parametrize(("memory_encoding", "expected"), [("clean", 1), ("paper", 3)])
+def test_memory_is_prepared_once_per_call_or_once_per_step_when_it_depends_on_the_step(
+    monkeypatch, memory_encoding, expected
+):
+    """Whatever depends only on the readout (projected, grouped memory) is computed once per call, not once
+    per step or per guidance branch; the paper's encoding reads memory at each step's t."""
+    pipe = tiny_pipeline(memory_encoding=memory_encoding)
+    calls = []
+    real = pipe.unet.fusion.prepare
+    monkeypatch.setattr(pipe.unet.fusion, "prepare", lambda *a: calls.append(1) or real(*a))
+    sample(pipe, num_inference_steps=3)
+    assert len(calls) == expected

@@ -1,0 +1,116 @@
+"""Training step cost of the SPM against its twin, with the additive score eager and `torch.compile`d.
+
+One optimisation step of the training loop (`Optimization.step`: memory encoding, forward, backward, AdamW)
+on configs/digits.yaml with 256 support images per batch (the paper's), batch 64, synthetic data: the twin,
+additive fusion eager and compiled (`compile_fusion`), and dot fusion. Seconds per step after warm-up steps
+that include the compilation, and the ratio to the twin. Exactness: the loss and every gradient of one
+batch from the same weights, eager against compiled (max absolute difference).
+
+    python benchmarks/training_step.py [--steps 20] [--json benchmarks/training_step_cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+
+import torch
+from accelerate import Accelerator
+from diffusers import DDPMScheduler
+
+from spm_gen.data import ImageDataset
+from spm_gen.models.unet_spm import SPMUNet2DModel
+from spm_gen.reporting.markdown import table
+from spm_gen.training import load_config, parse_overrides
+from spm_gen.training.config import TrainConfig
+from spm_gen.training.data import TrainingSet
+from spm_gen.training.losses import LossOptions, diffusion_loss
+from spm_gen.training.run import TrainingRun
+from spm_gen.utils.benchmarking import synthetic_images, training_step_seconds
+
+SETTINGS = {  # name -> overrides
+    "twin": ["--fusion_type", "none"],
+    "additive (eager)": ["--fusion_type", "additive"],
+    "additive (compiled)": ["--fusion_type", "additive", "--compile_fusion", "true"],
+    "dot": ["--fusion_type", "dot"],
+}
+
+
+def config_of(args: argparse.Namespace, overrides: list[str], out: str) -> TrainConfig:
+    common = ["--output_dir", out, "--train_batch_size", str(args.batch_size), "--memory_per_batch", str(args.memory)]
+    return load_config(args.config, parse_overrides([*common, *overrides]))
+
+
+def loss_and_gradients(config: TrainConfig, compiled: bool) -> tuple[float, dict[str, torch.Tensor]]:
+    """The loss and gradients of one batch from the seeded initial weights (CPU, fp32)."""
+    torch.manual_seed(0)
+    unet = SPMUNet2DModel(**config.model)
+    if compiled:
+        unet.compile_fusion(dynamic=True)
+    cfg = unet.config
+    images, labels = synthetic_images((cfg.in_channels, cfg.sample_size, cfg.sample_size), config.memory_per_batch)
+    dataset = ImageDataset(images, labels, [str(i) for i in range(len(labels))])
+    training_set = TrainingSet(dataset, torch.ones(len(dataset), dtype=torch.bool))
+    run = TrainingRun(config, Accelerator(cpu=True), training_set, cfg.num_class_embeds, unet.uses_memory)
+    generator, device_generator = run.generators(0)
+    noise = DDPMScheduler(config.num_train_timesteps, config.beta_start, config.beta_end, "linear")
+    loss = diffusion_loss(unet, noise, run.draw(generator), device_generator, LossOptions())
+    loss.backward()
+    return float(loss.detach()), {name: p.grad.clone() for name, p in unet.named_parameters() if p.grad is not None}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/digits.yaml")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--memory", type=int, default=256, help="support images per batch (the paper's 256)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3, help="steps before timing (compilation included)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--json", help="write the numbers and settings here")
+    args = parser.parse_args(argv)
+    device = torch.device("cpu")
+    rows = []
+    with tempfile.TemporaryDirectory() as out:
+        for name in args.settings:
+            start = time.perf_counter()
+            seconds, peak = training_step_seconds(config_of(args, SETTINGS[name], out), device, args.steps, args.warmup)
+            rows.append({"setting": name, "seconds_per_step": seconds, "peak_mb": peak,
+                         "wall_s_incl_warmup": time.perf_counter() - start})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+        twin = next((r["seconds_per_step"] for r in rows if r["setting"] == "twin"), None)
+        for row in rows:
+            row["ratio_to_twin"] = None if twin is None else row["seconds_per_step"] / twin
+        additive = config_of(args, SETTINGS["additive (eager)"], out)
+        eager_loss, eager_grads = loss_and_gradients(additive, compiled=False)
+        compiled_loss, compiled_grads = loss_and_gradients(additive, compiled=True)
+    exactness = {
+        "loss_eager": eager_loss,
+        "loss_compiled": compiled_loss,
+        "max_abs_gradient_difference": max(
+            float((eager_grads[k] - compiled_grads[k]).abs().max()) for k in eager_grads
+        ),
+        "max_abs_gradient": max(float(g.abs().max()) for g in eager_grads.values()),
+    }
+    columns = [("setting", "setting"), ("seconds_per_step", "s / step"), ("ratio_to_twin", "x twin"),
+               ("peak_mb", "peak MB")]  # fmt: skip
+    print(table(rows, columns))
+    print(json.dumps(exactness))
+    if args.json:
+        machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        result = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "settings": vars(args), "rows": rows,
+                  "exactness": exactness}  # fmt: skip
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
