@@ -37,7 +37,8 @@ from spm_gen import SPMDiffusionPipeline
 from spm_gen.training import load_config, parse_overrides
 from spm_gen.training.config import build_unet
 from spm_gen.training.loop import official_ddim
-from spm_gen.utils.benchmarking import synthetic_bank, timed, training_step_seconds
+from spm_gen.training.throughput import training_step_seconds
+from spm_gen.utils.benchmarking import synthetic_bank, timed
 
 
 @dataclass

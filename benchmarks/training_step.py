@@ -31,7 +31,8 @@ from spm_gen.training.config import TrainConfig
 from spm_gen.training.data import TrainingSet
 from spm_gen.training.losses import LossOptions, diffusion_loss
 from spm_gen.training.run import TrainingRun
-from spm_gen.utils.benchmarking import synthetic_images, training_step_seconds
+from spm_gen.training.throughput import training_step_seconds
+from spm_gen.utils.benchmarking import synthetic_images
 
 SETTINGS = {  # name -> overrides
     "twin": ["--fusion_type", "none"],
@@ -39,6 +40,13 @@ SETTINGS = {  # name -> overrides
     "additive (compiled)": ["--fusion_type", "additive", "--compile_fusion", "true"],
     "dot": ["--fusion_type", "dot"],
 }
+
+COLUMNS = [
+    ("setting", "setting"),
+    ("seconds_per_step", "s / step"),
+    ("ratio_to_twin", "x twin"),
+    ("peak_mb", "peak MB"),
+]
 
 
 def config_of(args: argparse.Namespace, overrides: list[str], out: str) -> TrainConfig:
@@ -81,8 +89,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for name in args.settings:
             start = time.perf_counter()
             seconds, peak = training_step_seconds(config_of(args, SETTINGS[name], out), device, args.steps, args.warmup)
-            rows.append({"setting": name, "seconds_per_step": seconds, "peak_mb": peak,
-                         "wall_s_incl_warmup": time.perf_counter() - start})  # fmt: skip
+            wall = time.perf_counter() - start
+            rows.append({"setting": name, "seconds_per_step": seconds, "peak_mb": peak, "wall_s_incl_warmup": wall})
             print(json.dumps(rows[-1]), flush=True)
         twin = next((r["seconds_per_step"] for r in rows if r["setting"] == "twin"), None)
         for row in rows:
@@ -98,14 +106,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ),
         "max_abs_gradient": max(float(g.abs().max()) for g in eager_grads.values()),
     }
-    columns = [("setting", "setting"), ("seconds_per_step", "s / step"), ("ratio_to_twin", "x twin"),
-               ("peak_mb", "peak MB")]  # fmt: skip
-    print(table(rows, columns))
+    print(table(rows, COLUMNS))
     print(json.dumps(exactness))
     if args.json:
         machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
-        result = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "settings": vars(args), "rows": rows,
-                  "exactness": exactness}  # fmt: skip
+        result = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "settings": vars(args)}
+        result.update(rows=rows, exactness=exactness)
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

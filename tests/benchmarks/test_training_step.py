@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spm_gen.training import load_config, parse_overrides
-from spm_gen.utils.benchmarking import training_step_seconds
+from spm_gen.training.throughput import training_step_seconds
 from tests.benchmarks.loading import load_benchmark
 
 
