@@ -164,17 +164,13 @@ def _verify(args: argparse.Namespace, outcome, settings) -> int:
     --require-verified when a removed image is still produced."""
     from .models.classifier_spm import load_classifier
     from .sampling import load_pipeline
-    from .utils.atomic import atomic_write_text
-    from .verification import verify_removal
+    from .verification import attach_verification, verify_removal
 
     pipe = load_pipeline(outcome.folder)
     judge = load_classifier(args.judge)[0] if args.judge else None
     block = verify_removal(pipe, outcome.ids, outcome.labels, outcome.removed_images, settings, judge)
     log = logging.getLogger("spm_gen")
-    if outcome.receipt_path is not None:
-        with open(outcome.receipt_path, encoding="utf-8") as f:
-            receipt = json.load(f)
-        atomic_write_text(outcome.receipt_path, json.dumps({**receipt, "verification": block}, indent=2))
+    attach_verification(outcome.receipt_path, block)
     for item in block["items"]:
         log.info(
             "verify %s (class %d): %s; nearest sample %.3f, nearest remaining memory item %s",
@@ -351,7 +347,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--output", default="outputs/report", help="report folder (default: outputs/report)")
     report.set_defaults(func=_report)
+    serve = sub.add_parser(
+        "serve",
+        help="serve a saved SPM over HTTP: generate, remove (taking effect for every later request), receipts",
+        description="Needs `pip install spm-gen[serve]`. Removal and receipts need the bearer token read from "
+        "$SPM_GEN_TOKEN or --token-file (never a command-line value); without one they are refused.",
+    )
+    serve.add_argument("folder", help="a saved SPMDiffusionPipeline folder (with memory)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--classifier", help="a classifier folder: the judge of removals with verify")
+    serve.add_argument("--token-file", help="a file whose first line is the bearer token (else $SPM_GEN_TOKEN)")
+    serve.add_argument("--protect-generate", action="store_true", help="generation needs the token too")
+    serve.set_defaults(func=_serve)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"spm-gen serve needs {missing}: pip install 'spm-gen[serve]'")
+    if not os.path.isfile(os.path.join(args.folder, "model_index.json")):
+        raise ValueError(f"'{args.folder}' is not a saved pipeline folder (no model_index.json)")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    import uvicorn
+
+    from .serving.app import ServeSettings, create_app, read_token
+
+    settings = ServeSettings(args.folder, read_token(args.token_file), args.protect_generate, args.classifier)
+    if settings.token is None:
+        logging.getLogger("spm_gen").warning("no token configured: /remove and /receipts are refused")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ feature space. Each removed item gets a verdict for the receipt.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 
@@ -134,3 +135,14 @@ def judge_distances(judge, image: torch.Tensor, samples: torch.Tensor, bank) -> 
     to_samples = torch.cdist(target, domain_features(judge, samples).float())[0]
     to_memory = torch.cdist(target, domain_features(judge, bank.get_images()).float())[0]
     return {"judge_nearest_sample": float(to_samples.min()), "judge_nearest_remaining": float(to_memory.min())}
+
+
+def attach_verification(receipt_path: str | None, block: dict) -> None:
+    """Writes `block` into the receipt file as its `verification` (atomically); nothing when there is no file."""
+    if receipt_path is None:
+        return
+    from .utils.atomic import atomic_write_text
+
+    with open(receipt_path, encoding="utf-8") as f:
+        receipt = json.load(f)
+    atomic_write_text(receipt_path, json.dumps({**receipt, "verification": block}, indent=2))

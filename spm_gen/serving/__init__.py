@@ -1,0 +1,1 @@
+"""Serving a saved SPM over HTTP with live deletion (`spm-gen serve`; needs `pip install spm-gen[serve]`)."""

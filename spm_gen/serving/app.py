@@ -1,0 +1,215 @@
+"""`spm-gen serve`: a saved SPM as an HTTP service whose removals take effect for every request after them.
+
+Endpoints (OpenAPI docs at /docs):
+
+- `POST /generate` (json): class labels, seed, steps, guidance, memory size; returns base64 PNGs (or, with
+  `"format": "png"`, one PNG grid) and the memory ids each sample read.
+- `POST /remove` (form): ids, a class, uploaded images matched by content hash, or similar-to uploads with a
+  threshold; reason, dry run, verify. The same removal as `spm-gen remove` (lock, atomic commit, receipt
+  file), then the live bank; returns the receipt.
+- `GET /receipts`, `GET /receipts/{name}`: the folder's receipt files.
+- `GET /health`: bank version, item count, model, uptime.
+
+Removal and receipts need `Authorization: Bearer <token>` (the token from the environment variable
+`SPM_GEN_TOKEN` or a file, never the command line); without a configured token they are refused.
+Generation is open unless `protect_generate`. Bad input is a 4xx with one line naming the value.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from ..memory.deletion import DeletionRequest
+from ..utils.images import grid_image
+from .served_model import ServedModel
+
+logger = logging.getLogger(__name__)
+
+TOKEN_ENV = "SPM_GEN_TOKEN"
+
+
+@dataclass
+class ServeSettings:
+    """What `spm-gen serve` was started with."""
+
+    folder: str
+    token: str | None = None  # None: removal and receipts are refused
+    protect_generate: bool = False
+    classifier: str | None = None  # the judge of `verify` (feature-space distances)
+    max_images: int = 256  # per /generate request
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The bearer token: the file's first line when `token_file` is given, else `$SPM_GEN_TOKEN`; None if empty."""
+    if token_file is not None:
+        if not os.path.isfile(token_file):
+            raise ValueError(f"--token-file '{token_file}' is not a file")
+        with open(token_file, encoding="utf-8") as f:
+            token = f.readline().strip()
+        if not token:
+            raise ValueError(f"--token-file '{token_file}' is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+class GenerateRequest(BaseModel):
+    class_labels: list[int] = Field(min_length=1, description="the class of each sample")
+    seed: int = Field(0, ge=0, description="generator seed (noise and memory selection)")
+    num_inference_steps: int = Field(50, ge=1, le=1000)
+    guidance_scale: float | None = Field(None, description="w; the pipeline's default when absent")
+    memory_size: int | None = Field(None, ge=1, description="memory items read per class (all when absent)")
+    format: Literal["json", "png"] = "json"
+
+
+def create_app(settings: ServeSettings, model: ServedModel | None = None) -> FastAPI:
+    """The FastAPI app serving `settings.folder` (`model`: an already loaded one)."""
+    served = model if model is not None else ServedModel(settings.folder)
+    judge = None
+    if settings.classifier:
+        from ..models.classifier_spm import load_classifier
+
+        judge = load_classifier(settings.classifier)[0]
+    app = FastAPI(title="spm-gen", description=__doc__.split("\n\n")[0], version="0.1.0")
+    app.state.served = served
+
+    def authorized(request: Request) -> None:
+        if settings.token is None:
+            raise HTTPException(403, f"removal and receipts are disabled: no token configured (set {TOKEN_ENV})")
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+            raise HTTPException(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+
+    def generation_allowed(request: Request) -> None:
+        if settings.protect_generate:
+            authorized(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query"))
+        given = f", got {first['input']!r}" if "input" in first and first["input"] is not None else ""
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}{given}"}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def one_line_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(FileNotFoundError)
+    async def not_found(request: Request, exc: FileNotFoundError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+
+    @app.get("/health")
+    def health() -> dict:
+        served.refresh()
+        return served.health()
+
+    @app.post("/generate", dependencies=[Depends(generation_allowed)])
+    def generate(body: GenerateRequest):
+        if len(body.class_labels) > settings.max_images:
+            count = len(body.class_labels)
+            raise ValueError(f"class_labels: at most {settings.max_images} samples per request, got {count}")
+        import torch
+
+        out = served.generate(
+            class_labels=body.class_labels,
+            num_inference_steps=body.num_inference_steps,
+            guidance_scale=body.guidance_scale,
+            memory_size=body.memory_size,
+            generator=torch.Generator(served.pipe.unet.device).manual_seed(body.seed),
+        )
+        if body.format == "png":
+            headers = {"X-Memory-Ids": json.dumps(out.memory_ids), "X-Bank-Version": str(out.bank_version)}
+            return Response(_png(grid_image(out.images)), media_type="image/png", headers=headers)
+        images = [base64.b64encode(_png(grid_image(image[None], padding=0))).decode("ascii") for image in out.images]
+        return {"images": images, "memory_ids": out.memory_ids, "bank_version": out.bank_version}
+
+    @app.post("/remove", dependencies=[Depends(authorized)])
+    def remove(
+        ids: Annotated[list[str] | None, Form()] = None,
+        label: Annotated[int | None, Form(alias="class")] = None,
+        images: Annotated[list[UploadFile] | None, File()] = None,
+        similar_to: Annotated[list[UploadFile] | None, File()] = None,
+        threshold: Annotated[float | None, Form()] = None,
+        reason: Annotated[str, Form()] = "",
+        dry_run: Annotated[bool, Form()] = False,
+        verify: Annotated[bool, Form()] = False,
+        verify_samples: Annotated[int, Form(ge=1)] = 64,
+    ) -> dict:
+        with tempfile.TemporaryDirectory() as uploads:
+            request = DeletionRequest(
+                ids=ids or [],
+                labels=[] if label is None else [label],
+                image_files=_saved(images or [], uploads, "image"),
+                similar_files=_saved(similar_to or [], uploads, "similar"),
+                threshold=threshold,
+                reason=reason,
+            )
+            outcome = served.remove(request, dry_run=dry_run, keep_images=verify)
+        if dry_run:
+            return {"dry_run": True, "would_remove": outcome.ids, "labels": outcome.labels}
+        result = {"receipt": outcome.receipt.to_dict(), "receipt_file": _name(outcome.receipt_path)}
+        result["bank_version"] = served.disk_version
+        if verify:
+            result["verification"] = served.verify(outcome, verify_samples, judge)
+        return result
+
+    @app.get("/receipts", dependencies=[Depends(authorized)])
+    def receipts() -> list[dict]:
+        folder = served.folder.receipt_dir
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
+        return [{"name": n.removesuffix(".json"), **_summary(os.path.join(folder, n))} for n in names]
+
+    @app.get("/receipts/{name}", dependencies=[Depends(authorized)])
+    def receipt(name: str) -> dict:
+        path = os.path.join(served.folder.receipt_dir, f"{name}.json")
+        if os.path.basename(name) != name or name.startswith(".") or not os.path.isfile(path):
+            raise HTTPException(404, f"no receipt named {name!r} (GET /receipts lists them)")
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    return app
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _saved(uploads: list[UploadFile], folder: str, kind: str) -> list[str]:
+    """The uploaded files written into `folder` (their names are the client's: not used for paths)."""
+    paths = []
+    for i, upload in enumerate(uploads):
+        path = os.path.join(folder, f"{kind}-{i}.png")
+        with open(path, "wb") as f:
+            f.write(upload.file.read())
+        paths.append(path)
+    return paths
+
+
+def _name(path: str | None) -> str | None:
+    return None if path is None else os.path.basename(path).removesuffix(".json")
+
+
+def _summary(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    keys = ("removed_ids", "labels", "time_utc", "reason", "version_after")
+    return {key: data.get(key) for key in keys} | {"verified": data.get("verification", {}).get("verified")}
