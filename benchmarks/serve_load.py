@@ -1,0 +1,259 @@
+"""Load on `spm-gen serve` (loopback only, bounded): concurrent generations while removals arrive.
+
+1. Load: a tiny untrained SPM (configs/tiny.yaml, 8x8) whose memory holds `--per-class` synthetic images of
+   each class; `--clients` threads generate without pause (4 samples of one class, reading the whole class,
+   5 DDIM steps) while one removal of one id arrives every `--remove-every` seconds, for `--seconds` (at
+   most 60). Counted: requests served, errors, and stale reads: generations *sent after* a removal's
+   response that read one of its ids. Latency p50 / p99 of generate and remove.
+2. kill -9 during a removal, `--kill-trials` times at spread delays, then a restart: the folder loads
+   (verified), a committed removal left no byte of its image anywhere under memory_bank/, and the server
+   answers.
+3. `/remove` of one id on a bank of `--big-items` items (warm: the first removal is not counted).
+
+    python benchmarks/serve_load.py --json benchmarks/serve_load_cpu.json
+    python benchmarks/serve_load.py --tiny      # a few seconds of each part (the test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+import torch
+from diffusers import DDIMScheduler
+
+from spm_gen import MemoryBank, SPMDiffusionPipeline
+from spm_gen.training.config import build_unet
+from spm_gen.utils.benchmarking import synthetic_images
+
+TOKEN = "serve-load-benchmark"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def save_model(folder: str, per_class: int, classes: int = 10) -> None:
+    unet = build_unet("configs/tiny.yaml")
+    cfg = unet.config
+    bank = MemoryBank.from_images(
+        *synthetic_images((cfg.in_channels, cfg.sample_size, cfg.sample_size), per_class, classes)
+    )
+    SPMDiffusionPipeline(unet, DDIMScheduler(num_train_timesteps=1000), bank).save_pretrained(folder)
+
+
+class Server:
+    """`spm-gen serve FOLDER` in its own process on a free loopback port."""
+
+    def __init__(self, folder: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {**os.environ, "SPM_GEN_TOKEN": TOKEN, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        command = [sys.executable, "-m", "spm_gen.cli", "serve", folder, "--port", str(self.port)]
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("the server did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.process.send_signal(sig)
+        self.process.wait(60)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def load_part(args: argparse.Namespace, folder: str) -> dict:
+    server = Server(folder)
+    ids_by_class = {c: [str(i) for i in range(c, 10 * args.per_class, 10)] for c in range(10)}
+    generations, removals, errors = [], [], []
+    stop = threading.Event()
+
+    def client(seed: int) -> None:
+        rng, http = random.Random(seed), httpx.Client(base_url=server.url, timeout=120)
+        while not stop.is_set():
+            label = rng.randrange(10)
+            body = {"class_labels": [label] * 4, "num_inference_steps": 5, "seed": rng.randrange(2**31)}
+            sent = time.monotonic()
+            try:
+                response = http.post("/generate", json=body)
+            except httpx.HTTPError as e:
+                errors.append(f"generate: {e!r}")
+                continue
+            if response.status_code != 200:
+                errors.append(f"generate {response.status_code}: {response.text[:200]}")
+                continue
+            read = {i for ids in response.json()["memory_ids"] for i in ids}
+            generations.append({"sent": sent, "seconds": time.monotonic() - sent, "read": read})
+
+    def remover() -> None:
+        http, rng = httpx.Client(base_url=server.url, timeout=120), random.Random(1)
+        while not stop.wait(args.remove_every):
+            label = rng.randrange(10)
+            item = ids_by_class[label].pop(rng.randrange(len(ids_by_class[label])))
+            sent = time.monotonic()
+            response = http.post("/remove", headers=AUTH, data={"ids": [item], "reason": "load"})
+            answered = time.monotonic()
+            if response.status_code != 200:
+                errors.append(f"remove {response.status_code}: {response.text[:200]}")
+                continue
+            removals.append({"id": item, "answered": answered, "seconds": answered - sent})
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+    threads.append(threading.Thread(target=remover))
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(args.seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - start
+    server.stop()
+    stale = sum(1 for g in generations for r in removals if r["answered"] < g["sent"] and r["id"] in g["read"])
+    after = sum(1 for g in generations if any(r["answered"] < g["sent"] for r in removals))
+    gen_s, rem_s = [g["seconds"] for g in generations], [r["seconds"] for r in removals]
+    return {
+        "seconds": elapsed,
+        "clients": args.clients,
+        "generations": len(generations),
+        "removals": len(removals),
+        "errors": len(errors),
+        "error_examples": errors[:5],
+        "generations_after_a_removal": after,
+        "stale_reads": stale,
+        "generate_p50_s": percentile(gen_s, 0.5),
+        "generate_p99_s": percentile(gen_s, 0.99),
+        "remove_p50_s": percentile(rem_s, 0.5),
+        "remove_p99_s": percentile(rem_s, 0.99),
+        "generations_per_s": len(generations) / elapsed,
+    }
+
+
+def image_bytes(bank: MemoryBank, item: str) -> bytes:
+    return (bank.get_images([item]) * 255).round().to(torch.uint8).numpy().tobytes()
+
+
+def folder_bytes(folder: str) -> bytes:
+    out = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                out.append(f.read())
+    return b"".join(out)
+
+
+def kill_part(args: argparse.Namespace, folder: str) -> list[dict]:
+    """kill -9 of the server while it removes one id, then a restart."""
+    trials = []
+    bank_dir = os.path.join(folder, "memory_bank")
+    for trial in range(args.kill_trials):
+        bank = MemoryBank.from_pretrained(bank_dir)
+        item = bank.ids[trial]
+        removed_bytes = image_bytes(bank, item)
+        server = Server(folder)
+        delay = 0.005 + 0.015 * trial  # before, during and after the removal's tens of milliseconds
+        threading.Thread(
+            target=lambda url=server.url, i=item: _quiet_post(url + "/remove", data={"ids": [i]}), daemon=True
+        ).start()
+        time.sleep(delay)
+        server.stop(signal.SIGKILL)
+        restarted = Server(folder)
+        health = httpx.get(restarted.url + "/health", timeout=30).status_code
+        restarted.stop()
+        loaded = MemoryBank.from_pretrained(bank_dir)  # verified (every hash and digest): raises if it does not load
+        committed = item not in loaded
+        left = committed and removed_bytes in folder_bytes(bank_dir)
+        trials.append({"delay_s": delay, "committed": committed, "removed_bytes_on_disk": left, "health": health})
+    return trials
+
+
+def _quiet_post(url: str, data: dict) -> None:
+    try:
+        httpx.post(url, headers=AUTH, data=data, timeout=30)
+    except httpx.HTTPError:
+        pass  # the server is killed under it
+
+
+def big_part(args: argparse.Namespace, folder: str) -> dict:
+    server = Server(folder)
+    seconds = []
+    for i in range(args.big_removals + 1):
+        start = time.monotonic()
+        item = str((args.big_items // (args.big_removals + 1)) * i + 7)  # in different shards
+        response = httpx.post(server.url + "/remove", headers=AUTH, data={"ids": [item]}, timeout=120)
+        if response.status_code != 200:
+            raise RuntimeError(response.text)
+        seconds.append(time.monotonic() - start)
+    items = httpx.get(server.url + "/health", timeout=30).json()["items"]
+    server.stop()
+    warm = seconds[1:]
+    return {
+        "items": items,
+        "removals": args.big_removals,
+        "first_s": seconds[0],
+        "warm_s": warm,
+        "warm_max_s": max(warm),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=45.0, help="the load run (at most 60)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--remove-every", type=float, default=2.0)
+    parser.add_argument("--per-class", type=int, default=100, help="memory items of each of the 10 classes")
+    parser.add_argument("--kill-trials", type=int, default=5)
+    parser.add_argument("--big-items", type=int, default=1_000_000)
+    parser.add_argument("--big-removals", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true", help="a few seconds of each part, a small big bank")
+    parser.add_argument("--json", help="write the numbers and settings here")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.seconds, args.clients, args.remove_every, args.per_class = 4.0, 2, 1.0, 20
+        args.kill_trials, args.big_items, args.big_removals = 2, 2_000, 2
+    if not 0 < args.seconds <= 60:
+        raise SystemExit(f"--seconds must be in (0, 60], got {args.seconds}")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as work:
+        folder = os.path.join(work, "model")
+        save_model(folder, args.per_class)
+        load = load_part(args, folder)
+        print(json.dumps(load), flush=True)
+        kills = kill_part(args, folder)
+        print(json.dumps(kills), flush=True)
+        shutil.rmtree(folder)
+        save_model(folder, args.big_items // 10)
+        big = big_part(args, folder)
+        print(json.dumps(big), flush=True)
+    machine = f"{platform.machine()} CPU ({os.cpu_count()} cores), torch {torch.__version__}"
+    result = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "settings": vars(args)}
+    result.update(load=load, kill_9=kills, big_bank_remove=big, seconds=time.monotonic() - started)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
