@@ -36,7 +36,7 @@ from spm_gen.utils.benchmarking import synthetic_images
 
 SETTINGS = {  # name -> overrides
     "twin": ["--fusion_type", "none"],
-    "additive (eager)": ["--fusion_type", "additive"],
+    "additive (eager)": ["--fusion_type", "additive", "--compile_fusion", "false"],
     "additive (compiled)": ["--fusion_type", "additive", "--compile_fusion", "true"],
     "dot": ["--fusion_type", "dot"],
 }

@@ -4,6 +4,7 @@ GPUs), on the shared run skeleton (`spm_gen.training.run`)."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,6 +26,14 @@ from .losses import LossOptions, diffusion_loss
 from .run import TrainingRun
 
 logger = get_logger(__name__)
+
+
+def can_compile(device: torch.device) -> bool:
+    """Whether `torch.compile` can build kernels for `device`: inductor needs a C++ compiler on the CPU and
+    Triton on CUDA."""
+    if device.type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
 
 
 def official_ddim(noise_scheduler: DDPMScheduler) -> DDIMScheduler:
@@ -101,8 +110,14 @@ class Optimization:
             beta_end=config.beta_end,
             beta_schedule="linear",
         )
-        if config.compile_fusion:
-            unet.compile_fusion(dynamic=True)  # dynamic: batches of other label counts do not recompile
+        if config.compile_fusion and unet.config.fusion_type == "additive":
+            if can_compile(accelerator.device):
+                unet.compile_fusion(dynamic=True)  # dynamic: batches of other label counts do not recompile
+            else:
+                logger.warning(
+                    "compile_fusion: torch.compile has no compiler here (a C++ compiler, or Triton on "
+                    "CUDA); training with the eager additive score"
+                )
         model, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
         options = LossOptions(
             class_dropout=config.class_dropout,

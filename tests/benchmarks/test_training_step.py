@@ -26,8 +26,3 @@ def test_the_compiled_score_trains_like_the_eager_one_and_compiles_a_bounded_num
     compiled = counters["unique_graphs"]
     training_step_seconds(config, torch.device("cpu"), steps=12, warmup=0)
     assert compiled <= 4 and counters["unique_graphs"] == compiled
-
-
-def test_compile_fusion_is_for_the_additive_score_only(tmp_path):
-    with pytest.raises(ValueError, match="compile_fusion.*only the additive fusion has a score to compile"):
-        load_config("configs/tiny.yaml", parse_overrides(["--fusion_type", "dot", "--compile_fusion", "true"]))
