@@ -177,3 +177,36 @@ def test_without_a_token_removal_is_refused_with_a_clear_message(folder):
 def test_serve_checks_its_arguments_before_loading_anything(tmp_path, capsys):
     assert main(["serve", str(tmp_path)]) == 2
     assert "is not a saved pipeline folder" in capsys.readouterr().out
+
+
+def _png_of(folder, item: str) -> bytes:
+    image = MemoryBank.from_pretrained(folder / "memory_bank").get_images([item])[0]
+    buffer = io.BytesIO()
+    Image.fromarray((image[0] * 255).round().to(torch.uint8).numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_in_process_similar_to_verify_and_a_protected_generation(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from spm_gen.serving.app import ServeSettings, create_app, read_token
+
+    folder = tmp_path / "model"
+    tiny_pipeline().save_pretrained(folder)
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    monkeypatch.setenv("SPM_GEN_TOKEN", "not-this-one")
+    assert read_token(str(tmp_path / "token")) == TOKEN  # the file wins over the environment
+    client = TestClient(create_app(ServeSettings(str(folder), TOKEN, protect_generate=True)))
+    body = {"class_labels": [2], "num_inference_steps": 1}
+    assert client.post("/generate", json=body).status_code == 401
+    assert client.post("/generate", json=body, headers=AUTH).status_code == 200
+    files = {"similar_to": ("near.png", _png_of(folder, "10"))}
+    data = {"threshold": "0.001", "verify": "true", "verify_samples": "2"}
+    response = client.post("/remove", headers=AUTH, files=files, data=data)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["receipt"]["removed_ids"] == ["10"] and [i["id"] for i in out["verification"]["items"]] == ["10"]
+    stored = client.get(f"/receipts/{out['receipt_file']}", headers=AUTH).json()
+    assert stored["verification"]["settings"]["samples"] == 2  # written into the receipt file, as the CLI does
+    none = client.post("/remove", headers=AUTH, files={"similar_to": ("far.png", _png_of(folder, "2"))})
+    assert none.status_code == 400 and "needs --threshold" in none.json()["error"]
