@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .paths import DIGITS_MODELS, MEMORIZATION_MODELS
+from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, check_model_folder, suggestion
 
 VERSION = "0.1.0"
 
@@ -86,7 +86,12 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _items(count: int) -> str:
+    return f"{count} item" + ("" if count == 1 else "s")
+
+
 def _remove(args: argparse.Namespace) -> int:
+    check_model_folder(args.folder)  # before the imports of torch and diffusers (seconds)
     from .memory.deletion import DeletionRequest, delete_from_folder, read_ids_file
 
     request = DeletionRequest(
@@ -108,7 +113,9 @@ def _remove(args: argparse.Namespace) -> int:
         log.info("dry run: nothing would be removed (no memory item matches); nothing changed")
         return 0
     if args.dry_run:
-        log.info("dry run: would remove %d items (per label %s): %s; nothing changed", len(outcome.ids), counts, shown)
+        log.info(
+            "dry run: would remove %s (per label %s): %s; nothing changed", _items(len(outcome.ids)), counts, shown
+        )
         if settings is not None:
             seeds = {label: settings.class_seed(label) for label in counts}
             log.info(
@@ -122,8 +129,8 @@ def _remove(args: argparse.Namespace) -> int:
         return 0
     receipt = outcome.receipt
     log.info(
-        "removed %d items (per label %s) from %s in %.1f ms (removal %.2f ms); memory version %s -> %s; receipt: %s",
-        len(outcome.ids),
+        "removed %s (per label %s) from %s in %.1f ms (removal %.2f ms); memory version %s -> %s; receipt: %s",
+        _items(len(outcome.ids)),
         counts,
         outcome.folder,
         1e3 * outcome.seconds,
@@ -384,11 +391,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return subparsers.choices[command]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and not getattr(args, "takes_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        options = [o for action in _subparser(parser, args.command)._actions for o in action.option_strings]
+        parser.error(f"unrecognized arguments: {' '.join(rest)}{suggestion(rest[0].split('=')[0], options)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stdout, force=True
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,3 +16,35 @@ def require_entries(folder: str, entries: dict[str, str], how: str) -> None:
     missing = [f"{name} ({what})" for name, what in entries.items() if not os.path.exists(os.path.join(folder, name))]
     if missing:
         raise FileNotFoundError(f"'{folder}' lacks {', '.join(missing)}: {how}")
+
+
+def check_model_folder(folder: str, flag: str = "FOLDER") -> None:
+    """Raises FileNotFoundError or ValueError (before any heavy import) unless `folder` is a saved model folder
+    with a memory bank: one that does not exist, a file, or a memory bank folder itself each get their own
+    message."""
+    if not os.path.exists(folder):
+        raise FileNotFoundError(f"{flag} '{folder}' does not exist")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag} '{folder}' is a file, not a saved model folder")
+    if not os.path.isdir(os.path.join(folder, "memory_bank")):
+        if _is_memory_bank(folder):
+            parent = os.path.dirname(os.path.abspath(folder))
+            raise ValueError(f"{flag} '{folder}' is a memory bank itself; pass the model folder holding it: '{parent}'")
+        raise FileNotFoundError(f"'{folder}' has no memory_bank/ (expected a saved pipeline or classifier folder)")
+
+
+def _is_memory_bank(folder: str) -> bool:
+    """A folder written by `MemoryBank.save_pretrained` (its config.json is a commit record)."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            return "_num_items" in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
+def suggestion(word: str, choices: list[str]) -> str:
+    """' (did you mean X?)' for the closest of `choices` to `word`, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -6,6 +6,7 @@ import pytest
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.cli import main
+from tests.conftest import make_images
 
 
 @pytest.mark.slow
@@ -99,3 +100,19 @@ def test_train_help_lists_the_config_keys(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "--max_train_steps (1000)" in out and "--fusion_type (additive)" in out and "--config" in out
+
+
+def test_path_and_flag_mistakes_are_one_fast_line_with_a_suggestion(tmp_path, capsys):
+    assert main(["remove", str(tmp_path / "nope"), "--ids", "3"]) == 2
+    assert capsys.readouterr().out.strip() == f"error: FOLDER '{tmp_path / 'nope'}' does not exist"
+    MemoryBank.from_images(make_images(2), [0, 1]).save_pretrained(tmp_path / "model" / "memory_bank")
+    assert main(["remove", str(tmp_path / "model" / "memory_bank"), "--ids", "0"]) == 2
+    out = capsys.readouterr().out
+    assert "is a memory bank itself; pass the model folder holding it" in out and str(tmp_path / "model") in out
+    with pytest.raises(SystemExit):
+        main(["remove", str(tmp_path / "model"), "--ids", "0", "--dry-rn"])
+    assert "unrecognized arguments: --dry-rn (did you mean --dry-run?)" in capsys.readouterr().err
+    assert main(["train", "--config", "configs/tiny.yaml", "--max_train_step", "3", "--dry-run"]) == 2
+    assert "unknown config key --max_train_step (did you mean max_train_steps?)" in capsys.readouterr().out
+    assert main(["remove", str(tmp_path / "model"), "--ids", "0"]) == 0
+    assert "removed 1 item (per label" in capsys.readouterr().out

@@ -18,6 +18,7 @@ import yaml
 from ..choices import Dataset, MixedPrecision, SelfSupport, choices_of
 from ..models.classifier_spm import SPMClassifier
 from ..models.unet_spm import SPMUNet2DModel
+from ..paths import suggestion
 from ..utils.validation import check_values, is_guidance_scale
 
 TRACKER_PACKAGES = {name: name for name in ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive")}
@@ -296,13 +297,13 @@ def load_config(
         name = key.removeprefix("model.")
         if key.startswith("model.") or (key not in fields and name in model_keys):
             if name not in model_keys:
-                raise ValueError(f"unknown config key --{key}")
+                raise ValueError(f"unknown config key --{key}{suggestion(key, sorted(fields | model_keys))}")
             default = defaults[name].default
             model[name] = _parse_value(key, text, list[int] if isinstance(default, tuple) else type(default))
         elif key in fields and key != "model":
             setattr(config, key, _parse_value(key, text, hints[key]))
         else:
-            raise ValueError(f"unknown config key --{key}")
+            raise ValueError(f"unknown config key --{key}{suggestion(key, sorted(fields | model_keys))}")
     config.model = model
     config.validate()
     return config

@@ -58,7 +58,7 @@ def test_a_read_only_folder_dry_runs_copies_to_output_and_refuses_in_place_in_on
     source, prefix = read_only
     before = _bytes_of(source)
     dry = _cli("remove", source, "--ids", "3", "--dry-run", prefix=prefix)
-    assert dry.returncode == 0 and "would remove 1 items" in dry.stdout, dry.stdout + dry.stderr
+    assert dry.returncode == 0 and "would remove 1 item " in dry.stdout, dry.stdout + dry.stderr
     in_place = _cli("remove", source, "--ids", "3", prefix=prefix)
     lines = in_place.stdout.strip().splitlines()
     assert in_place.returncode == 4 and len(lines) == 1 and not in_place.stderr.strip(), in_place

@@ -208,7 +208,7 @@ def test_a_receipt_that_cannot_be_written_still_reports_the_committed_removal(fo
     (folder / "receipts").write_text("not a folder")
     assert main(["remove", str(folder), "--ids", "2"]) == 0
     out = capsys.readouterr().out
-    assert "removed 1 items" in out and "receipt file could not be written" in out
+    assert "removed 1 item " in out and "receipt file could not be written" in out
     assert "2" not in _bank(folder) and [r.removed_ids for r in _bank(folder).receipts] == [["2"]]
 
 
