@@ -81,8 +81,9 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
     from .training import TrainConfig, configure, train
 
     config = configure(args.config, rest, TrainConfig, args.dry_run)
-    if config is not None:
-        logging.getLogger("spm_gen").info("pipeline: %s", train(config))
+    pipeline = train(config) if config is not None else None
+    if pipeline is not None:
+        logging.getLogger("spm_gen").info("pipeline: %s", pipeline)
     return 0
 
 

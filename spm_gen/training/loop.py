@@ -7,6 +7,8 @@ import copy
 import importlib.util
 import os
 import shutil
+import signal
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -19,13 +21,48 @@ from diffusers.training_utils import EMAModel
 
 from ..models.unet_spm import SPMUNet2DModel
 from ..utils.images import save_titled_rows
-from .checkpoints import load_ema, resolve_resume, save_checkpoint
+from .checkpoints import checkpoint_steps, load_ema, resolve_resume, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingSet
 from .losses import LossOptions, diffusion_loss
 from .run import TrainingRun
 
 logger = get_logger(__name__)
+
+
+class StopRequests:
+    """Ctrl-C (SIGINT) and SIGTERM during training: the step in progress finishes, then the run stops with a
+    checkpoint (see `_stopped`) instead of a traceback. Installed in the main thread only."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _request(self, signum: int, frame) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning(f"{signal.Signals(signum).name}: stopping after this step (again to stop at once)")
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._request)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _stopped(accelerator: Accelerator, config: TrainConfig, step: int, ema: EMAModel | None) -> None:
+    """A run stopped by a signal after `step`: a checkpoint of it (one process; with several, the last
+    periodic checkpoint stands), and how to go on."""
+    if accelerator.num_processes == 1 and step not in checkpoint_steps(config.output_dir):
+        save_checkpoint(accelerator, config.output_dir, step, config.checkpoints_total_limit, ema)
+    saved = checkpoint_steps(config.output_dir)
+    where = f"the last checkpoint (step {max(saved)})" if saved else "no checkpoint yet"
+    logger.warning(f"stopped after step {step}; {where}: run the same command with --resume latest to go on")
 
 
 def can_compile(device: torch.device) -> bool:
@@ -188,23 +225,26 @@ def train(config: TrainConfig) -> str | None:
     if accelerator.is_main_process:
         os.makedirs(os.path.join(config.output_dir, "samples"), exist_ok=True)
     progress = run.begin(start_step)
-    for step in progress:
-        steps.step(run, *run.generators(step))
-        if ema is not None:
-            ema.step(accelerator.unwrap_model(model).parameters())
-        global_step = step + 1
-        record = run.log_step(global_step, lr=steps.lr_scheduler.get_last_lr()[0])
-        if record is not None:
-            progress.set_postfix(loss=f"{record['loss']:.4f}")
-            if config.log_with:
-                accelerator.log(record, step=global_step)
-        if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
-            save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit, ema)
-        if global_step % config.sample_every == 0 and accelerator.is_main_process:
-            with _ema_weights(accelerator.unwrap_model(model), ema) as weights:
-                pipe = build_pipeline(weights, steps.noise_scheduler, run.training_set, config)
-                path = os.path.join(config.output_dir, "samples", f"step-{global_step:06d}.png")
-                sample_grid(pipe, config, cfg.num_class_embeds, path)
+    with StopRequests() as stop:
+        for step in progress:
+            steps.step(run, *run.generators(step))
+            if ema is not None:
+                ema.step(accelerator.unwrap_model(model).parameters())
+            global_step = step + 1
+            record = run.log_step(global_step, lr=steps.lr_scheduler.get_last_lr()[0])
+            if record is not None:
+                progress.set_postfix(loss=f"{record['loss']:.4f}")
+                if config.log_with:
+                    accelerator.log(record, step=global_step)
+            if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
+                save_checkpoint(accelerator, config.output_dir, global_step, config.checkpoints_total_limit, ema)
+            if global_step % config.sample_every == 0 and accelerator.is_main_process:
+                with _ema_weights(accelerator.unwrap_model(model), ema) as weights:
+                    pipe = build_pipeline(weights, steps.noise_scheduler, run.training_set, config)
+                    path = os.path.join(config.output_dir, "samples", f"step-{global_step:06d}.png")
+                    sample_grid(pipe, config, cfg.num_class_embeds, path)
+            if stop.requested:
+                return _stopped(accelerator, config, global_step, ema)
 
     accelerator.wait_for_everyone()
     final = None

@@ -1,5 +1,9 @@
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -104,3 +108,24 @@ def test_bad_config_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="learning_rate"):
         _config(tmp_path, "--learning_rate", "-0.1")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_after_the_step_with_a_checkpoint_to_resume_from(tmp_path, signum):
+    out = tmp_path / "run"
+    settings = ["--output_dir", str(out), "--max_train_steps", "100000", "--log_every", "1", "--sample_every", "100000"]
+    command = [sys.executable, "-m", "spm_gen.cli", "train", "--config", "configs/tiny.yaml", *settings]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not ((out / "loss.jsonl").exists() and (out / "loss.jsonl").stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signum)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 0 and "Traceback" not in output, output[-2000:]
+    (step,) = checkpoint_steps(str(out))
+    assert f"stopped after step {step}; the last checkpoint (step {step})" in output
+    assert "--resume latest" in output
+    resume = ["--output_dir", str(out), "--resume", "latest", "--max_train_steps", str(step + 2)]
+    config = load_config("configs/tiny.yaml", parse_overrides(resume))
+    assert train(config) is not None and checkpoint_steps(str(out))[-1] == step + 2
