@@ -72,8 +72,15 @@ class Server:
         raise RuntimeError("the server did not start")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        self.process.send_signal(sig)
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
         self.process.wait(60)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()  # also when the part failed: no server is left behind
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -84,7 +91,11 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def load_part(args: argparse.Namespace, folder: str) -> dict:
-    server = Server(folder)
+    with Server(folder) as server:
+        return _load(args, server)
+
+
+def _load(args: argparse.Namespace, server: Server) -> dict:
     ids_by_class = {c: [str(i) for i in range(c, 10 * args.per_class, 10)] for c in range(10)}
     generations, removals, errors = [], [], []
     stop = threading.Event()
@@ -129,7 +140,6 @@ def load_part(args: argparse.Namespace, folder: str) -> dict:
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - start
-    server.stop()
     stale = sum(1 for g in generations for r in removals if r["answered"] < g["sent"] and r["id"] in g["read"])
     after = sum(1 for g in generations if any(r["answered"] < g["sent"] for r in removals))
     gen_s, rem_s = [g["seconds"] for g in generations], [r["seconds"] for r in removals]
@@ -178,9 +188,8 @@ def kill_part(args: argparse.Namespace, folder: str) -> list[dict]:
         ).start()
         time.sleep(delay)
         server.stop(signal.SIGKILL)
-        restarted = Server(folder)
-        health = httpx.get(restarted.url + "/health", timeout=30).status_code
-        restarted.stop()
+        with Server(folder) as restarted:
+            health = httpx.get(restarted.url + "/health", timeout=30).status_code
         loaded = MemoryBank.from_pretrained(bank_dir)  # verified (every hash and digest): raises if it does not load
         committed = item not in loaded
         left = committed and removed_bytes in folder_bytes(bank_dir)
@@ -196,17 +205,16 @@ def _quiet_post(url: str, data: dict) -> None:
 
 
 def big_part(args: argparse.Namespace, folder: str) -> dict:
-    server = Server(folder)
     seconds = []
-    for i in range(args.big_removals + 1):
-        start = time.monotonic()
-        item = str((args.big_items // (args.big_removals + 1)) * i + 7)  # in different shards
-        response = httpx.post(server.url + "/remove", headers=AUTH, data={"ids": [item]}, timeout=120)
-        if response.status_code != 200:
-            raise RuntimeError(response.text)
-        seconds.append(time.monotonic() - start)
-    items = httpx.get(server.url + "/health", timeout=30).json()["items"]
-    server.stop()
+    with Server(folder) as server:
+        for i in range(args.big_removals + 1):
+            start = time.monotonic()
+            item = str((args.big_items // (args.big_removals + 1)) * i + 7)  # in different shards
+            response = httpx.post(server.url + "/remove", headers=AUTH, data={"ids": [item]}, timeout=120)
+            if response.status_code != 200:
+                raise RuntimeError(response.text)
+            seconds.append(time.monotonic() - start)
+        items = httpx.get(server.url + "/health", timeout=30).json()["items"]
     warm = seconds[1:]
     return {
         "items": items,
