@@ -74,19 +74,28 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
                     unconditional_memory=uncond,
                 )
                 seconds, peak, _ = timed(device, run, spm, memory_size=memory_size, unconditional_memory=uncond)
+                rounds = [(seconds, twin_s)]
+                for _ in range(args.repeats - 1):  # the twin again beside each SPM call: drift hits both
+                    twin_again = timed(device, run, twin)[0]
+                    rounds.append(
+                        (timed(device, run, spm, memory_size=memory_size, unconditional_memory=uncond)[0], twin_again)
+                    )
+                ratios = sorted(spm_s / twin_round for spm_s, twin_round in rounds)
                 row = {
                     "model": f"spm-{fusion_type}",
                     "memory_per_class": memory_size or args.whole_class,
                     "unconditional_memory": uncond,
                     "seconds": seconds,
-                    "ratio_to_twin": seconds / twin_s,
+                    "ratio_to_twin": ratios[len(ratios) // 2],  # the median over rounds (one round: seconds / twin)
+                    "ratios": ratios,
                     "peak_mb": peak,
                     "first_call_with_encoding_s": encode_s,
                 }
                 rows.append(row)
                 print(
                     f"spm {fusion_type:<8s} memory {row['memory_per_class']:>5}/class uncond={uncond:<5s}: "
-                    f"{seconds:7.2f} s  ratio {seconds / twin_s:5.2f}  peak {peak:6.0f} MB  (1-step call incl. encoding {encode_s:.2f} s)"
+                    f"{seconds:7.2f} s  ratio {row['ratio_to_twin']:5.2f}  peak {peak:6.0f} MB  (1-step call incl. encoding {encode_s:.2f} s)"
+                    + (f"  ratios {[round(r, 2) for r in ratios]}" if args.repeats > 1 else "")
                 )
     return rows
 
@@ -155,6 +164,9 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=128)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--eager", action="store_true", help="do not compile the additive score in part 1")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds of (twin, SPM) per row; the ratio is their median (default 1)"
+    )
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-fusion", action="store_true")
     parser.add_argument("--json", help="write all numbers and settings here")
