@@ -92,7 +92,9 @@ def _items(count: int) -> str:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    check_model_folder(args.folder)  # before the imports of torch and diffusers (seconds)
+    check_model_folder(args.folder, require_bank=False)  # before the imports of torch and diffusers (seconds)
+    settings = _verification_settings(args)  # the flags, and for --verify what the folder must be
+    check_model_folder(args.folder)
     from .memory.deletion import DeletionRequest, delete_from_folder, read_ids_file
 
     request = DeletionRequest(
@@ -103,7 +105,6 @@ def _remove(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         reason=args.reason,
     )
-    settings = _verification_settings(args)
     outcome = delete_from_folder(
         args.folder, request, dry_run=args.dry_run, output=args.output, wait=args.wait, keep_images=args.verify
     )

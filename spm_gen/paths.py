@@ -18,18 +18,18 @@ def require_entries(folder: str, entries: dict[str, str], how: str) -> None:
         raise FileNotFoundError(f"'{folder}' lacks {', '.join(missing)}: {how}")
 
 
-def check_model_folder(folder: str, flag: str = "FOLDER") -> None:
+def check_model_folder(folder: str, flag: str = "FOLDER", require_bank: bool = True) -> None:
     """Raises FileNotFoundError or ValueError (before any heavy import) unless `folder` is a saved model folder
-    with a memory bank: one that does not exist, a file, or a memory bank folder itself each get their own
-    message."""
+    (with a memory bank, when `require_bank`): one that does not exist, a file, or a memory bank folder itself
+    each get their own message."""
     if not os.path.exists(folder):
         raise FileNotFoundError(f"{flag} '{folder}' does not exist")
     if not os.path.isdir(folder):
         raise ValueError(f"{flag} '{folder}' is a file, not a saved model folder")
-    if not os.path.isdir(os.path.join(folder, "memory_bank")):
-        if _is_memory_bank(folder):
-            parent = os.path.dirname(os.path.abspath(folder))
-            raise ValueError(f"{flag} '{folder}' is a memory bank itself; pass the model folder holding it: '{parent}'")
+    if _is_memory_bank(folder):
+        parent = os.path.dirname(os.path.abspath(folder))
+        raise ValueError(f"{flag} '{folder}' is a memory bank itself; pass the model folder holding it: '{parent}'")
+    if require_bank and not os.path.isdir(os.path.join(folder, "memory_bank")):
         raise FileNotFoundError(f"'{folder}' has no memory_bank/ (expected a saved pipeline or classifier folder)")
 
 
