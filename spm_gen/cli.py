@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, check_model_folder, suggestion
+from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, check_model_folder, check_pipeline_folder, suggestion
 
 VERSION = "0.1.0"
 
@@ -198,6 +198,10 @@ def _verify(args: argparse.Namespace, outcome, settings) -> int:
 def _report(args: argparse.Namespace) -> int:
     if not (args.remove_class or args.remove_ids or args.remove_ids_file):
         raise ValueError("nothing to remove: give --remove-class, --remove-ids and/or --remove-ids-file")
+    check_pipeline_folder(args.pipeline, "PIPELINE")  # before the heavy imports
+    for flag, folder in (("--twin", args.twin), ("--oracle", args.oracle)):
+        if folder is not None:
+            check_pipeline_folder(folder, flag)
     from .memory.deletion import read_ids_file
     from .reporting import ReportConfig, run_report
     from .unlearning.twin import TwinUnlearning
@@ -378,8 +382,7 @@ def _serve(args: argparse.Namespace) -> int:
     missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(f"spm-gen serve needs {missing}: pip install 'spm-gen[serve]'")
-    if not os.path.isfile(os.path.join(args.folder, "model_index.json")):
-        raise ValueError(f"'{args.folder}' is not a saved pipeline folder (no model_index.json)")
+    check_pipeline_folder(args.folder, "FOLDER")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     import uvicorn

@@ -33,6 +33,22 @@ def check_model_folder(folder: str, flag: str = "FOLDER", require_bank: bool = T
         raise FileNotFoundError(f"'{folder}' has no memory_bank/ (expected a saved pipeline or classifier folder)")
 
 
+def check_pipeline_folder(folder: str, flag: str) -> None:
+    """Raises (before any heavy import) unless `folder` is a saved pipeline folder: a path that does not exist,
+    a classifier folder or a memory bank folder each get their own message."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"{flag} '{folder}' does not exist" if not os.path.exists(folder) else f"{flag} '{folder}' is a file"
+        )
+    if os.path.isfile(os.path.join(folder, "model_index.json")):
+        return
+    if _is_memory_bank(folder):
+        raise ValueError(f"{flag} '{folder}' is a memory bank; pass the pipeline folder holding it")
+    kind = "a classifier folder" if os.path.isfile(os.path.join(folder, "config.json")) else "not a saved pipeline"
+    example = os.path.join("assets", "digits", "spm")
+    raise ValueError(f"{flag} '{folder}' is {kind} (no model_index.json); pass an SPM pipeline folder, e.g. {example}")
+
+
 def _is_memory_bank(folder: str) -> bool:
     """A folder written by `MemoryBank.save_pretrained` (its config.json is a commit record)."""
     try:

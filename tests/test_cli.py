@@ -116,3 +116,11 @@ def test_path_and_flag_mistakes_are_one_fast_line_with_a_suggestion(tmp_path, ca
     assert "unknown config key --max_train_step (did you mean max_train_steps?)" in capsys.readouterr().out
     assert main(["remove", str(tmp_path / "model"), "--ids", "0"]) == 0
     assert "removed 1 item (per label" in capsys.readouterr().out
+
+
+def test_report_on_a_classifier_folder_says_so_in_one_line(tmp_path, capsys):
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "config.json").write_text("{}")  # a classifier folder: no model_index.json
+    assert main(["report", str(tmp_path / "judge"), "--remove-class", "3"]) == 2
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert "is a classifier folder (no model_index.json); pass an SPM pipeline folder" in line

@@ -176,7 +176,7 @@ def test_without_a_token_removal_is_refused_with_a_clear_message(folder):
 
 def test_serve_checks_its_arguments_before_loading_anything(tmp_path, capsys):
     assert main(["serve", str(tmp_path)]) == 2
-    assert "is not a saved pipeline folder" in capsys.readouterr().out
+    assert "is not a saved pipeline (no model_index.json); pass an SPM pipeline folder" in capsys.readouterr().out
 
 
 def _png_of(folder, item: str) -> bytes:
