@@ -23,16 +23,12 @@ import torch
 from accelerate import Accelerator
 from diffusers import DDPMScheduler
 
-from spm_gen.data import ImageDataset
 from spm_gen.models.unet_spm import SPMUNet2DModel
 from spm_gen.reporting.markdown import table
 from spm_gen.training import load_config, parse_overrides
 from spm_gen.training.config import TrainConfig
-from spm_gen.training.data import TrainingSet
 from spm_gen.training.losses import LossOptions, diffusion_loss
-from spm_gen.training.run import TrainingRun
-from spm_gen.training.throughput import training_step_seconds
-from spm_gen.utils.benchmarking import synthetic_images
+from spm_gen.training.throughput import synthetic_run, training_step_seconds
 
 SETTINGS = {  # name -> overrides
     "twin": ["--fusion_type", "none"],
@@ -60,11 +56,7 @@ def loss_and_gradients(config: TrainConfig, compiled: bool) -> tuple[float, dict
     unet = SPMUNet2DModel(**config.model)
     if compiled:
         unet.compile_fusion(dynamic=True)
-    cfg = unet.config
-    images, labels = synthetic_images((cfg.in_channels, cfg.sample_size, cfg.sample_size), config.memory_per_batch)
-    dataset = ImageDataset(images, labels, [str(i) for i in range(len(labels))])
-    training_set = TrainingSet(dataset, torch.ones(len(dataset), dtype=torch.bool))
-    run = TrainingRun(config, Accelerator(cpu=True), training_set, cfg.num_class_embeds, unet.uses_memory)
+    run = synthetic_run(config, Accelerator(cpu=True), unet)
     generator, device_generator = run.generators(0)
     noise = DDPMScheduler(config.num_train_timesteps, config.beta_start, config.beta_end, "linear")
     loss = diffusion_loss(unet, noise, run.draw(generator), device_generator, LossOptions())

@@ -34,16 +34,11 @@ def check_model_folder(folder: str, flag: str = "FOLDER", require_bank: bool = T
 
 
 def check_pipeline_folder(folder: str, flag: str) -> None:
-    """Raises (before any heavy import) unless `folder` is a saved pipeline folder: a path that does not exist,
-    a classifier folder or a memory bank folder each get their own message."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"{flag} '{folder}' does not exist" if not os.path.exists(folder) else f"{flag} '{folder}' is a file"
-        )
+    """Raises (before any heavy import) unless `folder` is a saved pipeline folder: `check_model_folder`'s
+    messages, and one for a classifier folder."""
+    check_model_folder(folder, flag, require_bank=False)  # exists, is a folder, is not a memory bank itself
     if os.path.isfile(os.path.join(folder, "model_index.json")):
         return
-    if _is_memory_bank(folder):
-        raise ValueError(f"{flag} '{folder}' is a memory bank; pass the pipeline folder holding it")
     kind = "a classifier folder" if os.path.isfile(os.path.join(folder, "config.json")) else "not a saved pipeline"
     example = os.path.join("assets", "digits", "spm")
     raise ValueError(f"{flag} '{folder}' is {kind} (no model_index.json); pass an SPM pipeline folder, e.g. {example}")

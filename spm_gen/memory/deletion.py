@@ -183,7 +183,8 @@ def _delete(
         target = source.commit_copy(bank, output)
     try:
         receipt_path = target.write_receipt(receipt)
-        target.complete_receipts(bank)  # in a copy: the files of earlier removals the source lacked
+        if output is not None:  # in place they were completed before the removal
+            target.complete_receipts(bank)  # the files of earlier removals the source lacked
     except OSError as e:  # committed: the removal stands, its receipt is in the bank's log
         logger.warning(
             "the removal is committed, but its receipt file could not be written (%s: '%s'); the receipt is in the "

@@ -97,10 +97,15 @@ def as_embeddings(embeddings: torch.Tensor, count: int, dim: int | None = None) 
     if dim is not None and embeddings.shape[1] != dim:
         raise ValueError(f"embeddings must have {dim} dimensions, got {embeddings.shape[1]}")
     embeddings = embeddings.detach().float()
-    bad = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten()
-    if len(bad):  # a NaN row is never anyone's nearest item: find_similar would miss it without a word
-        raise ValueError(f"embeddings must be finite; rows {preview(bad.tolist())} are not")
+    bad = nonfinite_rows(embeddings)
+    if bad:  # a NaN row is never anyone's nearest item: find_similar would miss it without a word
+        raise ValueError(f"embeddings must be finite; rows {preview(bad)} are not")
     return embeddings
+
+
+def nonfinite_rows(rows: torch.Tensor) -> list[int]:
+    """The indices of the rows of a 2-D tensor that hold NaN or inf."""
+    return (~torch.isfinite(rows).all(dim=1)).nonzero().flatten().tolist()
 
 
 def next_numeric_id(*id_lists: Sequence[str]) -> int:

@@ -14,7 +14,7 @@ import torch
 from ..utils.images import to_unit_range
 from ..utils.validation import check_positive_int
 from .encoders import ImageEncoder
-from .items import as_uint8_images
+from .items import as_uint8_images, nonfinite_rows
 from .rows import RowStore
 
 
@@ -132,7 +132,7 @@ def nearest_embeddings(store: RowStore, queries: torch.Tensor, k: int, label: in
     check_positive_int("k", k)
     if queries.ndim != 2 or queries.shape[1] != stored.shape[1]:
         raise ValueError(f"query embeddings must have shape (Q, {stored.shape[1]}), got {tuple(queries.shape)}")
-    bad = (~torch.isfinite(queries).all(dim=1)).nonzero().flatten().tolist()
+    bad = nonfinite_rows(queries)
     if bad:
         raise ValueError(f"query embeddings must be finite: rows {bad[:5]} hold NaN or inf")
     if store.n == 0:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .items import content_hashes, preview
+from .items import content_hashes, nonfinite_rows, preview
 
 
 def corrupted(directory: str, problem: str) -> ValueError:
@@ -34,9 +34,9 @@ def check_embeddings(directory: str, file: str, embeddings: torch.Tensor, digest
     `verify` they match the digest their save recorded (saves before 2026-12 recorded none)."""
     if not embeddings.is_floating_point() or embeddings.ndim != 2:
         raise corrupted(directory, f"{file}: embeddings must be a 2-D float column, got {embeddings.dtype}")
-    bad = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten()
-    if len(bad):
-        raise corrupted(directory, f"{file}: {len(bad)} embedding row(s) are not finite (rows {bad[:5].tolist()})")
+    bad = nonfinite_rows(embeddings)
+    if bad:
+        raise corrupted(directory, f"{file}: {len(bad)} embedding row(s) are not finite (rows {bad[:5]})")
     if verify and digest is not None and digest != embeddings_digest(embeddings):
         raise corrupted(directory, f"{file}: the embeddings do not match the digest of the save (changed after saving)")
 
