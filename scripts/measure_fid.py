@@ -12,7 +12,7 @@ import json
 import sys
 
 from spm_gen.cli import guarded
-from spm_gen.measure import measure_fid
+from spm_gen.paths import check_model_folder, check_pipeline_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
+    check_pipeline_folder(args.pipeline, "--pipeline")  # before torch and diffusers load (seconds)
+    check_model_folder(args.classifier, "--classifier")
+    if args.oracle is not None:
+        check_pipeline_folder(args.oracle, "--oracle")
+    from spm_gen.measure import measure_fid
+
     result = measure_fid(
         args.pipeline,
         args.classifier,

@@ -10,7 +10,7 @@ import json
 import sys
 
 from spm_gen.cli import guarded
-from spm_gen.measure import measure_memorization
+from spm_gen.paths import check_pipeline_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
+    check_pipeline_folder(args.pipeline, "--pipeline")  # before torch and diffusers load (seconds)
+    from spm_gen.measure import measure_memorization
+
     result = measure_memorization(args.pipeline, args.out, args.num_images, args.steps, args.seed, args.batch_size)
     if result is not None:
         print(json.dumps(result, indent=2))

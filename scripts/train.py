@@ -12,12 +12,11 @@ from __future__ import annotations
 import sys
 
 from spm_gen.cli import guarded
-from spm_gen.training import TrainConfig, train
-from spm_gen.training.config import script_main
+from spm_gen.training.config import TrainConfig, script_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return script_main(argv, "Train an SPM or its parametric twin.", TrainConfig, train, "configs/digits.yaml")
+    return script_main(argv, "Train an SPM or its parametric twin.", TrainConfig, "configs/digits.yaml")
 
 
 if __name__ == "__main__":

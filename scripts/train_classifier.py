@@ -8,14 +8,12 @@ from __future__ import annotations
 import sys
 
 from spm_gen.cli import guarded
-from spm_gen.training import ClassifierTrainConfig
-from spm_gen.training.classifier_loop import train_classifier
-from spm_gen.training.config import script_main
+from spm_gen.training.config import ClassifierTrainConfig, script_main
 
 
 def main(argv: list[str] | None = None) -> int:
     description = "Train a classifier SPM or the parametric classifier."
-    return script_main(argv, description, ClassifierTrainConfig, train_classifier, "configs/digits_classifier.yaml")
+    return script_main(argv, description, ClassifierTrainConfig, "configs/digits_classifier.yaml")
 
 
 if __name__ == "__main__":

@@ -78,10 +78,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, rest: list[str]) -> int:
-    from .training import TrainConfig, configure, train
+    from .training.config import TrainConfig, configure  # light: the config is checked before torch loads
 
     config = configure(args.config, rest, TrainConfig, args.dry_run)
-    pipeline = train(config) if config is not None else None
+    if config is None:
+        return 0
+    from .training.loop import train
+
+    pipeline = train(config)
     if pipeline is not None:
         logging.getLogger("spm_gen").info("pipeline: %s", pipeline)
     return 0

@@ -10,6 +10,14 @@ DIGITS_MODELS = os.path.join(REPO, "assets", "digits")  # shipped: see assets/di
 MEMORIZATION_MODELS = os.path.join(REPO, "assets", "memorization")  # shipped: see assets/memorization/README.md
 
 
+# the folders a finished training run leaves (`<output_dir>/pipeline`, `<output_dir>/classifier`): what writes
+# them, and a shipped model that works in their place now
+RUN_OUTPUTS = {
+    "pipeline": ("scripts/train.py", os.path.join("assets", "digits", "spm")),
+    "classifier": ("scripts/train_classifier.py", os.path.join("assets", "digits", "judge")),
+}
+
+
 def require_entries(folder: str, entries: dict[str, str], how: str) -> None:
     """Raises FileNotFoundError naming each of `entries` (name -> what it is) that `folder` lacks, and `how`
     to make them."""
@@ -23,7 +31,9 @@ def check_model_folder(folder: str, flag: str = "FOLDER", require_bank: bool = T
     (with a memory bank, when `require_bank`): one that does not exist, a file, or a memory bank folder itself
     each get their own message."""
     if not os.path.exists(folder):
-        raise FileNotFoundError(f"{flag} '{folder}' does not exist")
+        written_by = RUN_OUTPUTS.get(os.path.basename(os.path.normpath(folder)))
+        hint = f" ({written_by[0]} writes it when its run finishes; {written_by[1]} works now)" if written_by else ""
+        raise FileNotFoundError(f"{flag} '{folder}' does not exist{hint}")
     if not os.path.isdir(folder):
         raise ValueError(f"{flag} '{folder}' is a file, not a saved model folder")
     if _is_memory_bank(folder):

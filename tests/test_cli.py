@@ -6,6 +6,7 @@ import pytest
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.cli import main
+from spm_gen.paths import REPO
 from tests.conftest import make_images
 
 
@@ -124,3 +125,50 @@ def test_report_on_a_classifier_folder_says_so_in_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "judge"), "--remove-class", "3"]) == 2
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert "is a classifier folder (no model_index.json); pass an SPM pipeline folder" in line
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (
+            ["scripts/train.py", "--config", "configs/tiny.yaml", "--max_train_step", "3"],
+            "did you mean max_train_steps?",
+        ),
+        (["scripts/train_classifier.py", "--config", "configs/digits_classifier.yaml", "--hed", "x"], "mean head?"),
+        (
+            ["-m", "spm_gen.cli", "train", "--config", "configs/tiny.yaml", "--learning_rate", "-1"],
+            "learning_rate=-1.0",
+        ),
+        (
+            ["scripts/measure_memorization.py", "--pipeline", "runs/nope/pipeline", "--out", "out"],
+            "'runs/nope/pipeline' does not exist (scripts/train.py writes it when its run finishes; "
+            "assets/digits/spm works now)",
+        ),
+        (
+            ["scripts/measure_fid.py", "--pipeline", "assets/digits/spm", "--classifier", "x/classifier", "--out", "o"],
+            "scripts/train_classifier.py writes it when its run finishes; assets/digits/judge works now",
+        ),
+        (
+            ["scripts/measure_fid.py", "--pipeline", "assets/digits/judge", "--classifier", "x", "--out", "o"],
+            "'assets/digits/judge' is a classifier folder",
+        ),
+    ],
+)
+def test_config_and_folder_errors_come_before_torch_loads(command, message):
+    """Each is one line and exit 2, from a process that never imported torch (so it answers in a fraction of a
+    second; the times are in the closing note, not asserted here)."""
+    module = command[1] if command[0] == "-m" else None
+    run = (
+        f"runpy.run_module({module!r}, run_name='__main__')"
+        if module
+        else f"runpy.run_path({command[0]!r}, run_name='__main__')"
+    )
+    argv = [module or command[0], *command[2 if module else 1 :]]
+    probe = "\n".join(
+        ["import runpy, sys", f"sys.argv = {argv!r}", "try:", f"    {run}", "except SystemExit as e:"]
+        + ["    print('exit', e.code, 'torch' in sys.modules)"]
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and message in lines[0] and lines[0].startswith("error: "), result.stdout + result.stderr
+    assert lines[1] == "exit 2 False"

@@ -16,6 +16,16 @@ def preview(values: Sequence, limit: int = 10) -> str:
     return f"[{shown}{more}]"
 
 
+def check_labels_known(wanted: Sequence[int], present: Sequence[int]) -> None:
+    """Raises ValueError naming the labels of `wanted` that no item has, and the labels that items have."""
+    unknown = sorted(set(wanted) - set(present))
+    if unknown:
+        raise ValueError(
+            f"Unknown labels (no item has them): {unknown}; the labels present: {preview(sorted(set(present)), 20)}; "
+            "the memory bank is unchanged"
+        )
+
+
 def as_uint8_images(images: torch.Tensor | np.ndarray, expected_shape: Sequence[int] | None = None) -> torch.Tensor:
     """Images `(N, C, H, W)` float in [0, 1] or uint8, as a contiguous uint8 CPU tensor.
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .items import ItemSelection, as_embeddings, preview
+from .items import ItemSelection, as_embeddings, check_labels_known, preview
 from .selection import id_keys
 
 SHARD_MAX_ITEMS = 32_768
@@ -238,9 +238,7 @@ class RowStore:
             raise ValueError(f"Unknown ids: {preview(unknown_ids)}; the memory bank is unchanged")
         rows = [self.rows_of(list(selection.ids))]
         if selection.labels:
-            unknown_labels = sorted(set(selection.labels) - set(np.unique(self.labels).tolist()))
-            if unknown_labels:
-                raise ValueError(f"Unknown labels (no item has them): {unknown_labels}; the memory bank is unchanged")
+            check_labels_known(selection.labels, np.unique(self.labels).tolist())
             rows.append(np.flatnonzero(np.isin(self.labels, np.asarray(selection.labels, dtype=np.int64))))
         if selection.hashes:
             wanted = set(selection.hashes)

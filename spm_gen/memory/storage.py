@@ -44,6 +44,7 @@ from safetensors.torch import save
 
 from ..utils.atomic import atomic_write, atomic_write_text, fsync_dir
 from ..utils.locks import LockBusy, folder_lock
+from .items import check_labels_known
 from .rows import RowStore
 from .selection import id_keys
 from .storage_checks import (
@@ -332,12 +333,13 @@ def _read_shard(directory: str, entry: dict, image_shape: tuple) -> ShardData:
 
 def shards_holding(directory: str, ids: set[str], labels: set[int]) -> set[int] | None:
     """The shards of the committed save that hold one of `ids` or an item of `labels`, read from their headers
-    and label columns only (None for a first-format folder: one file holds everything)."""
+    and label columns only (None for a first-format folder: one file holds everything). Raises ValueError
+    naming the labels no item has (and those items have)."""
     config = _read_config(directory)
     if "_shards" not in config:
         return None
     wanted = torch.tensor(sorted(labels), dtype=torch.int64)
-    found = set()
+    found, present = set(), set()
     for index, entry in enumerate(config["_shards"]):
         try:
             with safe_open(os.path.join(directory, entry["file"]), framework="pt") as f:
@@ -345,8 +347,10 @@ def shards_holding(directory: str, ids: set[str], labels: set[int]) -> set[int] 
                 shard_labels = f.get_tensor("labels") if labels else wanted[:0]
         except (FileNotFoundError, SafetensorError, OSError, RuntimeError, KeyError, json.JSONDecodeError) as e:
             raise corrupted(directory, f"cannot read {entry['file']} ({e!r})") from e
+        present.update(torch.unique(shard_labels).tolist())
         if not ids.isdisjoint(shard_ids) or bool(torch.isin(shard_labels, wanted).any()):
             found.add(index)
+    check_labels_known(sorted(labels), sorted(present))
     return found
 
 

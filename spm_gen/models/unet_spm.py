@@ -70,7 +70,7 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         fusion_pool_size: int = 4,
         memory_encoding: MemoryEncoding = "clean",
         norm_num_groups: int = 32,
-        fusion_chunk_elements: int = 2**22,
+        fusion_chunk_elements: int = 4_194_304,  # 2**22 (a literal: configs read the defaults from the source)
     ) -> None:
         super().__init__()
         check_choice("fusion_type", fusion_type, UNetFusionType)

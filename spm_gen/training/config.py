@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import inspect
 import json
 import os
 import sys
@@ -16,10 +15,17 @@ from typing import Any, ClassVar
 import yaml
 
 from ..choices import Dataset, MixedPrecision, SelfSupport, choices_of
-from ..models.classifier_spm import SPMClassifier
-from ..models.unet_spm import SPMUNet2DModel
 from ..paths import suggestion
+from ..utils.source_signature import import_target, init_defaults
 from ..utils.validation import check_values, is_guidance_scale
+
+if typing.TYPE_CHECKING:
+    from ..models.unet_spm import SPMUNet2DModel
+
+# the model classes, imported only to build and check a model: every other check of a config runs before torch
+# and diffusers load (an error in under a second)
+UNET = "spm_gen.models.unet_spm:SPMUNet2DModel"
+CLASSIFIER = "spm_gen.models.classifier_spm:SPMClassifier"
 
 TRACKER_PACKAGES = {name: name for name in ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive")}
 DATA_HINTS = {
@@ -50,7 +56,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 def model_config(path: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
     """The `model:` section of a config file, with overrides, checked against `SPMUNet2DModel`'s arguments."""
     section = {**read_yaml(path).get("model", {}), **overrides}
-    allowed = set(inspect.signature(SPMUNet2DModel.__init__).parameters) - {"self"}
+    allowed = set(init_defaults(UNET))
     unknown = sorted(set(section) - allowed)
     if unknown:
         raise ValueError(f"unknown model config keys in '{path}': {unknown} (allowed: {sorted(allowed)})")
@@ -59,15 +65,16 @@ def model_config(path: str | os.PathLike, **overrides: Any) -> dict[str, Any]:
 
 def build_unet(path: str | os.PathLike, **overrides: Any) -> SPMUNet2DModel:
     """An untrained `SPMUNet2DModel` from the `model:` section of a config file."""
-    return SPMUNet2DModel(**model_config(path, **overrides))
+    return import_target(UNET)(**model_config(path, **overrides))
 
 
-def check_model(model_class: type, model: dict[str, Any]) -> None:
-    allowed = set(inspect.signature(model_class.__init__).parameters) - {"self"}
+def check_model(model_class: str, model: dict[str, Any]) -> None:
+    """The model's keys (read from its source), then its own checks (importing and building it)."""
+    allowed = set(init_defaults(model_class))
     unknown = sorted(set(model) - allowed)
     if unknown:
         raise ValueError(f"unknown model config keys: {unknown} (allowed: {sorted(allowed)})")
-    model_class(**model)  # the model's own checks
+    import_target(model_class)(**model)
 
 
 @dataclass
@@ -75,7 +82,8 @@ class RunConfig:
     """Fields every training run has: run folder, data (with the oracle's exclusions), model arguments,
     the paper's per-batch memory sampling, and the basic optimisation settings."""
 
-    model_class: ClassVar[type]
+    model_class: ClassVar[str]  # "module:Class" (UNET, CLASSIFIER)
+    trainer: ClassVar[str]  # "module:function" training a config of this class
 
     output_dir: str = "runs/run"
     dataset: Dataset = "digits"
@@ -143,7 +151,8 @@ class RunConfig:
 class TrainConfig(RunConfig):
     """A diffusion training run (defaults: a small digits SPM). See configs/digits.yaml."""
 
-    model_class: ClassVar[type] = SPMUNet2DModel
+    model_class: ClassVar[str] = UNET
+    trainer: ClassVar[str] = "spm_gen.training.loop:train"
 
     output_dir: str = "runs/digits"
     class_dropout: float = 0.1  # class-label dropout of queries for guidance
@@ -212,7 +221,8 @@ class ClassifierTrainConfig(RunConfig):
     """Training of an SPMClassifier (or, with `head: linear`, the parametric classifier). See
     configs/digits_classifier.yaml."""
 
-    model_class: ClassVar[type] = SPMClassifier
+    model_class: ClassVar[str] = CLASSIFIER
+    trainer: ClassVar[str] = "spm_gen.training.classifier_loop:train_classifier"
 
     output_dir: str = "runs/digits_classifier"
     memory_per_batch: int = 100
@@ -222,7 +232,7 @@ class ClassifierTrainConfig(RunConfig):
 
 
 def _model_keys(config_class: type) -> set[str]:
-    return set(inspect.signature(config_class.model_class.__init__).parameters) - {"self"}
+    return set(init_defaults(config_class.model_class))
 
 
 def _parse_value(name: str, text: str | list[str], annotation: Any) -> Any:
@@ -292,13 +302,13 @@ def load_config(
         raise ValueError(f"unknown config keys in '{path}': {unknown}")
     model = dict(data.pop("model", {}) or {})
     config = config_class(**data, model=model)
-    defaults = inspect.signature(config_class.model_class.__init__).parameters
+    defaults = init_defaults(config_class.model_class)
     for key, text in (overrides or {}).items():
         name = key.removeprefix("model.")
         if key.startswith("model.") or (key not in fields and name in model_keys):
             if name not in model_keys:
                 raise ValueError(f"unknown config key --{key}{suggestion(key, sorted(fields | model_keys))}")
-            default = defaults[name].default
+            default = defaults[name]
             model[name] = _parse_value(key, text, list[int] if isinstance(default, tuple) else type(default))
         elif key in fields and key != "model":
             setattr(config, key, _parse_value(key, text, hints[key]))
@@ -323,8 +333,7 @@ def config_keys_help(config_class: type = TrainConfig) -> str:
     """The keys `--key value` accepts: the run's fields with their defaults, then the model's arguments."""
     fields = [f for f in dataclasses.fields(config_class) if f.name != "model"]
     run = [f"  --{f.name} ({f.default if f.default is not dataclasses.MISSING else '[]'})" for f in fields]
-    parameters = inspect.signature(config_class.model_class.__init__).parameters
-    model = [f"  --{name} ({p.default})" for name, p in parameters.items() if name != "self"]
+    model = [f"  --{name} ({default})" for name, default in init_defaults(config_class.model_class).items()]
     return (
         "config keys (override the yaml with --key value):\n"
         + "\n".join(run)
@@ -332,8 +341,9 @@ def config_keys_help(config_class: type = TrainConfig) -> str:
     )
 
 
-def script_main(argv: list[str] | None, description: str, config_class: type, run: Any, example: str) -> int:
-    """The `main()` of a training script: `--config PATH [--dry-run] [--key value ...]`, then `run(config)`."""
+def script_main(argv: list[str] | None, description: str, config_class: type, example: str) -> int:
+    """The `main()` of a training script: `--config PATH [--dry-run] [--key value ...]`, then the training of
+    `config_class`, imported once the config is checked."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description)
@@ -342,5 +352,5 @@ def script_main(argv: list[str] | None, description: str, config_class: type, ru
     args, rest = parser.parse_known_args(argv)
     config = configure(args.config, rest, config_class, args.dry_run)
     if config is not None:
-        run(config)
+        import_target(config_class.trainer)(config)
     return 0

@@ -94,7 +94,7 @@ def test_remove_by_labels_and_hashes(tiny_bank):
     "kwargs, match",
     [
         ({"ids": ["3", "nope", "missing"]}, "Unknown ids: \\['nope', 'missing'\\]"),
-        ({"labels": [1, 7]}, r"Unknown labels .*\[7\]"),
+        ({"labels": [1, 7]}, r"Unknown labels .*\[7\]; the labels present: \[0, 1, 2, 3\]"),
         ({"hashes": ["00" * 32]}, "Unknown hashes"),
         ({}, "needs ids=, labels= or hashes="),
         ({"ids": []}, "needs ids=, labels= or hashes="),

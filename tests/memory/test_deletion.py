@@ -94,7 +94,7 @@ def test_bad_ids_files_and_outputs_are_named_and_change_nothing(folder, tmp_path
     "args, message",
     [
         (["--ids", "nope"], "Unknown ids: ['nope']"),
-        (["--class", "7"], "Unknown labels"),
+        (["--class", "7"], "Unknown labels (no item has them): [7]; the labels present: [0, 1, 2]"),
         (["--images", "missing.png"], "cannot read image"),
         (["--similar-to", "x.png"], "needs --threshold"),
     ],
