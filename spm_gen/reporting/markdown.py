@@ -62,6 +62,37 @@ def sanity_warnings(rows: list[dict]) -> list[str]:
     return warnings
 
 
+def conclusion(rows: list[dict]) -> str:
+    """The report in one line: what deleting from memory changed for the SPM, beside the oracle and the twin's
+    unlearning (rows by their `role`; a number the report did not measure is left out)."""
+    by_role = {row["role"]: row for row in rows}
+    before, after = by_role["spm_before"], by_role["spm_after"]
+
+    def change(key: str, title: str, fmt: str) -> str | None:
+        if before.get(key) is None or after.get(key) is None:
+            return None
+        return f"{title} {before[key]:{fmt}} -> {after[key]:{fmt}}"
+
+    parts = [
+        change("ua", "UA", ".1f"),
+        change("fid_remaining", "FID on the remaining classes", ".3g"),
+        change("near_copies", "near-copies of removed images", "d"),
+    ]
+    line = f"Deleting from the SPM's memory took {1e3 * after['removal_s']:.3g} ms: " + ", ".join(p for p in parts if p)
+    oracle = by_role.get("oracle")
+    if oracle is not None and oracle.get("ua") is not None:
+        line += f" (the oracle: UA {oracle['ua']:.1f})"
+    twin = by_role.get("twin_after")
+    if twin is not None:
+        numbers = [
+            f"{title} {twin[key]:{fmt}}"
+            for key, title, fmt in (("ua", "UA", ".1f"), ("fid_remaining", "FID", ".3g"))
+            if twin.get(key) is not None
+        ]
+        line += f". The {twin['model']} took {twin['removal_s']:.3g} s" + (f": {', '.join(numbers)}" if numbers else "")
+    return line + "."
+
+
 def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> str:
     """Writes `report.md` next to its pictures (linked relative to it)."""
     base = os.path.dirname(os.path.abspath(path))
@@ -76,9 +107,14 @@ def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> st
         f"(classes cycling), {summary['config']['num_inference_steps']} DDIM steps, guidance w {guidance}, "
         f"seed {summary['config']['seed']}; the same seeds before and after.",
         "",
+        f"**In one line:** {conclusion(summary['rows'])}",
+        "",
         table(summary["rows"]),
         "",
         *[f"**Warning:** {warning}\n" for warning in summary.get("warnings", [])],
+        f"<details><summary>The {len(removal['ids'])} removed ids</summary>\n\n{', '.join(removal['ids'])}\n",
+        "</details>",
+        "",
         "## Pictures",
     ]
     for title, files in pictures.items():

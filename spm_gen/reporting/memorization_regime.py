@@ -235,13 +235,14 @@ def save_removed_image_gallery(
     image: torch.Tensor, title: str, generations: list[Generations], path: str, k: int = 8
 ) -> str:
     """One removed image `(C, H, W)` and, for each model (before / after), its `k` nearest samples: one
-    titled row per model, the image first, then a white gap, then the samples by distance."""
+    titled row per model (with the number of its samples searched), the image first, then a white gap, then the
+    samples by distance."""
     target = image.unsqueeze(0)
     rows = {}
     for gen in generations:
         d = rms_distances(target.to(gen.images.dtype), gen.images)[0]
         order = d.argsort()[:k]
-        rows[f"{gen.name}: nearest {float(d[order[0]]):.3f}"] = torch.cat(
+        rows[f"{gen.name}: nearest {float(d[order[0]]):.3f} of {len(gen.images)} samples"] = torch.cat(
             [target.to(gen.images.dtype), torch.ones_like(target, dtype=gen.images.dtype), gen.images[order]]
         )
     return save_titled_rows(rows, path, title=title)

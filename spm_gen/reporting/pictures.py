@@ -3,6 +3,7 @@ to their nearest generations before and after the removal."""
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -29,24 +30,41 @@ def save_class_grids(models: list[Generations], num_classes: int, folder: str, p
 
 
 def gallery_indices(removed: RemovedData, count: int) -> list[int]:
-    """Up to `count` removed images to show: the individually removed ones first, then some of each class."""
-    in_class = [i for i, label in enumerate(removed.labels.tolist()) if label in removed.classes]
-    single = [i for i in range(len(removed.ids)) if i not in set(in_class)]
-    return (single + in_class)[:count]
+    """Up to `count` removed images to show, taken in turn from the individually removed ones and from each
+    removed class, so that every kind of removal shows."""
+    labels = removed.labels.tolist()
+    groups = [[i for i, label in enumerate(labels) if label not in removed.classes]]
+    groups += [[i for i, label in enumerate(labels) if label == c] for c in removed.classes]
+    in_turn = [i for batch in itertools.zip_longest(*groups) for i in batch if i is not None]
+    return in_turn[:count]
+
+
+def gallery_title(removed: RemovedData, shown: list[int]) -> str:
+    """What a gallery shows of the removal: how many of the removed items, of which kind."""
+    labels = removed.labels.tolist()
+    kinds = [f"{sum(labels[i] == c for i in shown)} of class {c}'s {labels.count(c)}" for c in removed.classes]
+    single = sum(1 for label in labels if label not in removed.classes)
+    if single:
+        kinds.append(f"{sum(labels[i] not in removed.classes for i in shown)} of the {single} removed by id")
+    return (
+        f"{len(shown)} of the {len(removed.ids)} removed images ({', '.join(kinds)}; first column) "
+        "and their nearest generations"
+    )
 
 
 def save_removed_gallery(
     removed: RemovedData, before: Generations, after: Generations, path: str, k: int = 6, count: int = 6
 ) -> str:
     """For each of `count` removed images, two rows: the image then its `k` nearest generations, before and
-    after the removal, titled with the distance to the nearest."""
+    after the removal, titled with the distance to the nearest and the number of generations searched."""
     rows = {}
-    for i in gallery_indices(removed, count):
+    shown = gallery_indices(removed, count)
+    for i in shown:
         name = f"id {removed.ids[i]} (class {int(removed.labels[i])})"
         for gen in (before, after):
             target = removed.images[i : i + 1].to(gen.images.dtype)
             d = rms_distances(target, gen.images)[0]
             order = d.argsort()[:k]
-            title = f"{name} | {gen.name}: nearest {float(d[order[0]]):.3f}"
+            title = f"{name} | {gen.name}: nearest {float(d[order[0]]):.3f} of {len(gen.images)}"
             rows[title] = torch.cat([target, torch.ones_like(target), gen.images[order]])  # a white gap after it
-    return save_titled_rows(rows, path, title="Removed images (first column) and their nearest generations")
+    return save_titled_rows(rows, path, title=gallery_title(removed, shown))

@@ -73,17 +73,15 @@ def _run_report(config: ReportConfig, out: str) -> dict:
     labels = [i % num_classes for i in range(config.num_images)]
     kwargs = {"num_inference_steps": config.num_inference_steps, "batch_size": config.batch_size, "seed": config.seed}
     samples = os.path.join(out, "samples")
-    scales = {}  # each model's guidance scale: the config's, or the model's own default
+    scales, roles = {}, {}  # each model's guidance scale (the config's, or the model's own default) and role
 
-    def sample(name: str, pipe, folder: str) -> Generations:
+    def sample(name: str, pipe, role: str) -> Generations:
         w = pipe.config.default_guidance_scale if config.guidance_scale is None else config.guidance_scale
         logger.info("sampling %d images: %s (guidance %s)", len(labels), name, w)
-        scales[name] = w
+        scales[name], roles[name] = w, role
         reads = pipe.memory_bank is not None
         extra = {"memory_size": config.memory_size, "empty_memory": config.empty_memory} if reads else {}
-        return sample_generations(
-            name, pipe, labels, os.path.join(samples, folder), guidance_scale=w, **kwargs, **extra
-        )
+        return sample_generations(name, pipe, labels, os.path.join(samples, role), guidance_scale=w, **kwargs, **extra)
 
     models = [sample("SPM before removal", spm, "spm_before")]
     receipt = spm.memory_bank.remove(ids=removed.ids, reason="spm-gen report")
@@ -110,6 +108,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
         row, d = measure_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
         row["removal_s"] = times.get(gen.name)
         row["guidance_scale"] = scales[gen.name]
+        row["role"] = roles[gen.name]
         rows.append(row)
         distances[gen.name] = d
     pictures = {
@@ -144,6 +143,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
             "num_items": len(removed.ids),
             "classes": removed.classes,
             "individual_ids": [i for i, lab in zip(removed.ids, removed.labels.tolist()) if lab not in removed.classes],
+            "ids": removed.ids,
             "receipt": receipt.to_dict(),
         },
         "config": config.to_dict(),

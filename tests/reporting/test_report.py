@@ -9,8 +9,9 @@ from spm_gen.cli import main
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting import ReportConfig, run_report
 from spm_gen.reporting.generations import Generations
-from spm_gen.reporting.markdown import sanity_warnings
+from spm_gen.reporting.markdown import conclusion, sanity_warnings
 from spm_gen.reporting.measures import RemovedData, measure_row
+from spm_gen.reporting.pictures import gallery_indices, gallery_title
 from spm_gen.sampling import read_sample_folder
 from spm_gen.unlearning.twin import TwinUnlearning
 
@@ -69,9 +70,41 @@ def test_report_end_to_end(tiny_models, tmp_path):
     assert not torch.equal(twin_before, twin_after)
     report = (tmp_path / "report" / "report.md").read_text()
     assert report.count("\n| ") == 6 and "FID_O" in report and "![class_3.png](grids/class_3.png)" in report
+    assert "**In one line:** Deleting from the SPM's memory took " in report and "The twin after " in report
+    removed_ids = summary["removal"]["ids"]
+    assert f"The {len(removed_ids)} removed ids</summary>\n\n{', '.join(removed_ids)}\n" in report
     for picture in ["grids/class_3.png", "gallery_spm.png", "gallery_twin.png", "hist_nearest_removed.png"]:
         assert (tmp_path / "report" / picture).stat().st_size > 2000, picture
     assert json.loads((tmp_path / "report" / "report.json").read_text())["rows"] == summary["rows"]
+
+
+def test_the_gallery_shows_every_kind_of_removal_and_says_how_many():
+    labels = torch.tensor([3, 3, 3, 1, 2, 3, 5])  # class 3 (4 items) and three removed by id
+    removed = RemovedData([str(i) for i in range(7)], torch.zeros(7, 1, 4, 4), labels, [3])
+    shown = gallery_indices(removed, 4)
+    assert shown == [3, 0, 4, 1]  # by id and of class 3 in turn
+    assert gallery_title(removed, shown) == (
+        "4 of the 7 removed images (2 of class 3's 4, 2 of the 3 removed by id; first column) and their nearest "
+        "generations"
+    )
+    assert gallery_indices(removed, 10) == [3, 0, 4, 1, 6, 2, 5]
+
+
+def test_the_one_line_conclusion_names_what_was_measured():
+    rows = [
+        {"role": "spm_before", "ua": 6.7, "fid_remaining": 0.479, "near_copies": 0, "removal_s": None},
+        {"role": "spm_after", "ua": 96.7, "fid_remaining": 0.474, "near_copies": 0, "removal_s": 0.0012},
+        {"role": "twin_after", "model": "twin after random-label (SalUn)", "ua": 83.3, "fid_remaining": 3.64}
+        | {"removal_s": 339.4, "near_copies": 0},
+        {"role": "oracle", "ua": 100.0, "fid_remaining": 0.37, "near_copies": 0, "removal_s": None},
+    ]
+    assert conclusion(rows) == (
+        "Deleting from the SPM's memory took 1.2 ms: UA 6.7 -> 96.7, FID on the remaining classes 0.479 -> 0.474, "
+        "near-copies of removed images 0 -> 0 (the oracle: UA 100.0). The twin after random-label (SalUn) took "
+        "339 s: UA 83.3, FID 3.64."
+    )
+    no_judge = [{**row, "ua": None, "fid_remaining": None} for row in rows[:2]]
+    assert conclusion(no_judge) == "Deleting from the SPM's memory took 1.2 ms: near-copies of removed images 0 -> 0."
 
 
 def test_measure_row_counts_near_copies_and_memorized_samples(tmp_path):
