@@ -24,8 +24,8 @@ __all__ = [*_LAZY, "SPMDiffusionPipeline", "__version__"]
 
 
 def __getattr__(name: str):
-    if name == "SPMDiffusionPipeline":  # the pipeline lives in the top-level `pipelines` package
-        from pipelines import SPMDiffusionPipeline
+    if name == "SPMDiffusionPipeline":  # spm_gen.pipelines: the repository's pipelines/ folder
+        from .pipelines import SPMDiffusionPipeline
 
         return SPMDiffusionPipeline
     if name in _LAZY:

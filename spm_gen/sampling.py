@@ -18,7 +18,7 @@ NAME = re.compile(r"^\d{6}_class(\d+)\.png$")
 def load_pipeline(pipeline_dir: str):
     """A saved `SPMDiffusionPipeline` on this process's device, its per-call progress bar off (callers
     show their own)."""
-    from pipelines import SPMDiffusionPipeline
+    from .pipelines import SPMDiffusionPipeline
 
     pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir).to(PartialState().device)
     pipe.set_progress_bar_config(disable=True)

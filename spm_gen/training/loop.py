@@ -88,7 +88,7 @@ def build_pipeline(
     """The run's pipeline: DDIM (the paper's sampler), memory = the training set (minus exclusions; memory-only
     items included) recording which items were training targets, and the config's `guidance_scale` as its
     default."""
-    from pipelines import SPMDiffusionPipeline
+    from ..pipelines import SPMDiffusionPipeline
 
     bank = training_set.memory_bank() if unet.uses_memory else None
     pipe = SPMDiffusionPipeline(

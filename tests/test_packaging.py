@@ -1,0 +1,24 @@
+import os
+import tomllib
+
+from spm_gen.paths import REPO
+
+
+def test_the_wheel_lists_every_package_and_has_no_generic_top_level_name():
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    on_disk = {
+        os.path.relpath(root, REPO).replace(os.sep, ".")
+        for root, _, files in os.walk(os.path.join(REPO, "spm_gen"))
+        if "__init__.py" in files
+    }
+    assert set(setuptools["packages"]) == on_disk | {"spm_gen.pipelines"}
+    assert all(name.split(".")[0] == "spm_gen" for name in setuptools["packages"])
+    assert setuptools["package-dir"] == {"spm_gen.pipelines": "pipelines"}
+
+
+def test_the_pipeline_imports_under_the_projects_own_name():
+    from spm_gen import SPMDiffusionPipeline
+    from spm_gen.pipelines import SPMDiffusionPipeline as Same
+
+    assert SPMDiffusionPipeline is Same and SPMDiffusionPipeline.__module__.startswith("spm_gen.pipelines.")
