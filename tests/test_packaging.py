@@ -1,7 +1,10 @@
 import os
-import tomllib
+
+import pytest
 
 from spm_gen.paths import REPO
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 
 def test_the_wheel_lists_every_package_and_has_no_generic_top_level_name():
@@ -18,7 +21,8 @@ def test_the_wheel_lists_every_package_and_has_no_generic_top_level_name():
 
 
 def test_the_pipeline_imports_under_the_projects_own_name():
-    from spm_gen import SPMDiffusionPipeline
     from spm_gen.pipelines import SPMDiffusionPipeline as Same
+
+    from spm_gen import SPMDiffusionPipeline
 
     assert SPMDiffusionPipeline is Same and SPMDiffusionPipeline.__module__.startswith("spm_gen.pipelines.")
