@@ -41,6 +41,7 @@ from spm_gen.memory.bank import MemoryBank
 from spm_gen.metrics.fid import compute_fid, save_images
 from spm_gen.metrics.memorization import near_copies
 from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.complete_forgetting import (
     ORACLE_PROTOCOLS,
     PROTOCOLS,
@@ -56,7 +57,8 @@ from spm_gen.reporting.memorization_regime import (
     RegimeMeasurements,
     RegimeSettings,
     make_reference,
-    sample_classes,
+    run_names,
+    sampling_plan,
     settings_from_args,
 )
 from spm_gen.sampling import load_pipeline
@@ -76,6 +78,13 @@ DIGITS_SHIPPED = {"twin": "assets/digits/twin", "spm": "assets/digits/spm"}
 CLASSES_MEMORY_ONLY = (5, 6, 7, 8, 9)
 CLASS_DELETED = 7
 DATA_RICH_CONFIG = "configs/digits.yaml"
+# the regime's rows of every protocol, in order: role -> (model, phase); protocols with an oracle add its row
+ROWS = {
+    "twin_before": ("twin", "before"),
+    "spm_before": ("spm", "before"),
+    "spm_after": ("spm", "after"),
+    "never_held": ("spm never held R", "after"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,7 +171,7 @@ def removed_ids(args: argparse.Namespace, protocol: str) -> list[str]:
             return list(json.load(f))
     settings = settings_from_args(args)
     twin = load_pipeline(train_model(args, "twin"))
-    probe = sample_classes("twin (choosing)", twin, 10, settings, os.path.join(args.out, "choose"))
+    probe = sampling_plan(settings, 10, args.out).run("twin (choosing)", "choose", twin).generations
     training_set = training_set_of(args, protocol)
     dataset = training_set.dataset
     training = MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)
@@ -190,21 +199,27 @@ def measure_protocol(args: argparse.Namespace, protocol: str, training, judge, s
     removed = removed_ids(args, protocol)
     work = os.path.join(args.out, "measured", protocol)
     reference = make_reference(training, removed, judge, work)
-    measured = RegimeMeasurements(reference, settings, 10, work)
+    measured = RegimeMeasurements(reference, settings)
     spm = load_pipeline(train_model(args, protocol))
     targets = spm.memory_bank.training_targets
-    measured.add("twin", "before", load_pipeline(train_model(args, "twin")))
-    measured.add("spm", "before", spm)
-    receipt = spm.memory_bank.remove(ids=removed, reason=f"complete forgetting: {protocol}")
-    measured.add("spm", "after", spm)
     never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=reference.remaining)
     never.set_progress_bar_config(disable=True)
-    measured.add("spm never held R", "after", never)
-    exact = torch.equal(measured.shown[-1].images, measured.shown[-2].images)
-    seconds = {("spm", "after"): receipt.duration_s}
+    oracles = {"never_held": never}
+    rows = dict(ROWS)
     if protocol in ORACLE_PROTOCOLS:
         oracle_dir = train_model(args, f"{protocol}_oracle")
-        measured.add("oracle", "after", load_pipeline(oracle_dir))
+        oracles["oracle"] = load_pipeline(oracle_dir)
+        rows["oracle"] = ("oracle", "after")
+    twin = TwinBaseline(load_pipeline(train_model(args, "twin")))  # sampled, not unlearned
+    comparison = Comparison(
+        spm, {"ids": removed}, f"complete forgetting: {protocol}", twin, oracles, names=run_names(rows)
+    )
+    result = run_comparison(comparison, sampling_plan(settings, 10, os.path.join(work, "samples")))
+    measured.add_rows(result, rows)
+    receipt = result.receipt
+    exact = torch.equal(result["spm_after"].generations.images, result["never_held"].generations.images)
+    seconds = {("spm", "after"): receipt.duration_s}
+    if protocol in ORACLE_PROTOCOLS:
         seconds[("oracle", "after")] = training_seconds(oracle_dir)
     titles = [f"{protocol}: removed id {item} (class {int(training.get_labels([item])[0])})" for item in removed]
     pictures = measured.save_pictures(titles, os.path.join(work, "pictures"))

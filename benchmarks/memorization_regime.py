@@ -34,6 +34,7 @@ import torch
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.metrics.memorization import memorization, near_copies
 from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.memorization_regime import (
     RegimeMeasurements,
     RegimeSettings,
@@ -41,7 +42,8 @@ from spm_gen.reporting.memorization_regime import (
     make_reference,
     memory_influence,
     nearest_variation,
-    sample_classes,
+    run_names,
+    sampling_plan,
     settings_from_args,
     variation_samples,
 )
@@ -51,6 +53,18 @@ from spm_gen.training.data import load_training_dataset
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 
 logger = logging.getLogger("memorization_regime")
+
+# the rows of the table, in order: role -> (model, phase)
+ROWS = {
+    "twin_before": ("twin", "before"),
+    "spm_before": ("spm", "before"),
+    "spm_after": ("spm deletion", "after"),
+    "twin_salun": ("twin + SalUn", "after"),
+    "twin_gradient_ascent": ("twin + gradient ascent", "after"),
+    "oracle_twin": ("oracle twin", "after"),
+    "oracle_spm": ("oracle spm", "after"),
+}
+TWIN_METHODS = {"twin_salun": "random_label", "twin_gradient_ascent": "gradient_ascent"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,9 +120,8 @@ def removed_ids(args: argparse.Namespace, twin, training: MemoryBank, settings: 
     if args.reuse and os.path.isfile(path):
         with open(path) as f:
             return json.load(f)
-    probe = sample_classes(
-        "twin (choosing)", twin, twin.unet.config.num_class_embeds, settings, os.path.join(args.out, "choose")
-    )
+    plan = sampling_plan(settings, twin.unet.config.num_class_embeds, args.out)
+    probe = plan.run("twin (choosing)", "choose", twin).generations  # samples in --out/choose
     chosen = choose_removed(probe, training, settings)
     report = memorization(probe.images, training)
     copied = int((near_copies(probe.images, training.get_images().cpu(), settings.threshold) > 0).sum())
@@ -164,26 +177,28 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     dirs["oracle_spm"] = train_model(args, "oracle_spm", exclude)
     judge = load_classifier(args.judge)[0] if args.judge else None
     reference = make_reference(training, removed, judge, args.out)
-    measured = RegimeMeasurements(reference, settings, spm.unet.config.num_class_embeds, args.out)
+    measured = RegimeMeasurements(reference, settings)
     variations = {"before": variation_samples(spm, reference.removed, settings)}
     influence = memory_influence(spm, training, removed, settings)
-    measured.add("twin", "before", twin)
-    measured.add("spm", "before", spm)
     forget, remain = forget_and_remain(training, removed)
-    receipt = spm.memory_bank.remove(ids=removed, reason="memorization regime")
-    measured.add("spm deletion", "after", spm)
+    methods = {role: TwinUnlearning(method=method, steps=args.twin_steps) for role, method in TWIN_METHODS.items()}
+    comparison = Comparison(
+        spm,
+        {"ids": removed},
+        "memorization regime",
+        twin=TwinBaseline(twin, forget, remain, methods),
+        oracles={role: load_pipeline(dirs[role]) for role in ("oracle_twin", "oracle_spm")},
+        names=run_names(ROWS),
+    )
+    plan = sampling_plan(settings, spm.unet.config.num_class_embeds, os.path.join(args.out, "samples"))
+    result = run_comparison(comparison, plan)
+    measured.add_rows(result, ROWS)
+    receipt = result.receipt
     variations["after"] = variation_samples(spm, reference.removed, settings)
     never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=reference.remaining)
     never.set_progress_bar_config(disable=True)
     variations["never"] = variation_samples(never, reference.removed, settings)
-    unlearning_s = {}
-    for method, label in (("random_label", "twin + SalUn"), ("gradient_ascent", "twin + gradient ascent")):
-        unlearned, unlearning_s[label] = TwinUnlearning(method=method, steps=args.twin_steps).apply(
-            twin, forget, remain, settings.seed
-        )
-        measured.add(label, "after", unlearned)
-    measured.add("oracle twin", "after", load_pipeline(dirs["oracle_twin"]))
-    measured.add("oracle spm", "after", load_pipeline(dirs["oracle_spm"]))
+    unlearning_s = {ROWS[role][0]: result[role].seconds for role in TWIN_METHODS}
 
     pictures = os.path.join(args.out, "pictures")
     titles = [

@@ -24,6 +24,20 @@ REGIME_FOLDERS = {
     "complete_forgetting/removed.json": "its removed ids (memory-only items the twin copies)",
 }
 FORGETTING_NAME = "spm, memory-only half"
+# the rows of the memorization section, in order: role -> (model, phase)
+ROWS = {
+    "twin_before": ("twin", "before"),
+    "spm_before": ("spm", "before"),
+    "spm_after": ("spm deletion", "after"),
+    "oracle_twin": ("oracle twin", "after"),
+    "oracle_spm": ("oracle spm", "after"),
+}
+FORGETTING_ROWS = {
+    "twin_before": ("twin", "before"),  # the baseline's generations: they do not depend on what is removed
+    "spm_before": (FORGETTING_NAME, "before"),
+    "spm_after": (FORGETTING_NAME, "after"),
+    "oracle_spm": (f"oracle ({FORGETTING_NAME})", "after"),
+}
 
 
 def check_regime_models(models_dir: str) -> None:
@@ -48,7 +62,14 @@ def run_memorization_demo(
         The summary (also in `memorization.json`).
     """
     from .models.classifier_spm import load_classifier
-    from .reporting.memorization_regime import RegimeMeasurements, RegimeSettings, make_reference
+    from .reporting.comparison import Comparison, TwinBaseline, run_comparison
+    from .reporting.memorization_regime import (
+        RegimeMeasurements,
+        RegimeSettings,
+        make_reference,
+        run_names,
+        sampling_plan,
+    )
     from .sampling import load_pipeline
 
     check_regime_models(models_dir)
@@ -63,13 +84,19 @@ def run_memorization_demo(
     spm = load_pipeline(os.path.join(models_dir, "spm"))
     labels = spm.memory_bank.get_labels(removed).tolist()
     reference = make_reference(spm.memory_bank, removed, load_classifier(judge_dir)[0], work)
-    measured = RegimeMeasurements(reference, settings, spm.unet.config.num_class_embeds, work)
-    measured.add("twin", "before", load_pipeline(os.path.join(models_dir, "twin")))
-    measured.add("spm", "before", spm)
-    receipt = spm.memory_bank.remove(ids=removed, reason="demo: the memorization regime")
-    measured.add("spm deletion", "after", spm)
-    measured.add("oracle twin", "after", load_pipeline(os.path.join(models_dir, "oracle_twin")))
-    measured.add("oracle spm", "after", load_pipeline(os.path.join(models_dir, "oracle_spm")))
+    measured = RegimeMeasurements(reference, settings)
+    comparison = Comparison(
+        spm,
+        {"ids": removed},
+        "demo: the memorization regime",
+        twin=TwinBaseline(load_pipeline(os.path.join(models_dir, "twin"))),  # sampled, not unlearned
+        oracles={role: load_pipeline(os.path.join(models_dir, role)) for role in ("oracle_twin", "oracle_spm")},
+        names=run_names(ROWS),
+    )
+    plan = sampling_plan(settings, spm.unet.config.num_class_embeds, os.path.join(work, "samples"))
+    result = run_comparison(comparison, plan)
+    measured.add_rows(result, ROWS)
+    receipt = result.receipt
     titles = [f"removed id {item} (class {label})" for item, label in zip(removed, labels)]
     summary = {
         "settings": {"models_dir": models_dir, "judge_dir": judge_dir, **vars(settings)},
@@ -79,7 +106,7 @@ def run_memorization_demo(
         "records": measured.records,
         "pictures": measured.save_pictures(titles, os.path.join(work, "pictures")),
     }
-    forgetting = complete_forgetting_section(models_dir, measured, work)
+    forgetting = complete_forgetting_section(models_dir, result["twin_before"], plan, settings, reference.judge)
     summary["complete_forgetting"] = forgetting
     with open(os.path.join(work, "memorization.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -89,11 +116,15 @@ def run_memorization_demo(
     return summary
 
 
-def complete_forgetting_section(models_dir: str, baseline, work: str) -> dict:
+def complete_forgetting_section(models_dir: str, twin, plan, settings, judge) -> dict:
     """The same measurement for the SPM trained with half of every class memory-only, its removed images
-    chosen among those memory-only items that the twin copies: the twin's generations of the baseline
-    measured against them, that SPM before and after deleting them from memory, and its oracle."""
-    from .reporting.memorization_regime import RegimeMeasurements, make_reference, measure
+    chosen among those memory-only items that the twin copies: the twin's generations of the baseline (`twin`,
+    a `ModelRun`) measured against them, that SPM before and after deleting them from memory, and its oracle
+    (sampled by `plan`, into its folder's complete_forgetting/)."""
+    from dataclasses import replace
+
+    from .reporting.comparison import Comparison, run_comparison
+    from .reporting.memorization_regime import RegimeMeasurements, make_reference, run_names
     from .sampling import load_pipeline
 
     folder = os.path.join(models_dir, "complete_forgetting")
@@ -102,17 +133,19 @@ def complete_forgetting_section(models_dir: str, baseline, work: str) -> dict:
     removed = list(chosen)
     spm = load_pipeline(os.path.join(folder, "spm"))
     labels = spm.memory_bank.get_labels(removed).tolist()
-    settings, cf_work = baseline.settings, os.path.join(work, "complete_forgetting")
-    reference = make_reference(spm.memory_bank, removed, baseline.reference.judge, cf_work)
-    measured = RegimeMeasurements(reference, settings, baseline.num_classes, cf_work)
-    twin = baseline.shown[0]  # the twin's generations do not depend on what is removed
-    record, measured.nearest[twin.name] = measure("twin", "before", twin, reference, settings)
-    measured.records.append(record)
-    measured.shown.append(twin)
-    measured.add(FORGETTING_NAME, "before", spm)
-    receipt = spm.memory_bank.remove(ids=removed, reason="demo: complete forgetting")
-    measured.add(FORGETTING_NAME, "after", spm)
-    measured.add(f"oracle ({FORGETTING_NAME})", "after", load_pipeline(os.path.join(folder, "oracle_spm")))
+    cf_work = os.path.join(os.path.dirname(plan.folder), "complete_forgetting")
+    reference = make_reference(spm.memory_bank, removed, judge, cf_work)
+    measured = RegimeMeasurements(reference, settings)
+    comparison = Comparison(
+        spm,
+        {"ids": removed},
+        "demo: complete forgetting",
+        oracles={"oracle_spm": load_pipeline(os.path.join(folder, "oracle_spm"))},
+        names=run_names(FORGETTING_ROWS),
+    )
+    result = run_comparison(comparison, replace(plan, folder=os.path.join(cf_work, "samples")))
+    measured.add_rows({"twin_before": twin, **result.runs}, FORGETTING_ROWS)
+    receipt = result.receipt
     titles = [f"memory-only half: removed id {item} (class {label})" for item, label in zip(removed, labels)]
     return {
         "settings": {"models_dir": folder, **vars(settings)},

@@ -44,20 +44,3 @@ def sample_generations(
     seconds = time.perf_counter() - start
     images, read_labels = read_sample_folder(folder, pipe.unet.config.in_channels)
     return Generations(name, folder, images, torch.tensor(read_labels), seconds)
-
-
-def sample_with_settings(name: str, pipe, labels: list[int], folder: str, settings) -> Generations:
-    """`sample_generations` with the sampling fields of a settings dataclass: `seed`, `batch_size`,
-    `num_inference_steps`, `guidance_scale`, and `memory_size` (passed to an SPM only)."""
-    extra = {"memory_size": settings.memory_size} if pipe.memory_bank is not None else {}
-    return sample_generations(
-        name,
-        pipe,
-        labels,
-        folder,
-        settings.seed,
-        settings.batch_size,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        **extra,
-    )

@@ -27,7 +27,8 @@ from ..metrics.memorization import memorization, near_copies, rms_distances, sav
 from ..models.classifier_spm import SPMClassifier
 from ..utils.images import save_titled_rows
 from ..utils.validation import check_values, is_guidance_scale
-from .generations import Generations, sample_with_settings
+from .comparison import ComparisonResult, ModelRun, SamplingPlan
+from .generations import Generations
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +77,23 @@ def settings_from_args(args) -> RegimeSettings:
     return settings
 
 
-def sample_classes(name: str, pipe, num_classes: int, settings: RegimeSettings, folder: str) -> Generations:
-    """`per_class` samples of every class (classes in blocks), seeded by `settings.seed`."""
-    labels = [c for c in range(num_classes) for _ in range(settings.per_class)]
-    return sample_with_settings(name, pipe, labels, folder, settings)
+def sampling_plan(settings: RegimeSettings, num_classes: int, folder: str) -> SamplingPlan:
+    """`per_class` samples of every class (classes in blocks), seeded by `settings.seed`; model `role`'s samples
+    go to `folder/<role>`."""
+    return SamplingPlan(
+        labels=[c for c in range(num_classes) for _ in range(settings.per_class)],
+        folder=folder,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        memory_size=settings.memory_size,
+    )
+
+
+def run_names(rows: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """The shown name of each role of a regime's rows (role -> (model, phase)): "model (phase)"."""
+    return {role: f"{model} ({phase})" for role, (model, phase) in rows.items()}
 
 
 def choose_removed(generations: Generations, training: MemoryBank, settings: RegimeSettings) -> dict[str, int]:
@@ -151,22 +165,22 @@ class RegimeMeasurements:
 
     reference: Reference
     settings: RegimeSettings
-    num_classes: int
-    work: str  # samples go to `work`/samples/<model>_<phase>
     records: list[dict] = field(default_factory=list)
     shown: list[Generations] = field(default_factory=list)
     nearest: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def add(self, model: str, phase: str, pipe) -> dict:
-        """Samples `pipe` (`per_class` of every class, the same seeds for every model) and measures it."""
-        name = f"{model} ({phase})"
-        folder = os.path.join(self.work, "samples", f"{model}_{phase}".replace(" ", "_"))
-        generations = sample_classes(name, pipe, self.num_classes, self.settings, folder)
-        record, self.nearest[name] = measure(model, phase, generations, self.reference, self.settings)
+    def add(self, run: ModelRun, model: str, phase: str) -> dict:
+        """Measures one sampled model as row (`model`, `phase`)."""
+        record, self.nearest[run.name] = measure(model, phase, run.generations, self.reference, self.settings)
         self.records.append(record)
-        self.shown.append(generations)
+        self.shown.append(run.generations)
         logger.info("%s", record)
         return record
+
+    def add_rows(self, result: ComparisonResult | dict[str, ModelRun], rows: dict[str, tuple[str, str]]) -> None:
+        """Measures the runs of `rows` (role -> (model, phase)), in that order."""
+        for role, (model, phase) in rows.items():
+            self.add(result[role], model, phase)
 
     def save_pictures(self, titles: list[str], folder: str) -> list[str]:
         """A gallery per removed image (titled by `titles`, in order) and the nearest-distance histogram."""

@@ -22,9 +22,16 @@ from ..data import ImageDataset
 from ..memory.bank import MemoryBank
 from ..metrics.memorization import rms_distances
 from ..unlearning.twin import TwinUnlearning, forget_and_remain
-from .generations import Generations, sample_with_settings
+from .comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
 from .measures import RemovedData
 from .pictures import save_removed_gallery
+
+DUPLICATES_NAMES = {"spm_before": "SPM before", "spm_after": "SPM after removal", "twin_before": "twin before"}
+MEMORY_ONLY_NAMES = {
+    "spm_before": "SPM with them in memory",
+    "spm_after": "SPM after removal",
+    "never_added": "SPM that never held them",
+}
 
 
 @dataclass
@@ -60,15 +67,28 @@ def write_duplicated_folder(dataset: ImageDataset, ids: list[str], copies: int, 
     return [folder_ids[i] for i in ids]
 
 
-def count_near_copies(
-    name: str, pipe, targets: torch.Tensor, labels: torch.Tensor, settings: ScenarioSettings, folder: str
-) -> tuple[list[int], list[float], Generations]:
-    """Samples `per_target` images of each target's class; returns, per target, the number of samples within
-    the threshold of it and the distance of its nearest sample, and the generations."""
-    sample_labels = [int(label) for label in labels for _ in range(settings.per_target)]
-    gen = sample_with_settings(name, pipe, sample_labels, folder, settings)
-    distances = rms_distances(targets, gen.images)
-    return (distances <= settings.threshold).sum(dim=1).tolist(), distances.min(dim=1).values.tolist(), gen
+def sampling_plan(labels: torch.Tensor, settings: ScenarioSettings, folder: str) -> SamplingPlan:
+    """`per_target` samples of each target's class; model `role`'s samples go to `folder/<role>`."""
+    return SamplingPlan(
+        labels=[int(label) for label in labels for _ in range(settings.per_target)],
+        folder=folder,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        memory_size=settings.memory_size,
+    )
+
+
+def count_near_copies(result: ComparisonResult, targets: torch.Tensor, threshold: float) -> dict:
+    """For every run (by role): the number of its samples within `threshold` of each target, and the distance
+    of each target's nearest sample (under "nearest_distance")."""
+    counts: dict = {"nearest_distance": {}}
+    for role, run in result.runs.items():
+        distances = rms_distances(targets, run.generations.images)
+        counts[role] = (distances <= threshold).sum(dim=1).tolist()
+        counts["nearest_distance"][role] = distances.min(dim=1).values.tolist()
+    return counts
 
 
 def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings, out: str) -> dict:
@@ -78,25 +98,26 @@ def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings
     targets, labels = bank.get_images(target_ids).cpu(), bank.get_labels(target_ids)
     hashes = bank.get_hashes(target_ids)
     _, remain = forget_and_remain(bank, bank.resolve_ids(hashes=hashes))  # the training set without any copy
-    result = {"targets": target_ids, "labels": labels.tolist(), "nearest_distance": {}}
-
-    def measure(key: str, name: str, pipe) -> Generations:
-        result[key], result["nearest_distance"][key], gen = count_near_copies(
-            name, pipe, targets, labels, settings, os.path.join(out, key)
-        )
-        return gen
-
-    spm_before = measure("spm_before", "SPM before", spm)
-    receipt = bank.remove(hashes=hashes, reason="memorization scenario (a)")
-    result["copies_removed"], result["removal_s"] = len(receipt.removed_ids), receipt.duration_s
-    spm_after = measure("spm_after", "SPM after removal", spm)
-    twin_before = measure("twin_before", "twin before", twin)
     forget = ImageDataset(targets, labels, target_ids)
-    unlearned, result["twin_unlearning_s"] = settings.twin.apply(twin, forget, remain, settings.seed)
-    twin_after = measure("twin_after", f"twin after {settings.twin.title}", unlearned)
+    comparison = Comparison(
+        spm,
+        {"hashes": hashes},
+        "memorization scenario (a)",
+        twin=TwinBaseline(twin, forget, remain, {"twin_after": settings.twin}),
+        names={**DUPLICATES_NAMES, "twin_after": f"twin after {settings.twin.title}"},
+    )
+    compared = run_comparison(comparison, sampling_plan(labels, settings, out))
+    result = {
+        "targets": target_ids,
+        "labels": labels.tolist(),
+        **count_near_copies(compared, targets, settings.threshold),
+    }
+    result["copies_removed"], result["removal_s"] = len(compared.receipt.removed_ids), compared.receipt.duration_s
+    result["twin_unlearning_s"] = compared["twin_after"].seconds
     removed = RemovedData(target_ids, targets, labels, [])
-    save_removed_gallery(removed, spm_before, spm_after, os.path.join(out, "gallery_spm.png"), count=len(target_ids))
-    save_removed_gallery(removed, twin_before, twin_after, os.path.join(out, "gallery_twin.png"), count=len(target_ids))
+    for tag in ("spm", "twin"):
+        before, after = compared[f"{tag}_before"].generations, compared[f"{tag}_after"].generations
+        save_removed_gallery(removed, before, after, os.path.join(out, f"gallery_{tag}.png"), count=len(target_ids))
     return result
 
 
@@ -106,20 +127,19 @@ def memory_only_case(
     """Case (b): `copies` copies of each of `images` `(T, C, H, W)` added to `spm`'s memory after training,
     then removed. `never` is the same pipeline, loaded separately, whose memory never held them."""
     ids = spm.memory_bank.add(images.repeat_interleave(copies, 0), labels.repeat_interleave(copies))
-    result = {"labels": labels.tolist(), "copies_added": len(ids), "nearest_distance": {}}
-
-    def measure(key: str, name: str, pipe) -> Generations:
-        result[key], result["nearest_distance"][key], gen = count_near_copies(
-            name, pipe, images, labels, settings, os.path.join(out, key)
-        )
-        return gen
-
-    before = measure("spm_before", "SPM with them in memory", spm)
-    receipt = spm.memory_bank.remove(ids=ids, reason="memorization scenario (b)")
-    result["removal_s"] = receipt.duration_s
-    after = measure("spm_after", "SPM after removal", spm)
-    never_gen = measure("never_added", "SPM that never held them", never)
+    comparison = Comparison(
+        spm, {"ids": ids}, "memorization scenario (b)", oracles={"never_added": never}, names=MEMORY_ONLY_NAMES
+    )
+    compared = run_comparison(comparison, sampling_plan(labels, settings, out))
+    result = {
+        "labels": labels.tolist(),
+        "copies_added": len(ids),
+        **count_near_copies(compared, images, settings.threshold),
+    }
+    result["removal_s"] = compared.receipt.duration_s
+    after, never_gen = compared["spm_after"].generations, compared["never_added"].generations
     result["after_equals_never_added"] = torch.equal(after.images, never_gen.images)
     removed = RemovedData([f"memory-only {i}" for i in range(len(images))], images, labels, [])
+    before = compared["spm_before"].generations
     save_removed_gallery(removed, before, after, os.path.join(out, "gallery_memory_only.png"), count=len(images))
     return result

@@ -17,13 +17,20 @@ from ..metrics.memorization import save_distance_histogram
 from ..models.classifier_spm import load_classifier
 from ..sampling import load_pipeline
 from ..unlearning.twin import forget_and_remain
+from .comparison import Comparison, SamplingPlan, TwinBaseline, run_comparison
 from .config import ReportConfig
-from .generations import Generations, sample_generations
 from .markdown import sanity_warnings, write_report
 from .measures import Judge, RemovedData, fid_references, measure_row
 from .pictures import save_class_grids, save_removed_gallery
 
 logger = logging.getLogger(__name__)
+
+NAMES = {  # each model's name in the table and the pictures
+    "spm_before": "SPM before removal",
+    "spm_after": "SPM after removal",
+    "twin_before": "twin before",
+    "oracle": "oracle (retrained without)",
+}
 
 
 def machine() -> str:
@@ -70,57 +77,57 @@ def _run_report(config: ReportConfig, out: str) -> dict:
     removed = removed_data(training, config)
     judge = Judge(*load_classifier(config.classifier_dir)) if config.classifier_dir else None
     num_classes = spm.unet.config.num_class_embeds
-    labels = [i % num_classes for i in range(config.num_images)]
-    kwargs = {"num_inference_steps": config.num_inference_steps, "batch_size": config.batch_size, "seed": config.seed}
-    samples = os.path.join(out, "samples")
-    scales, roles = {}, {}  # each model's guidance scale (the config's, or the model's own default) and role
-
-    def sample(name: str, pipe, role: str) -> Generations:
-        w = pipe.config.default_guidance_scale if config.guidance_scale is None else config.guidance_scale
-        logger.info("sampling %d images: %s (guidance %s)", len(labels), name, w)
-        scales[name], roles[name] = w, role
-        reads = pipe.memory_bank is not None
-        extra = {"memory_size": config.memory_size, "empty_memory": config.empty_memory} if reads else {}
-        return sample_generations(name, pipe, labels, os.path.join(samples, role), guidance_scale=w, **kwargs, **extra)
-
-    models = [sample("SPM before removal", spm, "spm_before")]
-    receipt = spm.memory_bank.remove(ids=removed.ids, reason="spm-gen report")
-    logger.info("removed %d memory items in %.2f ms", len(removed.ids), 1e3 * receipt.duration_s)
-    spm.save_pretrained(os.path.join(out, "spm_after_removal"))
-    models.append(sample("SPM after removal", spm, "spm_after"))
-    times = {models[0].name: None, models[1].name: receipt.duration_s}
+    twin = None
     if config.twin_dir:
-        twin = load_pipeline(config.twin_dir)
-        models.append(sample("twin before", twin, "twin_before"))
-        logger.info("unlearning the twin: %s, %d steps", config.twin.title, config.twin.steps)
-        unlearned, seconds = config.twin.apply(twin, *forget_and_remain(training, removed.ids), config.seed)
-        models.append(sample(f"twin after {config.twin.title}", unlearned, "twin_after"))
-        times.update({models[2].name: None, models[3].name: seconds})
-    oracle = None
-    if config.oracle_dir:
-        oracle = sample("oracle (retrained without)", load_pipeline(config.oracle_dir), "oracle")
+        methods = {"twin_after": config.twin}
+        twin = TwinBaseline(load_pipeline(config.twin_dir), *forget_and_remain(training, removed.ids), methods)
+    comparison = Comparison(
+        spm,
+        {"ids": removed.ids},
+        "spm-gen report",
+        twin=twin,
+        oracles={"oracle": load_pipeline(config.oracle_dir)} if config.oracle_dir else {},
+        names={**NAMES, "twin_after": f"twin after {config.twin.title}"},
+    )
+    plan = SamplingPlan(
+        labels=[i % num_classes for i in range(config.num_images)],
+        folder=os.path.join(out, "samples"),
+        seed=config.seed,
+        batch_size=config.batch_size,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        memory_size=config.memory_size,
+        empty_memory=config.empty_memory,
+    )
+    result = run_comparison(comparison, plan)
+    spm.save_pretrained(os.path.join(out, "spm_after_removal"))
+    runs = list(result.runs.values())
+    oracle = result.get("oracle")
 
     rows, distances = [], {}
     work = os.path.join(out, "fid_inputs")
-    references = fid_references(training, removed, work, oracle) if judge is not None else {}
-    for gen in models + ([oracle] if oracle else []):
-        own = {k: v for k, v in references.items() if gen is not oracle or k != "oracle"}
+    references = fid_references(training, removed, work, oracle.generations if oracle else None) if judge else {}
+    for run in runs:
+        own = {k: v for k, v in references.items() if run.role != "oracle" or k != "oracle"}
+        gen = run.generations
         row, d = measure_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
-        row["removal_s"] = times.get(gen.name)
-        row["guidance_scale"] = scales[gen.name]
-        row["role"] = roles[gen.name]
+        row.update(removal_s=run.seconds, guidance_scale=run.guidance_scale, role=run.role)
         rows.append(row)
         distances[gen.name] = d
     pictures = {
         "Samples per class (rows: models; same seeds)": save_class_grids(
-            models + ([oracle] if oracle else []), num_classes, os.path.join(out, "grids")
+            [run.generations for run in runs], num_classes, os.path.join(out, "grids")
         ),
         "Removed images and their nearest generations": [
             save_removed_gallery(
-                removed, models[i], models[i + 1], os.path.join(out, f"gallery_{tag}.png"), count=config.gallery_size
+                removed,
+                result[f"{tag}_before"].generations,
+                result[f"{tag}_after"].generations,
+                os.path.join(out, f"gallery_{tag}.png"),
+                count=config.gallery_size,
             )
-            for i, tag in ((0, "spm"), (2, "twin"))
-            if i + 1 < len(models)
+            for tag in ("spm", "twin")
+            if f"{tag}_after" in result.runs
         ],
         "Distances": [
             save_distance_histogram(
@@ -144,7 +151,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
             "classes": removed.classes,
             "individual_ids": [i for i, lab in zip(removed.ids, removed.labels.tolist()) if lab not in removed.classes],
             "ids": removed.ids,
-            "receipt": receipt.to_dict(),
+            "receipt": result.receipt.to_dict(),
         },
         "config": config.to_dict(),
         "machine": machine(),

@@ -1,0 +1,136 @@
+"""One experiment protocol for the report, the demo and the benchmarks: sample the SPM, delete from its memory,
+sample it again, unlearn the same data from the parametric twin, sample the oracles retrained without it; every
+model with the same labels and seeds (`SamplingPlan`). Each sampled model is a `ModelRun`, keyed by its role;
+what is measured, tabled and drawn is the driver's (`report.py`, `memorization_regime.py`, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..choices import EmptyMemory
+from ..data import ImageDataset
+from ..memory.receipts import RemovalReceipt
+from ..unlearning.twin import TwinUnlearning
+from .generations import Generations, sample_generations
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelRun:
+    """One sampled model of a comparison."""
+
+    name: str  # shown in tables and pictures, e.g. "SPM after removal"
+    role: str  # its key in the comparison ("spm_before", "spm_after", "twin_before", a twin method's, an oracle's)
+    pipe: Any
+    guidance_scale: float
+    generations: Generations
+    seconds: float | None = None  # the deletion or unlearning that made this model from the one before
+
+    @property
+    def reads_memory(self) -> bool:
+        return self.pipe.memory_bank is not None
+
+
+@dataclass
+class SamplingPlan:
+    """How every model of a comparison is sampled: one image per entry of `labels`, the same seeds for every
+    model; run `role` writes its samples to `folder/<role>`."""
+
+    labels: list[int]
+    folder: str
+    seed: int = 0
+    batch_size: int = 100
+    num_inference_steps: int = 50
+    guidance_scale: float | None = None  # None: each model's own (its saved default_guidance_scale)
+    memory_size: int | None = 64  # memory items each class reads (SPMs only; None: all)
+    empty_memory: EmptyMemory | None = None  # what a class with no memory left reads (SPMs only; None: the default)
+
+    def run(self, name: str, role: str, pipe, seconds: float | None = None) -> ModelRun:
+        """Samples `pipe` as model `name`."""
+        w = pipe.config.default_guidance_scale if self.guidance_scale is None else self.guidance_scale
+        logger.info("sampling %d images: %s (guidance %s)", len(self.labels), name, w)
+        extra = {}
+        if pipe.memory_bank is not None:
+            extra["memory_size"] = self.memory_size
+            if self.empty_memory is not None:
+                extra["empty_memory"] = self.empty_memory
+        generations = sample_generations(
+            name,
+            pipe,
+            self.labels,
+            os.path.join(self.folder, role),
+            self.seed,
+            self.batch_size,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=w,
+            **extra,
+        )
+        return ModelRun(name, role, pipe, w, generations, seconds)
+
+
+@dataclass
+class TwinBaseline:
+    """The parametric twin and the unlearning methods it runs on the removed data (each a model of its own)."""
+
+    pipe: Any
+    forget: ImageDataset | None = None  # what the twin unlearns (needed with methods)
+    remain: ImageDataset | None = None  # what it keeps (descent on it during unlearning)
+    methods: dict[str, TwinUnlearning] = field(default_factory=dict)  # role -> method; none: sampled only
+
+
+@dataclass
+class Comparison:
+    """The models of one removal, in the order they are made: the SPM before, deletion from its memory (in
+    place), the SPM after; the twin before and after each unlearning method; the oracles. `names` gives each
+    role its shown name (the role itself when missing)."""
+
+    spm: Any
+    removal: dict[str, list]  # `MemoryBank.remove`'s selection: ids=, labels= and/or hashes=
+    reason: str
+    twin: TwinBaseline | None = None
+    oracles: dict[str, Any] = field(default_factory=dict)  # role -> pipeline (retrained without, or never held)
+    names: dict[str, str] = field(default_factory=dict)
+
+    def name(self, role: str) -> str:
+        return self.names.get(role, role)
+
+
+@dataclass
+class ComparisonResult:
+    runs: dict[str, ModelRun]  # by role, in the order they were sampled
+    receipt: RemovalReceipt  # the SPM's deletion
+
+    def __getitem__(self, role: str) -> ModelRun:
+        return self.runs[role]
+
+    def get(self, role: str) -> ModelRun | None:
+        return self.runs.get(role)
+
+
+def run_comparison(comparison: Comparison, plan: SamplingPlan) -> ComparisonResult:
+    """Samples every model of `comparison` by `plan`. The SPM's memory is edited in place (after the call
+    it holds the removal)."""
+    runs: dict[str, ModelRun] = {}
+
+    def add(role: str, pipe, seconds: float | None = None) -> None:
+        runs[role] = plan.run(comparison.name(role), role, pipe, seconds)
+
+    add("spm_before", comparison.spm)
+    receipt = comparison.spm.memory_bank.remove(**comparison.removal, reason=comparison.reason)
+    logger.info("removed %d memory items in %.2f ms", len(receipt.removed_ids), 1e3 * receipt.duration_s)
+    add("spm_after", comparison.spm, receipt.duration_s)
+    twin = comparison.twin
+    if twin is not None:
+        add("twin_before", twin.pipe)
+        for role, method in twin.methods.items():
+            logger.info("unlearning the twin: %s, %d steps", method.title, method.steps)
+            unlearned, seconds = method.apply(twin.pipe, twin.forget, twin.remain, plan.seed)
+            add(role, unlearned, seconds)
+    for role, pipe in comparison.oracles.items():
+        add(role, pipe)
+    return ComparisonResult(runs, receipt)
