@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import time
 
@@ -27,14 +26,26 @@ import torch
 from spm_gen.data import load_digits_dataset
 from spm_gen.metrics.unlearning import probabilities, unlearning_metrics
 from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.reporting.markdown import table
 from spm_gen.training import ClassifierTrainConfig, load_config, parse_overrides
 from spm_gen.training.classifier_loop import train_classifier
 from spm_gen.unlearning.baselines import finetune, gradient_ascent
 from spm_gen.unlearning.forget_set import ForgetSet, forget_ids
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 
-COLUMNS = ("UA", "RA", "TA", "TA_all", "MIA_efficacy", "PG_hard", "PG_soft", "PG_soft_TV", "seconds")
-HEADERS = {"UA": "UA ↑", "RA": "RA ↑", "TA": "TA ↑ (remaining classes)", "TA_all": "TA (all)", "MIA_efficacy": "MIA-efficacy ↑",
-           "PG_hard": "PG hard ↓", "PG_soft": "PG soft (KL, nats) ↓", "PG_soft_TV": "PG soft (100 x TV) ↓"}  # fmt: skip
+COLUMNS = [
+    ("method", "method"),
+    ("UA", "UA ↑", ".2f"),
+    ("RA", "RA ↑", ".2f"),
+    ("TA", "TA ↑ (remaining classes)", ".2f"),
+    ("TA_all", "TA (all)", ".2f"),
+    ("MIA_efficacy", "MIA-efficacy ↑", ".2f"),
+    ("PG_hard", "PG hard ↓", ".2f"),
+    ("PG_soft", "PG soft (KL, nats) ↓", ".2f"),
+    ("PG_soft_TV", "PG soft (100 x TV) ↓", ".2f"),
+    ("seconds", "seconds", ".4f"),
+]
+PARAMETRIC = ("Retrain (parametric)", "Fine-tune (parametric)", "Gradient ascent (parametric)")
 
 
 def _train(args, name: str, head: str, exclude: list[str]) -> tuple[str, float]:
@@ -46,75 +57,72 @@ def _train(args, name: str, head: str, exclude: list[str]) -> tuple[str, float]:
     return folder, time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    tiny = {"steps": 2, "finetune_steps": 1, "ascent_steps": 1}
+    parser = BenchmarkParser(__doc__, None, "runs/classifier_unlearning", tiny)
     parser.add_argument("--config", default="configs/digits_classifier.yaml")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--finetune-steps", type=int, default=40, help="10%% of the training steps by default")
     parser.add_argument("--ascent-steps", type=int, default=10)
-    parser.add_argument("--out", default="runs/classifier_unlearning")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def forget_table(args, request: ForgetSet, train_set, test_set, full: dict[str, str]) -> dict[str, dict]:
+    """The rows (method -> metrics and seconds) of one forget request; `full`: the SPM and the parametric
+    classifier trained on all the data."""
+    ids = forget_ids(train_set, request)
+    forget_mask = torch.tensor([i in set(ids) for i in train_set.ids])
+    forget, remain = train_set.subset(forget_mask), train_set.subset(~forget_mask)
+    splits = (forget, remain, test_set)
+    forgotten = [request.forget_class] if request.forget_class is not None else []
+    tag = request.name.replace(" ", "_").replace("%", "pct")
+    rows = {}
+
+    # SPM: deletion from memory, against an SPM trained without the forget set
+    oracle_dir, _ = _train(args, f"spm_oracle_{tag}", "prototype", ids)
+    oracle, oracle_bank = load_classifier(oracle_dir)
+    oracle_p = probabilities(oracle, oracle_bank, test_set)
+    spm, bank = load_classifier(full["spm"])
+    probabilities(spm, bank, test_set)  # memory embeddings cached, as in a serving model
+    start = time.perf_counter()
+    bank.remove(ids=ids, reason=f"benchmark: forget {request.name}")
+    spm.class_sums(bank)  # the memory update, proportional to the removed items
+    deletion_s = time.perf_counter() - start
+    rows["SPM deletion"] = {**unlearning_metrics(spm, bank, splits, forgotten, oracle_p), "seconds": deletion_s}
+    rows["SPM oracle (retrained SPM)"] = {
+        **unlearning_metrics(oracle, oracle_bank, splits, forgotten, oracle_p),
+        "seconds": float("nan"),
+    }
+
+    # parametric: retrain (= the oracle), fine-tune, gradient ascent
+    retrain_dir, retrain_s = _train(args, f"linear_retrain_{tag}", "linear", ids)
+    retrained, _ = load_classifier(retrain_dir)
+    retrain_p = probabilities(retrained, None, test_set)
+
+    def parametric(method: str, model, seconds: float) -> None:  # measured at once, in the order made
+        rows[method] = {**unlearning_metrics(model, None, splits, forgotten, retrain_p), "seconds": seconds}
+
+    parametric("Retrain (parametric)", retrained, retrain_s)
+    original, _ = load_classifier(full["linear"])
+    parametric("Fine-tune (parametric)", *finetune(original, remain, steps=args.finetune_steps))
+    parametric("Gradient ascent (parametric)", *gradient_ascent(copy.deepcopy(original), forget, args.ascent_steps))
+    parametric("No unlearning (parametric)", original, 0.0)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     base = load_config(args.config, config_class=ClassifierTrainConfig)
     train_set = load_digits_dataset(image_size=base.image_size, split="train", seed=base.seed)
     test_set = load_digits_dataset(image_size=base.image_size, split="test", seed=base.seed)
-
     spm_dir, spm_train_s = _train(args, "spm_full", "prototype", [])
     linear_dir, linear_train_s = _train(args, "linear_full", "linear", [])
     print(f"trained: SPM {spm_train_s:.0f} s, parametric {linear_train_s:.0f} s")
-    tables = {}
-    for request in (ForgetSet(forget_class=3), ForgetSet(fraction=0.1, seed=0)):
-        ids = forget_ids(train_set, request)
-        forget_mask = torch.tensor([i in set(ids) for i in train_set.ids])
-        forget, remain = train_set.subset(forget_mask), train_set.subset(~forget_mask)
-        splits = (forget, remain, test_set)
-        forgotten = [request.forget_class] if request.forget_class is not None else []
-        tag = request.name.replace(" ", "_").replace("%", "pct")
-        rows = {}
-
-        # SPM: deletion from memory, against an SPM trained without the forget set
-        oracle_dir, _ = _train(args, f"spm_oracle_{tag}", "prototype", ids)
-        oracle, oracle_bank = load_classifier(oracle_dir)
-        oracle_p = probabilities(oracle, oracle_bank, test_set)
-        spm, bank = load_classifier(spm_dir)
-        probabilities(spm, bank, test_set)  # memory embeddings cached, as in a serving model
-        start = time.perf_counter()
-        bank.remove(ids=ids, reason=f"benchmark: forget {request.name}")
-        spm.class_sums(bank)  # the memory update, proportional to the removed items
-        deletion_s = time.perf_counter() - start
-        rows["SPM deletion"] = {
-            **unlearning_metrics(spm, bank, splits, forgotten, oracle_p),
-            "seconds": deletion_s,
-        }
-        rows["SPM oracle (retrained SPM)"] = {
-            **unlearning_metrics(oracle, oracle_bank, splits, forgotten, oracle_p),
-            "seconds": float("nan"),
-        }
-
-        # parametric: retrain (= the oracle), fine-tune, gradient ascent
-        retrain_dir, retrain_s = _train(args, f"linear_retrain_{tag}", "linear", ids)
-        retrained, _ = load_classifier(retrain_dir)
-        retrain_p = probabilities(retrained, None, test_set)
-        rows["Retrain (parametric)"] = {
-            **unlearning_metrics(retrained, None, splits, forgotten, retrain_p),
-            "seconds": retrain_s,
-        }
-        original, _ = load_classifier(linear_dir)
-        tuned, tuned_s = finetune(original, remain, steps=args.finetune_steps)
-        rows["Fine-tune (parametric)"] = {
-            **unlearning_metrics(tuned, None, splits, forgotten, retrain_p),
-            "seconds": tuned_s,
-        }
-        ascended, ascent_s = gradient_ascent(copy.deepcopy(original), forget, steps=args.ascent_steps)
-        rows["Gradient ascent (parametric)"] = {
-            **unlearning_metrics(ascended, None, splits, forgotten, retrain_p),
-            "seconds": ascent_s,
-        }
-        rows["No unlearning (parametric)"] = {
-            **unlearning_metrics(original, None, splits, forgotten, retrain_p),
-            "seconds": 0.0,
-        }
-        tables[request.name] = rows
-
+    full = {"spm": spm_dir, "linear": linear_dir}
+    tables = {
+        request.name: forget_table(args, request, train_set, test_set, full)
+        for request in (ForgetSet(forget_class=3), ForgetSet(fraction=0.1, seed=0))
+    }
     lines = [
         f"Digits {base.image_size}x{base.image_size}, {len(train_set)} train / {len(test_set)} test images; "
         f"{args.steps} training steps per model; fine-tune {args.finetune_steps} steps, gradient ascent "
@@ -123,31 +131,18 @@ def main() -> None:
         "parametric classifier).",
     ]
     for name, rows in tables.items():
-        lines += [
-            "",
-            f"**Forget {name}**",
-            "",
-            "| method | " + " | ".join(HEADERS.get(c, c) for c in COLUMNS) + " |",
-            "|---" * (len(COLUMNS) + 1) + "|",
-        ]
-        for method, row in rows.items():
-            cells = [
-                f"{row.get(c, float('nan')):.4f}" if c == "seconds" else f"{row.get(c, float('nan')):.2f}"
-                for c in COLUMNS
-            ]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        spm_s = rows["SPM deletion"]["seconds"]
-        fastest = min(
-            rows[m]["seconds"]
-            for m in ("Retrain (parametric)", "Fine-tune (parametric)", "Gradient ascent (parametric)")
+        lines += ["", f"**Forget {name}**", "", table([{"method": m, **r} for m, r in rows.items()], COLUMNS)]
+        fastest = min(rows[m]["seconds"] for m in PARAMETRIC)
+        lines.append(
+            f"\nSPM deletion is {fastest / rows['SPM deletion']['seconds']:.0f}x faster than the fastest parametric baseline."
         )
-        lines.append(f"\nSPM deletion is {fastest / spm_s:.0f}x faster than the fastest parametric baseline.")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "classifier_unlearning.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.out, "classifier_unlearning.json"), "w") as f:
-        json.dump({"settings": vars(args), "tables": tables}, f, indent=2)
+    result = {"settings": vars(args), "machine": describe_machine(), "tables": tables}
+    write_json(args.json or os.path.join(args.out, "classifier_unlearning.json"), result)
     print("\n".join(lines))
+    return result
 
 
 if __name__ == "__main__":

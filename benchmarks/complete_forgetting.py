@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import asdict
 
@@ -65,6 +64,7 @@ from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.data import load_training_set
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 
 logger = logging.getLogger("complete_forgetting")
 
@@ -88,7 +88,8 @@ ROWS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tiny = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "inference_steps": 2, "judge": None}
+    parser = BenchmarkParser(__doc__, "benchmarks/complete_forgetting_cpu.json", "runs/complete_forgetting", tiny)
     parser.add_argument("--config", default="configs/digits_memorization.yaml")
     parser.add_argument(
         "--part", choices=["regime", "own_image", "data_rich", "classes"], nargs="+", default=["regime", "own_image"]
@@ -104,15 +105,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=0.04, help="near-copy RMS pixel distance")
     parser.add_argument("--inference-steps", type=int, default=50)
     parser.add_argument("--judge", default="assets/digits/judge", help="the classifier whose features FID uses")
-    parser.add_argument("--out", default="runs/complete_forgetting")
-    parser.add_argument("--json", default="benchmarks/complete_forgetting_cpu.json")
     parser.add_argument("--reuse", action="store_true", help="reuse models (and removed ids) found in --out")
     parser.add_argument("--resume", action="store_true", help="an interrupted training resumes from its checkpoint")
-    parser.add_argument("--tiny", action="store_true", help="configs/tiny.yaml, a few steps and samples, no FID")
     args = parser.parse_args(argv)
     args.shipped, args.data_overrides, args.data_rich_config = dict(SHIPPED), [], DATA_RICH_CONFIG
     if args.tiny:
-        args.config, args.steps, args.per_class, args.inference_steps, args.judge = "configs/tiny.yaml", 4, 2, 2, None
         args.data_overrides, args.shipped, args.data_rich_config = ["--images_per_class", "4"], {}, args.config
     return args
 
@@ -383,13 +380,6 @@ def part_json(args: argparse.Namespace, part: str) -> str:
     return f"{stem}_{part}_cpu.json" if args.json.endswith("_cpu.json") else f"{stem}_{part}.json"
 
 
-def write_json(path: str, data) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(path + ".tmp", path)
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
@@ -398,7 +388,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return []
     settings = settings_from_args(args)
     os.makedirs(args.out, exist_ok=True)
-    base = {"settings": {**vars(args), **asdict(settings)}, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    base = {
+        "settings": {**vars(args), **asdict(settings)},
+        "machine": describe_machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     judge, judge_bank = load_classifier(args.judge) if args.judge else (None, None)
     records = []
     for part in args.part:
@@ -429,10 +423,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
             write_json(os.path.splitext(path)[0] + "_settings.json", base)
             print(table(rows, [(k, k) for k in rows[0]]))
     return records
-
-
-def machine() -> str:
-    return f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}"
 
 
 REGIME_COLUMNS = [

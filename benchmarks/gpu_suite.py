@@ -20,10 +20,7 @@ Peak memory: `torch.cuda.max_memory_allocated` on CUDA, the rise of the resident
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import re
 import tempfile
 import time
@@ -34,11 +31,12 @@ from accelerate.state import AcceleratorState
 from diffusers import DDPMScheduler
 
 from spm_gen import SPMDiffusionPipeline
+from spm_gen.memory.synthetic import synthetic_bank
 from spm_gen.training import load_config, parse_overrides
 from spm_gen.training.config import build_unet
 from spm_gen.training.loop import official_ddim
 from spm_gen.training.throughput import training_step_seconds
-from spm_gen.utils.benchmarking import synthetic_bank, timed
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, timed, write_json
 
 
 @dataclass
@@ -66,7 +64,7 @@ class Suite:
 def device_and_name(cpu: bool = False) -> tuple[torch.device, str]:
     if torch.cuda.is_available() and not cpu:
         return torch.device("cuda"), torch.cuda.get_device_name()
-    return torch.device("cpu"), f"{platform.machine()} CPU ({torch.get_num_threads()} threads)"
+    return torch.device("cpu"), describe_machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -186,9 +184,8 @@ def print_table(device_name: str, rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="configs/tiny.yaml at test size, on the CPU")
-    parser.add_argument("--json", help="default: benchmarks/gpu_<device>.json (runs/gpu_suite_tiny.json with --tiny)")
+    parser = BenchmarkParser(__doc__)  # --tiny: Suite.tiny(), configs/tiny.yaml at test size, on the CPU
+    parser.set_defaults(json=None)  # benchmarks/gpu_<device>.json (runs/gpu_suite_tiny.json with --tiny)
     args = parser.parse_args(argv)
     suite = Suite.tiny() if args.tiny else Suite()
     device, name = device_and_name(cpu=args.tiny)
@@ -208,15 +205,12 @@ def main(argv: list[str] | None = None) -> dict:
     rows.append(bf16_agreement(suite, device))
     rows.append(host_sync_check(suite, device))
     print_table(name, rows)
-    result = {"device": name, "torch": torch.__version__, "suite": asdict(suite), "rows": rows,
+    result = {"device": name, "machine": describe_machine(device), "suite": asdict(suite), "rows": rows,
               "seconds": time.perf_counter() - start, "date": time.strftime("%Y-%m-%d")}  # fmt: skip
     default = (
         "runs/gpu_suite_tiny.json" if args.tiny else f"benchmarks/gpu_{re.sub(r'[^a-z0-9]+', '_', name.lower())}.json"
     )
-    path = args.json or default
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
+    path = write_json(args.json or default, result)
     print(f"\n{time.perf_counter() - start:.0f} s in all; wrote {path}")
     return result
 

@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import asdict
 
@@ -35,6 +34,7 @@ from spm_gen.memory.bank import MemoryBank
 from spm_gen.metrics.memorization import memorization, near_copies
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
+from spm_gen.reporting.markdown import REGIME_COLUMNS, table
 from spm_gen.reporting.memorization_regime import (
     RegimeMeasurements,
     RegimeSettings,
@@ -51,6 +51,7 @@ from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.data import load_training_dataset
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 
 logger = logging.getLogger("memorization_regime")
 
@@ -68,7 +69,10 @@ TWIN_METHODS = {"twin_salun": "random_label", "twin_gradient_ascent": "gradient_
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tiny = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "inference_steps": 2, "judge": None}
+    parser = BenchmarkParser(
+        __doc__, "benchmarks/memorization_regime_cpu.json", "runs/memorization_regime", tiny | {"twin_steps": 2}
+    )
     parser.add_argument("--config", default="configs/digits_memorization.yaml")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
     parser.add_argument("--per-class", type=int, default=50, help="samples of every class, per model")
@@ -77,15 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inference-steps", type=int, default=50)
     parser.add_argument("--twin-steps", type=int, default=100, help="SalUn / gradient ascent steps on the twin")
     parser.add_argument("--judge", default="assets/digits/judge", help="the classifier whose features FID uses")
-    parser.add_argument("--out", default="runs/memorization_regime")
-    parser.add_argument("--json", default="benchmarks/memorization_regime_cpu.json")
     parser.add_argument("--reuse", action="store_true", help="reuse models (and the removed ids) found in --out")
     parser.add_argument("--probe", action="store_true", help="train and sample the twin only: is the regime reached?")
-    parser.add_argument("--tiny", action="store_true", help="configs/tiny.yaml, a few steps and samples, no FID")
     args = parser.parse_args(argv)
-    if args.tiny:
-        args.config, args.steps, args.per_class, args.inference_steps, args.judge = "configs/tiny.yaml", 4, 2, 2, None
-        args.twin_steps = 2
     args.data_overrides = ["--images_per_class", "3"] if args.tiny else []  # every model and the training set
     return args
 
@@ -138,14 +136,7 @@ def removed_ids(args: argparse.Namespace, twin, training: MemoryBank, settings: 
 
 
 def print_table(records: list[dict], extras: dict) -> None:
-    print("| model | phase | near-copies of removed | memorization rate | extraction share | FID (remaining) |")
-    print("|---|---|---|---|---|---|")
-    for r in records:
-        fid = "n/a" if r["fid_remaining"] is None else f"{r['fid_remaining']:.3f}"
-        print(
-            f"| {r['model']} | {r['phase']} | {r['near_copies_of_removed']} | {r['memorization_rate']:.3f} "
-            f"| {r['extraction_share']:.3f} | {fid} |"
-        )
+    print(table(records, REGIME_COLUMNS))
     print(f"removed (twin near-copies each): {extras['removed']}; regime reached: {extras['regime_reached']}")
     copies = {k: tuple(v["near_copies_when_memory_holds"].values()) for k, v in extras["memory_influence"].items()}
     print(f"SPM near-copies of each removed image with memory = (itself, another image of its class): {copies}")
@@ -209,7 +200,7 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     records = measured.records
     extras = {
         "settings": {**vars(args), **asdict(settings)},
-        "machine": f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}",
+        "machine": describe_machine(),
         "removed": chosen,
         "removed_labels": forget.labels.tolist(),
         "regime_reached": all(count > 0 for count in chosen.values()),
@@ -223,10 +214,8 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
             "after_equals_never_held": torch.equal(variations["after"], variations["never"]),
         },
     }
-    with open(args.json, "w") as f:
-        json.dump(records, f, indent=2)
-    with open(os.path.splitext(args.json)[0] + "_settings.json", "w") as f:
-        json.dump(extras, f, indent=2, default=str)
+    write_json(args.json, records)
+    write_json(os.path.splitext(args.json)[0] + "_settings.json", extras)
     print_table(records, extras)
     logger.info("json: %s; pictures: %s", args.json, pictures)
     return records, extras

@@ -13,9 +13,7 @@ removal (see spm_gen/reporting/memorization_scenario.py).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from dataclasses import asdict
 
@@ -30,6 +28,8 @@ from spm_gen.reporting.memorization_scenario import (
 )
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.unlearning.twin import TwinUnlearning
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.images import to_unit_range
 
 
@@ -43,73 +43,41 @@ def report_counts(result: dict, keys: tuple[str, ...]) -> None:
         print(f"    {key:<12} near-copies {result[key]} total {sum(result[key]):>3}; nearest sample at {nearest}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    tiny = {"config": "configs/tiny.yaml", "steps": 2, "copies": 2, "memory_copies": 2, "classes": [0, 2]}
+    tiny |= {"per_target": 2, "inference_steps": 2, "pipeline": None}
+    parser = BenchmarkParser(__doc__, "benchmarks/memorization_scenario_cpu.json", "runs/memorization_scenario", tiny)
+    parser.add_argument("--config", default="configs/digits.yaml", help="the training config of the case (a) models")
     parser.add_argument("--steps", type=int, default=1000, help="training steps of the case (a) models")
     parser.add_argument("--copies", type=int, default=40, help="copies of each duplicated training image")
     parser.add_argument("--memory-copies", type=int, default=20, help="copies of each memory-only image")
     parser.add_argument("--classes", type=int, nargs="+", default=[0, 2, 5, 7], help="one target per class")
     parser.add_argument("--per-target", type=int, default=50, help="samples of each target's class")
+    parser.add_argument("--inference-steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--threshold", type=float, default=0.04)
     parser.add_argument("--memory-size", type=int, default=64)
-    parser.add_argument("--pipeline", default="assets/digits/spm", help="the trained SPM for case (b)")
-    parser.add_argument("--out", default="runs/memorization_scenario")
-    parser.add_argument("--json", default="benchmarks/memorization_scenario_cpu.json")
+    parser.add_argument("--pipeline", default="assets/digits/spm", help="the trained SPM for case (b) (--tiny: (a)'s)")
     parser.add_argument("--reuse", action="store_true", help="reuse the case (a) models already trained in --out")
-    args = parser.parse_args()
-    settings = ScenarioSettings(per_target=args.per_target, threshold=args.threshold, memory_size=args.memory_size)
-    results = {
-        "settings": {**vars(args), **asdict(settings)},
-        "machine": f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}",
-    }
+    return parser.parse_args(argv)
 
-    train_set = load_digits_dataset(image_size=16, split="train")
-    picks = one_per_class(train_set.labels, args.classes)
-    data_dir = os.path.join(args.out, "data")
-    targets = write_duplicated_folder(train_set, [train_set.ids[i] for i in picks], args.copies, data_dir)
+
+def train_case_a(args: argparse.Namespace, data_dir: str, num_images: int) -> dict[str, str]:
+    """The SPM and the twin trained on the duplicated folder (reused from --out with --reuse)."""
     dirs = {}
     for name, extra in (("spm", ["--fusion_type", "additive"]), ("twin", ["--fusion_type", "none"])):  # as measured
         if args.reuse and os.path.isdir(os.path.join(args.out, name, "pipeline")):
             dirs[name] = os.path.join(args.out, name, "pipeline")
             continue
-        overrides = [
-            "--output_dir",
-            os.path.join(args.out, name),
-            "--dataset",
-            "folder",
-            "--data_path",
-            data_dir,
-            "--max_train_steps",
-            str(args.steps),
-            "--sample_every",
-            str(args.steps),
-            "--checkpointing_steps",
-            str(args.steps),
-            *extra,
-        ]
+        steps = str(args.steps)
+        overrides = ["--output_dir", os.path.join(args.out, name), "--dataset", "folder", "--data_path", data_dir]
+        overrides += ["--max_train_steps", steps, "--sample_every", steps, "--checkpointing_steps", steps, *extra]
         start = time.perf_counter()
-        dirs[name] = train(load_config("configs/digits.yaml", parse_overrides(overrides)))
-        print(
-            f"trained {name} on {len(train_set) + len(picks) * (args.copies - 1)} images in "
-            f"{time.perf_counter() - start:.0f} s"
-        )
-    results["a"] = duplicates_case(
-        load_pipeline(dirs["spm"]), load_pipeline(dirs["twin"]), targets, settings, os.path.join(args.out, "a")
-    )
+        dirs[name] = train(load_config(args.config, parse_overrides(overrides)))
+        print(f"trained {name} on {num_images} images in {time.perf_counter() - start:.0f} s")
+    return dirs
 
-    test_set = load_digits_dataset(image_size=16, split="test")
-    picks = one_per_class(test_set.labels, args.classes)
-    images, labels = to_unit_range(test_set.images[picks]), test_set.labels[picks]
-    results["b"] = memory_only_case(
-        load_pipeline(args.pipeline),
-        load_pipeline(args.pipeline),
-        images,
-        labels,
-        args.memory_copies,
-        settings,
-        os.path.join(args.out, "b"),
-    )
 
+def print_results(args: argparse.Namespace, results: dict, settings: ScenarioSettings) -> None:
     n = args.per_target
     print(
         f"\nnear-copies (samples within {args.threshold} RMS of the target, of {n} samples of its class), "
@@ -124,9 +92,45 @@ def main() -> None:
     print(f"(b) {args.memory_copies} copies each added to the memory after training")
     report_counts(results["b"], ("spm_before", "spm_after", "never_added"))
     print(f"    after removal == never added, sample for sample: {results['b']['after_equals_never_added']}")
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    settings = ScenarioSettings(
+        per_target=args.per_target,
+        threshold=args.threshold,
+        memory_size=args.memory_size,
+        num_inference_steps=args.inference_steps,
+        twin=TwinUnlearning(steps=2) if args.tiny else TwinUnlearning(),
+    )
+    results = {"settings": {**vars(args), **asdict(settings)}, "machine": describe_machine()}
+    image_size = load_config(args.config).image_size
+    train_set = load_digits_dataset(image_size=image_size, split="train")
+    picks = one_per_class(train_set.labels, args.classes)
+    data_dir = os.path.join(args.out, "data")
+    targets = write_duplicated_folder(train_set, [train_set.ids[i] for i in picks], args.copies, data_dir)
+    dirs = train_case_a(args, data_dir, len(train_set) + len(picks) * (args.copies - 1))
+    results["a"] = duplicates_case(
+        load_pipeline(dirs["spm"]), load_pipeline(dirs["twin"]), targets, settings, os.path.join(args.out, "a")
+    )
+
+    test_set = load_digits_dataset(image_size=image_size, split="test")
+    picks = one_per_class(test_set.labels, args.classes)
+    images, labels = to_unit_range(test_set.images[picks]), test_set.labels[picks]
+    pipeline = args.pipeline or dirs["spm"]
+    results["b"] = memory_only_case(
+        load_pipeline(pipeline),
+        load_pipeline(pipeline),
+        images,
+        labels,
+        args.memory_copies,
+        settings,
+        os.path.join(args.out, "b"),
+    )
+    print_results(args, results, settings)
+    write_json(args.json, results)
     print(f"json: {args.json}; galleries: {args.out}/a, {args.out}/b")
+    return results
 
 
 if __name__ == "__main__":

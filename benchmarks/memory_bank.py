@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,8 @@ import time
 
 import torch
 
-from spm_gen import MemoryBank
+from spm_gen.memory.synthetic import synthetic_bank
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.resources import peak_mb, reset_peak
 
 TARGETS_S = {"remove_1_id": 0.1, "remove_1000_ids": 1.0, "nearest_256": 2.0}
@@ -47,15 +47,9 @@ def _peak_extra_mb(fn) -> float:
     return peak_mb(torch.device("cpu"), baseline)
 
 
-def _random_bank(size: int, dim: int) -> MemoryBank:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (size, 1, 8, 8), generator=g, dtype=torch.uint8)
-    return MemoryBank.from_images(images, torch.arange(size) % 10, embeddings=torch.randn(size, dim, generator=g))
-
-
 def bench(size: int, repeats: int, dim: int = 512) -> dict:
     start = time.perf_counter()
-    bank = _random_bank(size, dim)
+    bank = synthetic_bank((1, 8, 8), size // 10, embedding_dim=dim)
     build_s = time.perf_counter() - start
     rng = torch.Generator().manual_seed(1)
     # disjoint batches of ids drawn before timing; each repeat removes a fresh batch
@@ -108,7 +102,7 @@ def _files(folder: str) -> dict[str, int]:
 
 def bench_saved(size: int, dim: int = 512) -> dict:
     """Save, then load and removals of 1 and 1,000 ids by `spm-gen remove`'s function, each in a fresh process."""
-    bank = _random_bank(size, dim)
+    bank = synthetic_bank((1, 8, 8), size // 10, embedding_dim=dim)
     perm = torch.randperm(size, generator=torch.Generator().manual_seed(2)).tolist()
     with tempfile.TemporaryDirectory() as tmp:
         folder = os.path.join(tmp, "model")
@@ -143,17 +137,16 @@ def saved_ratios(r: dict) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+def main(argv: list[str] | None = None) -> dict:
+    parser = BenchmarkParser(__doc__, tiny={"sizes": [2_000], "repeats": 1})
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="multiples of 10")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", help="also write the results here")
     parser.add_argument(
         "--saved-only", action="store_true", help="only the saved-bank table (keeps the rest of --json)"
     )
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    results = {}
+    args = parser.parse_args(argv)
+    print(describe_machine())
+    results = {"machine": describe_machine()}
     if args.saved_only and args.json and os.path.exists(args.json):
         with open(args.json) as f:
             results = json.load(f)  # keeps the in-memory table of an earlier run
@@ -161,8 +154,8 @@ def main() -> None:
         results.update(results=in_memory_table(args), targets_s=TARGETS_S)
     results.update(saved=saved_table(args), saved_targets=SAVED_TARGETS)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
+    return results
 
 
 def in_memory_table(args: argparse.Namespace) -> list[dict]:

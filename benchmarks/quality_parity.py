@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import torch
@@ -37,13 +36,16 @@ from spm_gen.models.classifier_spm import load_classifier, save_classifier
 from spm_gen.reporting.generations import sample_generations
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.images import to_unit_range
 
 MODELS = {"spm_additive": ["--fusion_type", "additive"], "spm_dot": ["--fusion_type", "dot"], "twin": ["--fusion_type", "none"]}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tiny = {"config": "configs/tiny.yaml", "train_steps": 4, "num_images": 20, "inference_steps": 2}
+    tiny |= {"guidance_scales": [0.0, 0.3], "memory_sizes": ["4", "none"], "judge": None}
+    parser = BenchmarkParser(__doc__, "benchmarks/quality_parity_cpu.json", "runs/quality_parity", tiny)
     parser.add_argument("--config", default="configs/digits.yaml")
     parser.add_argument("--train-steps", type=int, default=4000)
     parser.add_argument("--reuse", help="a folder with <model>/pipeline already trained (skips training)")
@@ -55,15 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--judge", default="assets/digits/judge", help="the classifier for FID and consistency")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="of the sampling noise (the models are not retrained)")
-    parser.add_argument("--out", default="runs/quality_parity")
-    parser.add_argument("--json", default="benchmarks/quality_parity_cpu.json")
     parser.add_argument("--resume", action="store_true", help="keep the settings --json already holds")
-    parser.add_argument("--tiny", action="store_true", help="configs/tiny.yaml, a few steps and samples")
-    args = parser.parse_args(argv)
-    if args.tiny:
-        args.config, args.train_steps, args.num_images, args.inference_steps = "configs/tiny.yaml", 4, 20, 2
-        args.guidance_scales, args.memory_sizes, args.judge = [0.0, 0.3], ["4", "none"], None
-    return args
+    return parser.parse_args(argv)
 
 
 def pipeline_dir(args: argparse.Namespace, name: str) -> str:
@@ -101,15 +96,6 @@ def earlier_records(args: argparse.Namespace) -> list[dict]:
         raise ValueError(f"--resume: {args.json} holds settings measured with other --num-images or "
                          f"--inference-steps: {setting_key(wrong[0])}")  # fmt: skip
     return records
-
-
-def write_json(args: argparse.Namespace, records: list[dict]) -> None:
-    if not args.json:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json + ".tmp", "w") as f:
-        json.dump(records, f, indent=2)
-    os.replace(args.json + ".tmp", args.json)
 
 
 def seed_summary(records: list[dict]) -> list[dict]:
@@ -156,17 +142,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "num_images": len(gen.images), "inference_steps": args.inference_steps, "seed": args.seed,
                 }  # fmt: skip
                 records.append(record)
-                write_json(args, records)
+                if args.json:
+                    write_json(args.json, records)
                 print(json.dumps(record), flush=True)
     settings = {key: value for key, value in vars(args).items() if key != "json"}
-    settings["machine"] = f"{os.cpu_count()}-core {platform.machine()}, torch {torch.__version__}"
+    settings["machine"] = describe_machine()
     settings["date"] = time.strftime("%Y-%m-%d")
-    write_json(args, records)
     for row in seed_summary(records):
         print(json.dumps({"over_seeds": row}), flush=True)
     if args.json:
-        with open(os.path.splitext(args.json)[0] + "_settings.json", "w") as f:
-            json.dump(settings, f, indent=2)
+        write_json(args.json, records)
+        write_json(os.path.splitext(args.json)[0] + "_settings.json", settings)
     return records
 
 

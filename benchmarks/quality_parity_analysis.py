@@ -13,17 +13,19 @@ image.
 
 from __future__ import annotations
 
-import argparse
 import os
+import tempfile
 
 import numpy as np
 import torch
 
 from spm_gen.data import load_digits_dataset
 from spm_gen.memory.bank import MemoryBank
-from spm_gen.metrics.fid import fid_terms, folder_features, save_images
+from spm_gen.metrics.fid import fid_terms, folder_features, save_images, save_png
 from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.reporting.markdown import table
 from spm_gen.sampling import read_sample_folder
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.images import to_unit_range
 
 
@@ -36,14 +38,40 @@ def class_spread(features: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(spreads))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("outs", nargs="+", help="--out folders of quality_parity.py (each has samples/, reference/)")
+COLUMNS = [
+    ("setting", "setting"),
+    ("fid", "FID", ".3f"),
+    ("mean", "mean term", ".3f"),
+    ("covariance", "covariance term", ".3f"),
+    ("spread", "spread (vs training)", ".3f"),
+    ("nearest", "nearest training (RMS)", ".4f"),
+]
+
+
+def tiny_outs(folder: str, training, count: int) -> list[str]:
+    """A stand-in for quality_parity.py's --out (its tiny mode samples 8x8 models, which the 16x16 judge cannot
+    read): the training images as the reference, `count` held-out digits as one setting's samples."""
+    save_images(to_unit_range(training.images), os.path.join(folder, "reference"), prefix="train")
+    test = load_digits_dataset(image_size=training.images.shape[-1], split="test")
+    samples = os.path.join(folder, "samples", "held_out")
+    os.makedirs(samples)
+    for i, (image, label) in enumerate(zip(to_unit_range(test.images[:count]), test.labels.tolist())):
+        save_png(image, os.path.join(samples, f"{i:06d}_class{label}.png"))  # as sample_to_folder names them
+    return [folder]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = BenchmarkParser(__doc__, tiny={"num_images": 30})
+    parser.add_argument("outs", nargs="*", help="--out folders of quality_parity.py (each has samples/, reference/)")
     parser.add_argument("--judge", default="assets/digits/judge")
     parser.add_argument("--num-images", type=int, default=2000, help="skip folders with another count (unfinished)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     judge, _ = load_classifier(args.judge)
     training = load_digits_dataset(image_size=judge.config.image_size, split="train")
+    if args.tiny:
+        args.outs = tiny_outs(tempfile.mkdtemp(prefix="parity_analysis_"), training, args.num_images)
+    if not args.outs:
+        parser.error("give the --out folders of quality_parity.py (or --tiny)")
     bank = MemoryBank.from_images(training.images, training.labels, training.ids)
     reference = folder_features(os.path.join(args.outs[0], "reference"), classifier=judge)
     # the reference folder holds the training images in dataset order, so its labels are the dataset's
@@ -56,8 +84,7 @@ def main() -> None:
     test_folder = save_images(to_unit_range(test.images), os.path.join(args.outs[0], "test_split"), prefix="test")
     terms = fid_terms(folder_features(test_folder, classifier=judge), reference)
     print(f"held-out digits (test split, {len(test)} images): FID {terms['fid']:.3f} (mean term {terms['mean']:.3f})")
-    print("| setting | FID | mean term | covariance term | spread (vs training) | nearest training (RMS) |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for out in args.outs:
         for name in sorted(os.listdir(os.path.join(out, "samples"))):
             folder = os.path.join(out, "samples", name)
@@ -70,10 +97,11 @@ def main() -> None:
             terms = fid_terms(features, reference)
             spread = class_spread(features, np.array(labels)) / base_spread
             nearest = bank.nearest_images(images, k=1).distances[:, 0].mean().item()
-            print(
-                f"| {name} | {terms['fid']:.3f} | {terms['mean']:.3f} | {terms['covariance']:.3f} "
-                f"| {spread:.3f} | {nearest:.4f} |"
-            )
+            rows.append({"setting": name, **terms, "spread": spread, "nearest": nearest})
+    print(table(rows, COLUMNS))
+    if args.json:
+        write_json(args.json, {"settings": vars(args), "machine": describe_machine(), "rows": rows})
+    return rows
 
 
 if __name__ == "__main__":

@@ -17,16 +17,15 @@ high-water mark (Linux).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 
 import torch
 from diffusers import DDIMScheduler
 
 from spm_gen import SPMDiffusionPipeline
 from spm_gen.memory.readout import MemoryReadout
+from spm_gen.memory.synthetic import synthetic_bank
 from spm_gen.training.config import build_unet
-from spm_gen.utils.benchmarking import synthetic_bank, timed
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, timed, write_json
 
 
 def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -154,8 +153,11 @@ def fusion_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> dict:
+    tiny = {"config": "configs/tiny.yaml", "memory_sizes": ["4", "whole"], "whole_class": 8, "num_images": 4}
+    parser = BenchmarkParser(
+        __doc__, tiny=tiny | {"steps": 2, "eager": True, "unconditional_memory": ["class"], "skip_fusion": True}
+    )
     parser.add_argument("--config", default="configs/digits.yaml")
     parser.add_argument("--fusion-types", nargs="+", default=["dot", "additive"])
     parser.add_argument("--memory-sizes", nargs="+", default=["100", "256", "1024", "whole"])
@@ -169,25 +171,20 @@ def main() -> None:
     )
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-fusion", action="store_true")
-    parser.add_argument("--json", help="write all numbers and settings here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = (
-        torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    )
+    name = describe_machine(device)
     print(
         f"device: {name}; torch {torch.__version__}; config {args.config}; {args.num_images} images, {args.steps} DDIM steps"
     )
-    results = {"settings": vars(args), "device": name}
+    results = {"settings": vars(args), "machine": name}
     if not args.skip_pipeline:
         results["pipeline"] = pipeline_part(args, device)
     if not args.skip_fusion:
         results["fusion"] = fusion_part(args, device)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
+    return results
 
 
 if __name__ == "__main__":

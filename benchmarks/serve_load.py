@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -36,7 +35,7 @@ from diffusers import DDIMScheduler
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.training.config import build_unet
-from spm_gen.utils.benchmarking import synthetic_images
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, synthetic_images, write_json
 
 TOKEN = "serve-load-benchmark"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -226,7 +225,8 @@ def big_part(args: argparse.Namespace, folder: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tiny = {"seconds": 4.0, "clients": 2, "remove_every": 1.0, "per_class": 20}
+    parser = BenchmarkParser(__doc__, tiny=tiny | {"kill_trials": 2, "big_items": 2_000, "big_removals": 2})
     parser.add_argument("--seconds", type=float, default=45.0, help="the load run (at most 60)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--remove-every", type=float, default=2.0)
@@ -234,12 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kill-trials", type=int, default=5)
     parser.add_argument("--big-items", type=int, default=1_000_000)
     parser.add_argument("--big-removals", type=int, default=5)
-    parser.add_argument("--tiny", action="store_true", help="a few seconds of each part, a small big bank")
-    parser.add_argument("--json", help="write the numbers and settings here")
     args = parser.parse_args(argv)
-    if args.tiny:
-        args.seconds, args.clients, args.remove_every, args.per_class = 4.0, 2, 1.0, 20
-        args.kill_trials, args.big_items, args.big_removals = 2, 2_000, 2
     if not 0 < args.seconds <= 60:
         raise SystemExit(f"--seconds must be in (0, 60], got {args.seconds}")
     started = time.monotonic()
@@ -254,12 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
         save_model(folder, args.big_items // 10)
         big = big_part(args, folder)
         print(json.dumps(big), flush=True)
-    machine = f"{platform.machine()} CPU ({os.cpu_count()} cores), torch {torch.__version__}"
-    result = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "settings": vars(args)}
+    result = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"), "settings": vars(args)}
     result.update(load=load, kill_9=kills, big_bank_remove=big, seconds=time.monotonic() - started)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
     return result
 
 

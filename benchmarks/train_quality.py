@@ -14,7 +14,6 @@ Then, per model, samples `--per-class` images of every class and reports:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -24,7 +23,10 @@ from sklearn.linear_model import LogisticRegression
 
 from spm_gen import SPMDiffusionPipeline
 from spm_gen.data import load_digits_dataset, to_memory_bank
+from spm_gen.reporting.markdown import table
 from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training.logs import read_losses
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.images import save_image_grid
 
 VARIANTS = {
@@ -44,42 +46,57 @@ def digits_judge(image_size: int, seed: int) -> tuple[LogisticRegression, float]
     return judge, float(accuracy)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+COLUMNS = [
+    ("model", "model"),
+    ("guidance_scale", "guidance w"),
+    ("class_consistency", "class consistency"),
+    ("mean_nn_distance", "mean NN distance to train"),
+    ("final_loss", "final loss"),
+    ("train_s", "train s"),
+    ("sample_s", "sample s"),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    tiny = {"config": "configs/tiny.yaml", "steps": 2, "per_class": 1, "inference_steps": 2}
+    parser = BenchmarkParser(__doc__, None, "runs/train_quality", tiny)
     parser.add_argument("--config", default="configs/digits.yaml")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--inference-steps", type=int, default=50)
-    parser.add_argument("--out", default="runs/train_quality")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--guidance-scales", type=float, nargs="+", default=[0.3, 1.0])
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def train_variant(args: argparse.Namespace, name: str) -> tuple[SPMDiffusionPipeline, dict]:
+    """The trained pipeline of variant `name`, and its record (training seconds, final loss, run folder)."""
+    tag = name.split(" ")[0] + "_" + "_".join(VARIANTS[name][1::2]) if VARIANTS[name] else "spm"
+    folder = os.path.join(args.out, tag)
+    steps = str(args.steps)
+    overrides = ["--output_dir", folder, "--max_train_steps", steps, "--sample_every", str(args.steps * 10)]
+    start = time.perf_counter()
+    pipeline_dir = train(load_config(args.config, parse_overrides([*overrides, *VARIANTS[name]])))
+    train_s = time.perf_counter() - start
+    pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    final_loss = read_losses(os.path.join(folder, "loss.jsonl"))[-1]["loss"]
+    return pipe, {"train_s": train_s, "final_loss": final_loss, "folder": folder, "by_guidance": {}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     base = load_config(args.config)
     judge, judge_accuracy = digits_judge(base.image_size, base.seed)
     print(f"judge: logistic regression on pixels, digits test accuracy {judge_accuracy:.3f}")
     train_bank = to_memory_bank(load_digits_dataset(image_size=base.image_size, split="train", seed=base.seed))
-    results = {"settings": vars(args), "judge_test_accuracy": judge_accuracy, "models": {}}
+    results = {"settings": vars(args), "machine": describe_machine(), "judge_test_accuracy": judge_accuracy}
+    results["models"] = {}
     labels = [c for c in range(10) for _ in range(args.per_class)]
+    rows = []
     for name in args.variants:
-        tag = name.split(" ")[0] + "_" + "_".join(VARIANTS[name][1::2]) if VARIANTS[name] else "spm"
-        folder = os.path.join(args.out, tag)
-        overrides = [
-            "--output_dir",
-            folder,
-            "--max_train_steps",
-            str(args.steps),
-            "--sample_every",
-            str(args.steps * 10),
-            *VARIANTS[name],
-        ]
-        config = load_config(args.config, parse_overrides(overrides))
-        start = time.perf_counter()
-        pipeline_dir = train(config)
-        train_s = time.perf_counter() - start
-        pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir)
-        pipe.set_progress_bar_config(disable=True)
-        final_loss = json.loads(open(os.path.join(folder, "loss.jsonl")).read().splitlines()[-1])["loss"]
-        results["models"][name] = {"train_s": train_s, "final_loss": final_loss, "folder": folder, "by_guidance": {}}
+        pipe, model = train_variant(args, name)
+        results["models"][name] = model
         for w in args.guidance_scales:
             start = time.perf_counter()
             images = pipe(
@@ -90,7 +107,8 @@ def main() -> None:
                 output_type="pt",
             ).images
             sample_s = time.perf_counter() - start
-            save_image_grid(images, os.path.join(folder, f"quality_samples_w{w}.png"), nrow=args.per_class, upscale=3)
+            grid = os.path.join(model["folder"], f"quality_samples_w{w}.png")
+            save_image_grid(images, grid, nrow=args.per_class, upscale=3)
             predicted = judge.predict(images.flatten(1).numpy())
             row = {
                 "class_consistency": float(np.mean(predicted == np.array(labels))),
@@ -100,31 +118,22 @@ def main() -> None:
                 "mean_nn_distance": float(train_bank.nearest_images(images, k=1).distances[:, 0].mean()),
                 "sample_s": sample_s,
             }
-            results["models"][name]["by_guidance"][str(w)] = row
-            print(
-                f"{name:<30s} w={w:<4} consistency {row['class_consistency']:.3f}  NN distance {row['mean_nn_distance']:.4f}"
-                f"  train {train_s:.0f} s  sample {sample_s:.0f} s  final loss {final_loss:.4f}"
-            )
+            model["by_guidance"][str(w)] = row
+            rows.append({"model": name, "guidance_scale": w, **row, **model})
+            print(f"{name}, w={w}: consistency {row['class_consistency']:.3f}, {sample_s:.0f} s")
     lines = [
         f"Digits at {base.image_size}x{base.image_size}, {args.steps} training steps (batch {base.train_batch_size}), "
         f"{args.per_class} samples per class, {args.inference_steps} DDIM steps. "
         f"Judge: logistic regression on pixels (test accuracy {judge_accuracy:.3f}).",
         "",
-        "| model | guidance w | class consistency | mean NN distance to train | final loss | train s | sample s |",
-        "|---|---|---|---|---|---|---|",
+        table(rows, COLUMNS),
     ]
-    for name, model in results["models"].items():
-        for w, row in model["by_guidance"].items():
-            lines.append(
-                f"| {name} | {w} | {row['class_consistency']:.3f} | {row['mean_nn_distance']:.4f} | "
-                f"{model['final_loss']:.4f} | {model['train_s']:.0f} | {row['sample_s']:.0f} |"
-            )
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "train_quality.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.out, "train_quality.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(args.json or os.path.join(args.out, "train_quality.json"), results)
     print("\n".join(lines))
+    return results
 
 
 if __name__ == "__main__":

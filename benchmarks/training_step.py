@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import tempfile
 import time
 
@@ -29,6 +27,7 @@ from spm_gen.training import load_config, parse_overrides
 from spm_gen.training.config import TrainConfig
 from spm_gen.training.losses import LossOptions, diffusion_loss
 from spm_gen.training.throughput import synthetic_run, training_step_seconds
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 
 SETTINGS = {  # name -> overrides
     "twin": ["--fusion_type", "none"],
@@ -66,14 +65,14 @@ def loss_and_gradients(config: TrainConfig, compiled: bool) -> tuple[float, dict
 
 def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(level=logging.WARNING)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    tiny = {"config": "configs/tiny.yaml", "batch_size": 4, "memory": 8, "steps": 1, "warmup": 1}
+    parser = BenchmarkParser(__doc__, tiny=tiny)
     parser.add_argument("--config", default="configs/digits.yaml")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--memory", type=int, default=256, help="support images per batch (the paper's 256)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3, help="steps before timing (compilation included)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--json", help="write the numbers and settings here")
     args = parser.parse_args(argv)
     device = torch.device("cpu")
     rows = []
@@ -101,12 +100,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(table(rows, COLUMNS))
     print(json.dumps(exactness))
     if args.json:
-        machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
-        result = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "settings": vars(args)}
-        result.update(rows=rows, exactness=exactness)
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        result = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"), "settings": vars(args)}
+        write_json(args.json, {**result, "rows": rows, "exactness": exactness})
     return rows
 
 

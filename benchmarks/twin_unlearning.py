@@ -10,8 +10,6 @@ UA on class-3 generations and FID of the remaining classes (judge features, agai
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 
 from spm_gen.demo import individual_removals
@@ -19,9 +17,11 @@ from spm_gen.memory.saved_folder import SavedFolder
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.paths import DIGITS_MODELS
 from spm_gen.reporting.generations import sample_generations
+from spm_gen.reporting.markdown import table
 from spm_gen.reporting.measures import Judge, RemovedData, fid_references, measure_row
 from spm_gen.sampling import load_pipeline
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 
 # (method, steps, lr, remain_weight)
 SETTINGS = [
@@ -36,13 +36,18 @@ SETTINGS = [
 ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+COLUMNS = [(key, key) for key in ("method", "steps", "lr", "remain_weight", "seconds", "ua", "fid_remaining")]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    tiny = {"num_images": 30, "inference_steps": 2, "max_steps": 2, "one_per_method": True}
+    parser = BenchmarkParser(__doc__, "benchmarks/twin_unlearning_cpu.json", "runs/twin_unlearning", tiny)
     parser.add_argument("--models", default=DIGITS_MODELS)
     parser.add_argument("--num-images", type=int, default=100)
-    parser.add_argument("--out", default="runs/twin_unlearning")
-    parser.add_argument("--json", default="benchmarks/twin_unlearning_cpu.json")
-    args = parser.parse_args()
+    parser.add_argument("--inference-steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap every setting's unlearning steps")
+    parser.add_argument("--one-per-method", action="store_true", help="only the first setting of each method")
+    args = parser.parse_args(argv)
     training = SavedFolder(os.path.join(args.models, "spm")).load_bank()
     ids = training.resolve_ids(ids=individual_removals(training, 3, 20), labels=[3])  # the demo's removal
     removed = RemovedData(ids, training.get_images(ids), training.get_labels(ids), [3])
@@ -52,11 +57,15 @@ def main() -> None:
     labels = [i % 10 for i in range(args.num_images)]
     references = fid_references(training, removed, os.path.join(args.out, "fid"))
     rows = []
-    print(f"{'method':<16} {'steps':>5} {'lr':>7} {'remain w':>8} {'seconds':>8} {'UA':>6} {'FID':>8}")
-    for method, steps, lr, weight in SETTINGS:
+    settings = [
+        s for i, s in enumerate(SETTINGS) if not args.one_per_method or s[0] not in {t[0] for t in SETTINGS[:i]}
+    ]
+    for method, steps, lr, weight in settings:
+        steps = min(steps, args.max_steps or steps)
         unlearning = TwinUnlearning(method, steps, lr, weight, saliency=0.5)
         pipe, seconds = (twin, 0.0) if method == "none" else unlearning.apply(twin, forget, remain, seed=0)
-        gen = sample_generations(method, pipe, labels, os.path.join(args.out, f"{method}_{steps}_{lr}_{weight}"), 0)
+        folder = os.path.join(args.out, f"{method}_{steps}_{lr}_{weight}")
+        gen = sample_generations(method, pipe, labels, folder, 0, num_inference_steps=args.inference_steps)
         row, _ = measure_row(gen, training, removed, os.path.join(args.out, "fid"), 0.04, judge, references)
         rows.append(
             {
@@ -69,13 +78,10 @@ def main() -> None:
                 "fid_remaining": row["fid_remaining"],
             }
         )
-        print(
-            f"{method:<16} {steps:>5} {lr:>7.0e} {weight:>8} {seconds:>8.1f} {row['ua']:>6.1f} "
-            f"{row['fid_remaining']:>8.2f}",
-            flush=True,
-        )
-    with open(args.json, "w") as f:
-        json.dump({"num_images": args.num_images, "saliency": 0.5, "rows": rows}, f, indent=2)
+        print(rows[-1], flush=True)
+    print(table(rows, COLUMNS))
+    write_json(args.json, {"num_images": args.num_images, "saliency": 0.5, "machine": describe_machine(), "rows": rows})
+    return rows
 
 
 if __name__ == "__main__":

@@ -29,19 +29,20 @@ METRICS = """\
 """
 
 
-def _cell(value) -> str:
+def _cell(value, fmt: str = ".4g") -> str:
     if value is None:
         return "n/a"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:{fmt}}"
     return str(value)
 
 
-def table(rows: list[dict], columns: list[tuple[str, str]] = COLUMNS) -> str:
-    """A markdown table: one column per `(key, title)` of `columns`, one line per row."""
-    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+def table(rows: list[dict], columns: list[tuple[str, ...]] = COLUMNS) -> str:
+    """A markdown table: one column per `(key, title)` or `(key, title, float format)` of `columns` (floats:
+    ".4g" by default), one line per row."""
+    lines = ["| " + " | ".join(column[1] for column in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |")
+        lines.append("| " + " | ".join(_cell(row.get(key), *fmt) for key, _, *fmt in columns) + " |")
     return "\n".join(lines)
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 
-import torch
 from accelerate import PartialState
 
 from ..memory.bank import MemoryBank
@@ -17,6 +15,7 @@ from ..metrics.memorization import save_distance_histogram
 from ..models.classifier_spm import load_classifier
 from ..sampling import load_pipeline
 from ..unlearning.twin import forget_and_remain
+from ..utils.benchmarking import describe_machine
 from .comparison import Comparison, SamplingPlan, TwinBaseline, run_comparison
 from .config import ReportConfig
 from .markdown import sanity_warnings, write_report
@@ -31,13 +30,6 @@ NAMES = {  # each model's name in the table and the pictures
     "twin_before": "twin before",
     "oracle": "oracle (retrained without)",
 }
-
-
-def machine() -> str:
-    device = PartialState().device
-    cpu = f"{os.cpu_count()}-core {platform.machine()} CPU"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
-    return f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def removed_data(bank: MemoryBank, config: ReportConfig) -> RemovedData:
@@ -154,7 +146,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
             "receipt": result.receipt.to_dict(),
         },
         "config": config.to_dict(),
-        "machine": machine(),
+        "machine": describe_machine(PartialState().device),
         "warnings": sanity_warnings(rows),
     }
     for warning in summary["warnings"]:

@@ -1,11 +1,18 @@
-"""Pieces the benchmark scripts share: timing with the device synchronised, synthetic memory and data."""
+"""Pieces the benchmark scripts share: their command line, the machine's description, timing with the device
+synchronised, synthetic data."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
 import time
+from typing import Any
 
 import torch
 
+from .atomic import atomic_write_text
 from .resources import peak_mb, reset_peak
 
 
@@ -28,8 +35,42 @@ def synthetic_images(
     return images, torch.arange(per_class * classes) % classes
 
 
-def synthetic_bank(shape: tuple[int, int, int], per_class: int, classes: int = 10):
-    """A memory bank of `synthetic_images` (timings do not depend on the pixels)."""
-    from ..memory.bank import MemoryBank
+class BenchmarkParser(argparse.ArgumentParser):
+    """The command line every benchmark shares: `--json` (where its numbers and settings go), `--out` (its run
+    folder, for a benchmark that trains or samples into one) and `--tiny` (a plumbing run at test size, in
+    seconds, whose numbers mean nothing): the values of `tiny` replace the parsed ones."""
 
-    return MemoryBank.from_images(*synthetic_images(shape, per_class, classes))
+    def __init__(self, doc: str, json: str | None = None, out: str | None = None, tiny: dict[str, Any] | None = None):
+        super().__init__(description=doc.strip().splitlines()[0])
+        self.tiny = dict(tiny or {})
+        self.add_argument("--json", default=json, help=f"write the numbers and settings here (default: {json})")
+        if out is not None:
+            self.add_argument("--out", default=out, help=f"the run folder (default: {out})")
+        settings = ", ".join(f"{key}={value}" for key, value in self.tiny.items())
+        self.add_argument("--tiny", action="store_true", help=f"test size, numbers meaningless ({settings})")
+
+    def parse_args(self, args=None, namespace=None):  # noqa: D102 - argparse's, with --tiny applied
+        parsed = super().parse_args(args, namespace)
+        if parsed.tiny:
+            for key, value in self.tiny.items():
+                setattr(parsed, key, value)
+        return parsed
+
+
+def describe_machine(device: torch.device | None = None) -> str:
+    """One line naming where numbers were measured: the GPU, or the CPU's cores and architecture; torch's version
+    and threads."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{os.cpu_count()}-core {platform.machine()} CPU"
+    return f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def write_json(path: str, data: Any) -> str:
+    """Writes a benchmark's numbers and settings atomically (indented; values json cannot hold as text), so an
+    interrupted run leaves the previous file whole."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
+    return path
