@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 
 from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, check_model_folder, check_pipeline_folder, suggestion
+from .reporting.config import ReportConfig
+from .utils.dataclass_options import add_options, from_options
 
 VERSION = "0.1.0"
 
@@ -200,34 +202,18 @@ def _verify(args: argparse.Namespace, outcome, settings) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    if not (args.remove_class or args.remove_ids or args.remove_ids_file):
+    if not (args.remove_classes or args.remove_ids or args.remove_ids_file):
         raise ValueError("nothing to remove: give --remove-class, --remove-ids and/or --remove-ids-file")
-    check_pipeline_folder(args.pipeline, "PIPELINE")  # before the heavy imports
-    for flag, folder in (("--twin", args.twin), ("--oracle", args.oracle)):
+    check_pipeline_folder(args.pipeline_dir, "PIPELINE")  # before the heavy imports
+    for flag, folder in (("--twin", args.twin_dir), ("--oracle", args.oracle_dir)):
         if folder is not None:
             check_pipeline_folder(folder, flag)
     from .memory.deletion import read_ids_file
-    from .reporting import ReportConfig, run_report
-    from .unlearning.twin import TwinUnlearning
+    from .reporting import run_report
 
-    config = ReportConfig(
-        pipeline_dir=args.pipeline,
-        output_dir=args.output,
-        remove_classes=list(args.remove_class or []),
-        remove_ids=list(args.remove_ids or []) + (read_ids_file(args.remove_ids_file) if args.remove_ids_file else []),
-        classifier_dir=args.classifier,
-        oracle_dir=args.oracle,
-        twin_dir=args.twin,
-        num_images=args.num_images,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        memory_size=args.memory_size,
-        empty_memory=args.empty_memory,
-        near_copy_threshold=args.threshold,
-        twin=TwinUnlearning(args.twin_method, args.twin_steps, args.twin_lr, args.twin_remain_weight),
-        compile_fusion=args.compile_fusion,
-        seed=args.seed,
-    )
+    config = from_options(ReportConfig, args)
+    if args.remove_ids_file:
+        config.remove_ids += read_ids_file(args.remove_ids_file)
     _log_report(run_report(config))
     return 0
 
@@ -325,44 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Removes from a copy of the pipeline's memory (the folder is not changed) and writes pictures, "
         "report.json and report.md to --output.",
     )
-    report.add_argument("pipeline", help="a saved SPMDiffusionPipeline folder")
-    report.add_argument("--remove-class", type=int, action="append", help="a class to remove (repeatable)")
-    report.add_argument("--remove-ids", nargs="+", help="item ids to remove")
+    add_options(report, ReportConfig)  # the options are ReportConfig's fields (and its twin's)
     report.add_argument("--remove-ids-file", help="a file of ids to remove (one per line, or a json list)")
-    report.add_argument("--classifier", help="the judge classifier folder (UA and the FID features)")
-    report.add_argument("--oracle", help="a pipeline retrained without the removed data (FID_O)")
-    report.add_argument("--twin", help="the parametric twin's pipeline, unlearned for comparison (--twin-method)")
-    report.add_argument("--num-images", type=int, default=500, help="generations per model (default: 500)")
-    report.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
-    report.add_argument(
-        "--guidance-scale",
-        type=float,
-        help="guidance w of every model (default: each model's own, saved with it as default_guidance_scale)",
-    )
-    report.add_argument("--memory-size", type=int, default=64, help="memory items read per class (default: 64)")
-    report.add_argument("--threshold", type=float, default=0.04, help="near-copy RMS distance (default: 0.04)")
-    report.add_argument(
-        "--twin-method",
-        choices=["random_label", "gradient_ascent"],
-        default="random_label",
-        help="the twin's unlearning: SalUn's random-label fine-tuning (default) or gradient ascent",
-    )
-    report.add_argument("--twin-steps", type=int, default=100, help="unlearning steps for the twin (default: 100)")
-    report.add_argument("--twin-lr", type=float, default=1e-4, help="their learning rate (default: 1e-4)")
-    report.add_argument(
-        "--twin-remain-weight", type=float, default=1.0, help="weight of the descent on the remaining data (default: 1)"
-    )
-    report.add_argument(
-        "--empty-memory",
-        choices=["all", "error"],
-        default="all",
-        help="what samples of a class with no memory left read: all memory (default) or an error",
-    )
-    report.add_argument("--compile-fusion", action="store_true", help="torch.compile the SPM's additive score")
-    report.add_argument(
-        "--seed", type=int, default=0, help="seed of sampling and of the twin's unlearning (default: 0)"
-    )
-    report.add_argument("--output", default="outputs/report", help="report folder (default: outputs/report)")
     report.set_defaults(func=_report)
     serve = sub.add_parser(
         "serve",

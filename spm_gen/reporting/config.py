@@ -6,31 +6,45 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from ..choices import EmptyMemory, check_choice
-from ..memory.saved_folder import check_output_outside
 from ..unlearning.twin import TwinUnlearning
+from ..utils.dataclass_options import option
 from ..utils.validation import check_values, is_guidance_scale
 
 
 @dataclass
 class ReportConfig:
-    pipeline_dir: str  # the SPM (a saved SPMDiffusionPipeline with its memory)
-    output_dir: str = "outputs/report"
-    remove_classes: list[int] = field(default_factory=list)
-    remove_ids: list[str] = field(default_factory=list)
-    classifier_dir: str | None = None  # the judge: UA and the FID features (FID/UA are skipped without it)
-    oracle_dir: str | None = None  # a pipeline retrained without the removed data: FID_O
-    twin_dir: str | None = None  # the parametric twin (fusion_type none), unlearned as `twin` says
-    num_images: int = 500  # generations per model, classes cycling
-    num_inference_steps: int = 50
-    guidance_scale: float | None = None  # None: each model's own (its saved default_guidance_scale)
-    memory_size: int | None = 64  # memory items each class reads while sampling (None: all)
-    empty_memory: EmptyMemory = "all"  # what a removed class's samples read: all memory, or an error
-    near_copy_threshold: float = 0.04  # RMS pixel distance; digits: 99.9% of training images are farther apart
-    twin: TwinUnlearning = field(default_factory=TwinUnlearning)
-    compile_fusion: bool = False  # torch.compile the SPM's additive score (faster sampling after a compile)
-    gallery_size: int = 6
-    batch_size: int = 100
-    seed: int = 0
+    """The settings of `spm-gen report` (its options are these fields: `spm-gen report --help`)."""
+
+    pipeline_dir: str = option(help="a saved SPMDiffusionPipeline folder (the SPM, with its memory)", flag="PIPELINE")
+    output_dir: str = option("outputs/report", help="the report folder", flag="--output")
+    remove_classes: list[int] = option(
+        help="a class to remove (repeatable)", flag="--remove-class", action="append", default_factory=list
+    )
+    remove_ids: list[str] = option(help="item ids to remove", default_factory=list)
+    classifier_dir: str | None = option(
+        None, help="the judge classifier folder (UA and the FID features; skipped without it)", flag="--classifier"
+    )
+    oracle_dir: str | None = option(None, help="a pipeline retrained without the removed data (FID_O)", flag="--oracle")
+    twin_dir: str | None = option(
+        None, help="the parametric twin's pipeline, unlearned for comparison (--twin-method)", flag="--twin"
+    )
+    num_images: int = option(500, help="generations per model, classes cycling")
+    num_inference_steps: int = option(50, help="DDIM steps", flag="--steps")
+    guidance_scale: float | None = option(
+        None, help="guidance w of every model (default: each model's own, saved with it as default_guidance_scale)"
+    )
+    memory_size: int | None = option(64, help="memory items read per class")
+    empty_memory: EmptyMemory = option(
+        "all", help="what samples of a class with no memory left read: all memory, or an error"
+    )
+    near_copy_threshold: float = option(  # digits: 99.9% of training images are farther apart
+        0.04, help="near-copy RMS pixel distance", flag="--threshold"
+    )
+    twin: TwinUnlearning = field(default_factory=TwinUnlearning)  # its options: --twin-method, --twin-steps, ...
+    compile_fusion: bool = option(False, help="torch.compile the SPM's additive score (faster after a compile)")
+    gallery_size: int = option(6, help="removed images each gallery shows")
+    batch_size: int = option(100, help="images per sampling batch")
+    seed: int = option(0, help="seed of sampling and of the twin's unlearning")
 
     def check(self) -> None:
         """Raises ValueError naming the first bad value (before anything is loaded or sampled)."""
@@ -52,6 +66,8 @@ class ReportConfig:
         )
         self.twin.check()
         check_choice("empty_memory", self.empty_memory, EmptyMemory)
+        from ..memory.saved_folder import check_output_outside
+
         check_output_outside(self.pipeline_dir, self.output_dir)
         for key in ("pipeline_dir", "classifier_dir", "oracle_dir", "twin_dir"):
             path = getattr(self, key)

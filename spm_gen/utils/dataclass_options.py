@@ -1,0 +1,83 @@
+"""Command-line options declared once, on a settings dataclass: a field made with `option(...)` carries its help
+(and a flag, where `--name-with-dashes` is not wanted); `add_options` adds one argparse option per such field
+(its type, choices and default from the field), and `from_options` builds the dataclass back from the parsed
+arguments. A field whose type is itself a dataclass adds that dataclass's options, prefixed with its name."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, Literal
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, **kwargs: Any) -> Any:
+    """A dataclass field that is also an option. `flag`: its name on the command line (`--x`, or a bare name
+    for a positional argument); `kwargs`: extra `dataclasses.field` arguments (`default_factory`) or argparse
+    ones (`action="append"`)."""
+    field_kwargs = {k: kwargs.pop(k) for k in ("default_factory",) if k in kwargs}
+    metadata = {"help": help, "flag": flag, "argparse": kwargs}
+    return dataclasses.field(default=default, metadata=metadata, **field_kwargs)
+
+
+def _fields(cls: type, prefix: str = ""):
+    """(dest, field, type) of every option of `cls` and its nested settings."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint, dest = hints[f.name], prefix + f.name
+        if dataclasses.is_dataclass(hint):
+            yield from _fields(hint, dest + "_")
+        elif "help" in f.metadata:
+            yield dest, f, hint
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _type_kwargs(hint: Any) -> dict[str, Any]:
+    """argparse's `type`, `choices`, `nargs` or `action` for a field's annotation."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # X | None
+        return _type_kwargs(next(a for a in args if a is not type(None)))
+    if hint is bool:
+        return {"action": "store_true"}
+    if origin is Literal:
+        return {"choices": list(args)}
+    if origin is list:
+        return {"type": args[0], "nargs": "+"}
+    return {"type": hint}
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One option per `option(...)` field of `cls` (and of its nested settings); the help says the default."""
+    for dest, f, hint in _fields(cls):
+        flag = f.metadata["flag"] or "--" + dest.replace("_", "-")
+        default = _default(f)
+        shown = "" if default in (None, False, [], dataclasses.MISSING) else f" (default: {default})"
+        kwargs = {**_type_kwargs(hint), **f.metadata["argparse"]}
+        if kwargs.get("action") == "append":
+            kwargs.pop("nargs", None)
+        if flag.startswith("--"):
+            if "choices" not in kwargs and kwargs.get("action") != "store_true":
+                kwargs.setdefault("metavar", flag[2:].replace("-", "_").upper())
+            default = None if kwargs.get("action") == "append" else default  # argparse appends to its default
+            parser.add_argument(flag, dest=dest, default=default, help=f.metadata["help"] + shown, **kwargs)
+        else:
+            parser.add_argument(dest, metavar=flag, help=f.metadata["help"], **kwargs)
+
+
+def from_options(cls: type, args: argparse.Namespace, prefix: str = "") -> Any:
+    """The `cls` that the parsed `args` describe (options added by `add_options`; other fields at their
+    defaults)."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        hint, dest = hints[f.name], prefix + f.name
+        if dataclasses.is_dataclass(hint):
+            values[f.name] = from_options(hint, args, dest + "_")
+        elif "help" in f.metadata:
+            value = getattr(args, dest)
+            values[f.name] = _default(f) if value is None and f.default_factory is not dataclasses.MISSING else value
+    return cls(**values)
