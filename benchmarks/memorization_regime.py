@@ -9,7 +9,7 @@ the twin copy training images, and which removal makes a model stop producing th
    features): the SPM and the twin before; SPM deletion, twin + SalUn, twin + gradient ascent, the oracles.
 5. Memory's influence: near-copies of each removed image when the SPM's memory is that image alone, and
    when it is another image of its class (`memory_influence`).
-6. Image variations (`memory_selection="nearest"`, each removed image as the reference): the SPM before
+6. Image variations (`memory_retrieval="nearest"`, each removed image as the reference): the SPM before
    deletion, after, and the same SPM whose memory never held them (equal bit for bit to "after").
 
 Writes `--json` (a list of records, see spm_gen/reporting/memorization_regime.py), `<json>_settings.json`

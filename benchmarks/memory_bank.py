@@ -66,7 +66,9 @@ def bench(size: int, repeats: int, dim: int = 512) -> dict:
     results["nearest_256_first_call"] = _time(lambda: bank.nearest(queries, k=10), 1)
     results["nearest_256"] = _time(lambda: bank.nearest(queries, k=10), repeats)
     results["nearest_peak_extra_mb"] = _peak_extra_mb(lambda: bank.nearest(queries, k=10))
-    results["select_k1024"] = _time(lambda: bank.select(3, 1024, generator=torch.Generator().manual_seed(0)), repeats)
+    results["select_k1024"] = _time(
+        lambda: bank.seeded_ids(3, 1024, generator=torch.Generator().manual_seed(0)), repeats
+    )
     return results
 
 

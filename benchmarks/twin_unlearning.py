@@ -18,7 +18,7 @@ from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.paths import DIGITS_MODELS
 from spm_gen.reporting.generations import sample_generations
 from spm_gen.reporting.markdown import table
-from spm_gen.reporting.measures import Judge, RemovedData, fid_references, measure_row
+from spm_gen.reporting.report_rows import Judge, RemovedData, fid_references, report_row
 from spm_gen.sampling import load_pipeline
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         pipe, seconds = (twin, 0.0) if method == "none" else unlearning.apply(twin, forget, remain, seed=0)
         folder = os.path.join(args.out, f"{method}_{steps}_{lr}_{weight}")
         gen = sample_generations(method, pipe, labels, folder, 0, num_inference_steps=args.inference_steps)
-        row, _ = measure_row(gen, training, removed, os.path.join(args.out, "fid"), 0.04, judge, references)
+        row, _ = report_row(gen, training, removed, os.path.join(args.out, "fid"), 0.04, judge, references)
         rows.append(
             {
                 "method": method,

@@ -15,7 +15,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from spm_gen.choices import EmptyMemory, MemorySelection, OutputType, UnconditionalMemory, check_choice
+from spm_gen.choices import EmptyMemory, MemoryRetrieval, OutputType, UnconditionalMemory, check_choice
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.memory.feature_cache import MemoryFeatureCache
 from spm_gen.memory.readout import class_readout, nearest_readout, per_sample_readout
@@ -152,8 +152,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"memory_size must be a positive integer or None, got {memory_size!r}")
         for name, (value, alias) in choices.items():
             check_choice(name, value, alias)
-        if choices["memory_selection"][0] == "nearest" and reference_images is None:
-            raise ValueError('memory_selection="nearest" needs reference_images')
+        if choices["memory_retrieval"][0] == "nearest" and reference_images is None:
+            raise ValueError('memory_retrieval="nearest" needs reference_images')
         if self.unet.uses_memory:
             if self.memory_bank is None or len(self.memory_bank) == 0:
                 raise ValueError("this SPM has no memory: load or set a non-empty memory_bank")
@@ -179,7 +179,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float | None = None,
         memory_size: int | None = None,
-        memory_selection: MemorySelection = "random",
+        memory_retrieval: MemoryRetrieval = "random",
         reference_images: torch.Tensor | list[PIL.Image.Image] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: OutputType = "pil",
@@ -205,10 +205,10 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 twin's, measured at 20 steps; benchmarks/RESULTS.md, quality_parity.py); it doubles the cost.
             memory_size (`int`, *optional*): memory items read per class (or per reference image); None
                 reads every item of the class.
-            memory_selection (`str`, defaults to `"random"`): `"random"` (seeded by `generator`) or
+            memory_retrieval (`str`, defaults to `"random"`): `"random"` (seeded by `generator`) or
                 `"nearest"` (the items closest to `reference_images`: image variations).
             reference_images (`torch.Tensor` of shape `(B, C, H, W)` in [0, 1], or PIL images): for `"nearest"`.
-            generator (`torch.Generator` or a list of them, *optional*): makes sampling and memory selection
+            generator (`torch.Generator` or a list of them, *optional*): makes sampling and memory retrieval
                 deterministic.
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (`(B, H, W, C)` floats in [0, 1]), `"pt"`
                 (`(B, C, H, W)` tensor in [0, 1]) or `"latent"` (the final latents, model space [-1, 1]).
@@ -234,7 +234,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
         choices = {
-            "memory_selection": (memory_selection, MemorySelection),
+            "memory_retrieval": (memory_retrieval, MemoryRetrieval),
             "output_type": (output_type, OutputType),
             "unconditional_memory": (unconditional_memory, UnconditionalMemory),
             "empty_memory": (empty_memory, EmptyMemory),
@@ -252,7 +252,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         guided = guidance_scale > 0
 
         # 1. the samples' labels, and what each sample reads from memory (decided once for the whole call)
-        cycle = memory_selection == "random" or not self.unet.uses_memory
+        cycle = memory_retrieval == "random" or not self.unet.uses_memory
         labels = self._class_labels(class_labels, batch_size, cycle=cycle)
         if labels is not None:
             labels = labels.repeat_interleave(num_images_per_prompt)
@@ -260,11 +260,11 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         if self.unet.uses_memory:
             with self.memory_bank.locked():  # one consistent view of the bank, even while another thread edits it
                 unconditional = unconditional_memory if guided else None
-                if memory_selection == "random" and isinstance(generator, list):  # sample i: generator i alone
+                if memory_retrieval == "random" and isinstance(generator, list):  # sample i: generator i alone
                     readout = per_sample_readout(
                         self.memory_bank, labels, memory_size, generator, empty_memory, unconditional
                     )
-                elif memory_selection == "random":
+                elif memory_retrieval == "random":
                     readout = class_readout(
                         self.memory_bank, labels, memory_size, generator, empty_memory, unconditional
                     )

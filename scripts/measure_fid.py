@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     check_model_folder(args.classifier, "--classifier")
     if args.oracle is not None:
         check_pipeline_folder(args.oracle, "--oracle")
-    from spm_gen.measure import measure_fid
+    from spm_gen.metric_runs import measure_fid
 
     result = measure_fid(
         args.pipeline,

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
     check_pipeline_folder(args.pipeline, "--pipeline")  # before torch and diffusers load (seconds)
-    from spm_gen.measure import measure_memorization
+    from spm_gen.metric_runs import measure_memorization
 
     result = measure_memorization(args.pipeline, args.out, args.num_images, args.steps, args.seed, args.batch_size)
     if result is not None:

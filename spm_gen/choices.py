@@ -16,7 +16,7 @@ MemoryEncoding = Literal["clean", "paper"]
 """Memory enters the down path at t=0 (`"clean"`, tokens cached per bank version) or at the current t."""
 EmptyMemory = Literal["all", "error"]
 """A class with no memory at all reads all memory (`"all"`), or sampling raises (`"error"`)."""
-MemorySelection = Literal["random", "nearest"]
+MemoryRetrieval = Literal["random", "nearest"]
 """Seeded items of the sample's class, or the items nearest a reference image (image variations)."""
 UnconditionalMemory = Literal["all", "class"]
 """What guidance's unconditional branch reads: every item the batch selected, or its own class's memory."""

@@ -24,9 +24,9 @@ from . import nearest as search
 from .changes import BankChange, ChangeLog
 from .encoders import ImageEncoder, PixelEncoder
 from .items import ItemSelection, as_embeddings, as_ids, as_labels, as_uint8_images, content_hashes, preview
+from .ranking import ranked_ids, seed_from_generator
 from .receipts import RemovalReceipt
 from .rows import RowStore
-from .selection import seed_from_generator, select_ids
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ Selection = ItemSelection | None
 Images = torch.Tensor | np.ndarray
 LabelsIn = torch.Tensor | np.ndarray | Sequence[int]
 IdsIn = Sequence[str | int] | None
-Tensor = torch.Tensor | None
+OptionalTensor = torch.Tensor | None
 Info = dict | None
 
 
@@ -60,7 +60,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
     a model's weights were trained to denoise (set by training; None: unknown): every other item (memory-only,
     or added after training) was never a training target, which each removal receipt records. The columns
     live in one `RowStore` (see there how removal leaves no copy behind); storage order is not meaningful:
-    everything that depends on it (seeded selection, the order of selected items) is defined by the items
+    everything that depends on it (seeded retrieval, the order of retrieved items) is defined by the items
     alone. The bank is a diffusers component: pipelines save and load it with its own atomic
     `save_pretrained` / `from_pretrained` (safetensors + json, see `spm_gen.memory.storage`).
     """
@@ -86,7 +86,12 @@ class MemoryBank(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_images(
-        cls, images: Images, labels: LabelsIn, ids: IdsIn = None, embeddings: Tensor = None, embedding_info: Info = None
+        cls,
+        images: Images,
+        labels: LabelsIn,
+        ids: IdsIn = None,
+        embeddings: OptionalTensor = None,
+        embedding_info: Info = None,
     ) -> MemoryBank:
         """Builds a bank from images `(N, C, H, W)` (float in [0, 1] or uint8) and their labels.
 
@@ -262,7 +267,7 @@ class MemoryBank(ModelMixin, ConfigMixin):
         """
         start_time = time.perf_counter()
         store = self._store
-        rows = self._store.resolve(ItemSelection.given(selection, ids, labels, hashes))
+        rows = self._store.selection_rows(ItemSelection.given(selection, ids, labels, hashes))
         removed = ([store.ids[r] for r in rows], store.labels[rows].tolist(), [store.hashes[r] for r in rows])
         targets = self.config.training_targets  # may name items of shards a removal did not load
         gone = set(removed[0])
@@ -284,7 +289,9 @@ class MemoryBank(ModelMixin, ConfigMixin):
         self, selection: Selection = None, *, ids: Ids = None, labels: Labels = None, hashes: Ids = None
     ) -> list[str]:
         """The ids `remove` would delete for these arguments (a dry run); raises exactly as `remove` does."""
-        return [self._store.ids[r] for r in self._store.resolve(ItemSelection.given(selection, ids, labels, hashes))]
+        return [
+            self._store.ids[r] for r in self._store.selection_rows(ItemSelection.given(selection, ids, labels, hashes))
+        ]
 
     @_synchronized
     def set_embeddings(self, embeddings: torch.Tensor, info: dict | None = None) -> None:
@@ -304,15 +311,15 @@ class MemoryBank(ModelMixin, ConfigMixin):
         self.set_embeddings(search.encode_rows(self._store, encoder, batch_size, bar), encoder.describe())
 
     @_synchronized
-    def select(
+    def seeded_ids(
         self, label: int | None, k: int | None = None, generator: torch.Generator | None = None, seed: int | None = None
     ) -> list[str]:
         """The ids of the `k` items of class `label` (all items when None) that a query reads, in rank order
-        (all when k is None), seeded by `seed` or one draw from `generator` (`spm_gen.memory.selection`). A class
+        (all when k is None), seeded by `seed` or one draw from `generator` (`spm_gen.memory.ranking`). A class
         with no items is an error here: what it reads instead is decided by the readout (`memory.readout`)."""
         if label is not None and (isinstance(label, bool) or not isinstance(label, int | np.integer)):
             raise ValueError(f"label must be an integer class or None, got {label!r}")
-        return select_ids(self._store, label, k, seed if seed is not None else seed_from_generator(generator))
+        return ranked_ids(self._store, label, k, seed if seed is not None else seed_from_generator(generator))
 
     @_synchronized
     def nearest(self, embeddings: torch.Tensor, k: int, label: int | None = None) -> search.NearestResult:

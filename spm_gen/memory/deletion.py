@@ -100,7 +100,7 @@ def _load_images(paths: list[str], bank: MemoryBank, resize: bool) -> torch.Tens
     return torch.stack(images)
 
 
-def resolve(bank: MemoryBank, request: DeletionRequest, dry_run: bool = False) -> ItemSelection:
+def selection_of(bank: MemoryBank, request: DeletionRequest, dry_run: bool = False) -> ItemSelection:
     """The items of `bank` that `request` names; raises ValueError (bank untouched) for unknown items. Image
     files that match nothing are an error for a removal; for a dry run they just add nothing."""
     if request.is_empty():
@@ -170,7 +170,7 @@ def _delete(
     already = sorted({i for r in bank.receipts for i in r.removed_ids} & set(request.ids) - set(bank.ids))
     if already and not dry_run:
         raise ValueError(f"ids {already} were already removed from '{source.path}' (its receipts/ say when)")
-    selection = resolve(bank, request, dry_run)
+    selection = selection_of(bank, request, dry_run)
     if dry_run:
         ids = [] if selection.is_empty() else bank.resolve_ids(selection)
         return DeletionOutcome(None, ids, bank.get_labels(ids).tolist(), source.path, None, time.perf_counter() - start)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..choices import EmptyMemory, UnconditionalMemory, check_choice
-from .selection import seed_from_generator
+from .ranking import derived_seed, seed_from_generator
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def class_readout(
     counts = classes_with_memory(bank, labels, empty_memory)
     classes = sorted(set(labels.tolist()))
     seed = derived_seed(generator) if generator is not None else seed_from_generator(None)
-    chosen = {c: bank.select(c if c in counts else None, memory_size, seed=seed) for c in classes}
+    chosen = {c: bank.seeded_ids(c if c in counts else None, memory_size, seed=seed) for c in classes}
     own = [c for c in classes if c in counts]  # one group per class with memory; the others read everything
     group_of = {c: g for g, c in enumerate(own)}
     keys = torch.tensor([group_of.get(c, -1) for c in labels.tolist()], dtype=torch.long)
@@ -216,16 +216,10 @@ def per_sample_readout(
         raise ValueError(f"got {len(generators)} generators for {len(labels)} samples")
     counts = classes_with_memory(bank, labels, empty_memory)
     read = [
-        bank.select(c if c in counts else None, memory_size, seed=derived_seed(g))
+        bank.seeded_ids(c if c in counts else None, memory_size, seed=derived_seed(g))
         for c, g in zip(labels.tolist(), generators)
     ]
     return MemoryReadout.from_id_groups(read, _unconditional_keys(torch.arange(len(read)), unconditional), read)
-
-
-def derived_seed(generator: torch.Generator) -> int:
-    """A 63-bit seed for memory selection derived from `generator`'s initial seed (splitmix64's golden ratio
-    step), leaving the generator's own stream to the noise."""
-    return (generator.initial_seed() * 0x9E3779B97F4A7C15 + 0x5EED) % (2**63 - 1)
 
 
 def nearest_readout(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .items import ItemSelection, as_embeddings, check_labels_known, preview
-from .selection import id_keys
+from .ranking import id_keys
 
 SHARD_MAX_ITEMS = 32_768
 SHARD_MAX_BYTES = 64 * 2**20
@@ -76,7 +76,7 @@ class RowStore:
 
     @property
     def keys(self) -> np.ndarray:
-        """uint64 `(n,)` stable keys of the ids (seeded selection ranks them)."""
+        """uint64 `(n,)` stable keys of the ids (the seeded ranking orders them)."""
         return self._keys[: self.n]
 
     @property
@@ -231,7 +231,7 @@ class RowStore:
         del self.hashes[new_n:]
         self.n, self._sq_norms = new_n, None
 
-    def resolve(self, selection: ItemSelection) -> np.ndarray:
+    def selection_rows(self, selection: ItemSelection) -> np.ndarray:
         """Sorted unique rows named by the selection; raises before any change when something is unknown."""
         unknown_ids = [i for i in selection.ids if i not in self]
         if unknown_ids:

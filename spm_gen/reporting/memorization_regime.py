@@ -2,7 +2,7 @@
 them stop producing a removed image, and what does the removal cost the rest?
 
 Every model is sampled with the same seeds, `per_class` samples of every class, and measured against the
-removed images and the remaining training images (`measure`):
+removed images and the remaining training images (`regime_record`):
 
 - near_copies_of_removed: samples within `threshold` (RMS pixel distance) of some removed image;
 - memorization_rate: Gu et al.'s rate against the remaining training images (nearest < 1/3 of the second);
@@ -137,7 +137,7 @@ def make_reference(training: MemoryBank, removed: list[str], judge: SPMClassifie
     return Reference(training.get_images(removed).cpu(), remaining, folder, judge)
 
 
-def measure(model: str, phase: str, generations: Generations, reference: Reference, settings: RegimeSettings):
+def regime_record(model: str, phase: str, generations: Generations, reference: Reference, settings: RegimeSettings):
     """One record of the regime's json, and each sample's distance to its nearest remaining training image."""
     report = memorization(generations.images, reference.remaining)
     to_removed = rms_distances(reference.removed, generations.images).min(dim=0).values
@@ -171,7 +171,7 @@ class RegimeMeasurements:
 
     def add(self, run: ModelRun, model: str, phase: str) -> dict:
         """Measures one sampled model as row (`model`, `phase`)."""
-        record, self.nearest[run.name] = measure(model, phase, run.generations, self.reference, self.settings)
+        record, self.nearest[run.name] = regime_record(model, phase, run.generations, self.reference, self.settings)
         self.records.append(record)
         self.shown.append(run.generations)
         logger.info("%s", record)
@@ -199,14 +199,14 @@ class RegimeMeasurements:
 
 def variation_samples(pipe, references: torch.Tensor, settings: RegimeSettings) -> torch.Tensor:
     """`variations` image variations of each reference `(R, C, H, W)` in [0, 1]: samples reading the
-    memory items nearest to it (`memory_selection="nearest"`), seeded per reference. `(R * variations, C, H, W)`."""
+    memory items nearest to it (`memory_retrieval="nearest"`), seeded per reference. `(R * variations, C, H, W)`."""
     out = []
     for i, image in enumerate(references):
         generator = torch.Generator().manual_seed(settings.seed + i)
         result = pipe(
             reference_images=image.unsqueeze(0),
             num_images_per_prompt=settings.variations,
-            memory_selection="nearest",
+            memory_retrieval="nearest",
             memory_size=settings.memory_size,
             num_inference_steps=settings.num_inference_steps,
             guidance_scale=settings.guidance_scale,
@@ -219,7 +219,7 @@ def variation_samples(pipe, references: torch.Tensor, settings: RegimeSettings) 
 
 def memory_influence(spm, training: MemoryBank, removed: list[str], settings: RegimeSettings) -> dict[str, dict]:
     """Does memory decide which training image the SPM copies? For each removed image: near-copies of it in
-    `per_class` samples of its class with memory reduced to one item (`memory_selection="nearest"`,
+    `per_class` samples of its class with memory reduced to one item (`memory_retrieval="nearest"`,
     `memory_size=1`), once that item being the image itself and once another image of its class, the same
     noise both times (run before the deletion). As many copies without it as with it: the copies come from
     the weights."""
@@ -233,7 +233,7 @@ def memory_influence(spm, training: MemoryBank, removed: list[str], settings: Re
             samples = spm(
                 reference_images=training.get_images([held]).cpu(),
                 num_images_per_prompt=settings.per_class,
-                memory_selection="nearest",
+                memory_retrieval="nearest",
                 memory_size=1,
                 num_inference_steps=settings.num_inference_steps,
                 guidance_scale=settings.guidance_scale,

@@ -23,8 +23,8 @@ from ..memory.bank import MemoryBank
 from ..metrics.memorization import rms_distances
 from ..unlearning.twin import TwinUnlearning, forget_and_remain
 from .comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
-from .measures import RemovedData
 from .pictures import save_removed_gallery
+from .report_rows import RemovedData
 
 DUPLICATES_NAMES = {"spm_before": "SPM before", "spm_after": "SPM after removal", "twin_before": "twin before"}
 MEMORY_ONLY_NAMES = {

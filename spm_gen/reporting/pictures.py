@@ -11,7 +11,7 @@ import torch
 from ..metrics.memorization import rms_distances
 from ..utils.images import save_titled_rows
 from .generations import Generations
-from .measures import RemovedData
+from .report_rows import RemovedData
 
 
 def save_class_grids(models: list[Generations], num_classes: int, folder: str, per_class: int = 10) -> list[str]:

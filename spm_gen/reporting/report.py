@@ -19,8 +19,8 @@ from ..utils.benchmarking import describe_machine
 from .comparison import Comparison, SamplingPlan, TwinBaseline, run_comparison
 from .config import ReportConfig
 from .markdown import sanity_warnings, write_report
-from .measures import Judge, RemovedData, fid_references, measure_row
 from .pictures import save_class_grids, save_removed_gallery
+from .report_rows import Judge, RemovedData, fid_references, report_row
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
     for run in runs:
         own = {k: v for k, v in references.items() if run.role != "oracle" or k != "oracle"}
         gen = run.generations
-        row, d = measure_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
+        row, d = report_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
         row.update(removal_s=run.seconds, guidance_scale=run.guidance_scale, role=run.role)
         rows.append(row)
         distances[gen.name] = d

@@ -67,7 +67,7 @@ def read_token(token_file: str | None) -> str | None:
 
 class GenerateRequest(BaseModel):
     class_labels: list[int] = Field(min_length=1, description="the class of each sample")
-    seed: int = Field(0, ge=0, description="generator seed (noise and memory selection)")
+    seed: int = Field(0, ge=0, description="generator seed (noise and memory retrieval)")
     num_inference_steps: int = Field(50, ge=1, le=1000)
     guidance_scale: float | None = Field(None, description="w; the pipeline's default when absent")
     memory_size: int | None = Field(None, ge=1, description="memory items read per class (all when absent)")

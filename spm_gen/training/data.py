@@ -18,7 +18,7 @@ from ..data import (
     to_memory_bank,
 )
 from ..memory.bank import MemoryBank
-from ..memory.selection import id_keys, select_rows
+from ..memory.ranking import id_keys, ranked_rows
 from .config import ClassifierTrainConfig, TrainConfig
 
 
@@ -74,7 +74,7 @@ def memory_only_ids(config: TrainConfig | ClassifierTrainConfig, dataset: ImageD
     """The items of `dataset` (before the oracle's exclusions, so that an oracle keeps the same split) that are
     memory-only: the classes `memory_only_classes`, the ids of `memory_only_ids_file`, and in every class the
     `round(memory_only_fraction * n)` items of smallest seeded rank (`memory_only_seed`; the rank of an item
-    depends on its id alone, as in memory selection)."""
+    depends on its id alone, as in memory retrieval)."""
     chosen: set[str] = set()
     labels = dataset.labels.numpy()
     if config.memory_only_classes:
@@ -93,7 +93,7 @@ def memory_only_ids(config: TrainConfig | ClassifierTrainConfig, dataset: ImageD
         for label in np.unique(labels):
             rows = np.flatnonzero(labels == label)
             count = int(round(config.memory_only_fraction * len(rows)))
-            chosen |= {dataset.ids[r] for r in select_rows(rows, keys, count, config.memory_only_seed).tolist()}
+            chosen |= {dataset.ids[r] for r in ranked_rows(rows, keys, count, config.memory_only_seed).tolist()}
     return chosen
 
 

@@ -55,7 +55,7 @@ def test_from_images_rejects_bad_input(images, labels, ids, match):
 
 def test_version_changes_on_every_modification(tiny_bank):
     v0 = tiny_bank.version
-    tiny_bank.select(0, 2)
+    tiny_bank.seeded_ids(0, 2)
     tiny_bank.get_images()
     assert tiny_bank.version == v0
     tiny_bank.add(make_images(1, seed=9), [0])
@@ -155,12 +155,12 @@ def test_add_needs_embeddings_when_the_bank_stores_them(tiny_bank):
 
 
 def test_select_is_seeded_and_per_class(tiny_bank):
-    a = tiny_bank.select(1, 2, generator=torch.Generator().manual_seed(0))
-    b = tiny_bank.select(1, 2, generator=torch.Generator().manual_seed(0))
+    a = tiny_bank.seeded_ids(1, 2, generator=torch.Generator().manual_seed(0))
+    b = tiny_bank.seeded_ids(1, 2, generator=torch.Generator().manual_seed(0))
     assert a == b and len(a) == 2 and set(a) <= {"1", "5", "9"}
-    assert sorted(tiny_bank.select(1, None, generator=torch.Generator().manual_seed(0))) == ["1", "5", "9"]
-    assert len(tiny_bank.select(1, 100)) == 3
-    seeds = {tuple(tiny_bank.select(1, 2, generator=torch.Generator().manual_seed(s))) for s in range(20)}
+    assert sorted(tiny_bank.seeded_ids(1, None, generator=torch.Generator().manual_seed(0))) == ["1", "5", "9"]
+    assert len(tiny_bank.seeded_ids(1, 100)) == 3
+    seeds = {tuple(tiny_bank.seeded_ids(1, 2, generator=torch.Generator().manual_seed(s))) for s in range(20)}
     assert len(seeds) > 1
 
 
@@ -183,14 +183,14 @@ def test_select_after_removal_equals_a_bank_that_never_held_the_items():
 
 
 def test_select_all_items_and_bad_arguments(tiny_bank):
-    everything = tiny_bank.select(None, 4, generator=torch.Generator().manual_seed(0))
-    assert len(everything) == 4 and len({tiny_bank.get_labels([i]).item() for i in tiny_bank.select(None)}) == 4
+    everything = tiny_bank.seeded_ids(None, 4, generator=torch.Generator().manual_seed(0))
+    assert len(everything) == 4 and len({tiny_bank.get_labels([i]).item() for i in tiny_bank.seeded_ids(None)}) == 4
     tiny_bank.remove(labels=[3])
     with pytest.raises(ValueError, match="no memory items with label 3"):
-        tiny_bank.select(3, 4)
+        tiny_bank.seeded_ids(3, 4)
     for k in (0, 2.5, True):
         with pytest.raises(ValueError, match=f"k must be a positive integer, got {k!r}"):
-            tiny_bank.select(0, k)
+            tiny_bank.seeded_ids(0, k)
 
 
 def test_labels_beyond_a_class_index_and_non_finite_queries_are_refused():
@@ -257,7 +257,7 @@ def test_an_empty_bank_grows_from_add():
     bank = MemoryBank(image_shape=(1, 8, 8))
     assert len(bank) == 0 and bank.find_similar(make_images(1), k=1) == []
     with pytest.raises(ValueError, match="empty"):
-        bank.select(0, 1)
+        bank.seeded_ids(0, 1)
     emb = torch.randn(3, 5)
     assert bank.add(make_images(3, seed=8), [0, 1, 1], embeddings=emb) == ["0", "1", "2"]
     assert torch.equal(bank.embeddings, emb) and bank.nearest(emb[[2]], k=1).ids == [["2"]]

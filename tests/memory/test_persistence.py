@@ -42,7 +42,7 @@ def test_save_load_round_trip(tiny_bank, tmp_path):
     assert _same(tiny_bank, loaded)
     assert loaded.embedding_info == {"type": "pixel", "size": 8}
     # the loaded bank keeps working: selection, removal, new receipts appended to the log
-    assert loaded.select(1, 2, torch.Generator().manual_seed(1)) == tiny_bank.select(
+    assert loaded.seeded_ids(1, 2, torch.Generator().manual_seed(1)) == tiny_bank.seeded_ids(
         1, 2, torch.Generator().manual_seed(1)
     )
     loaded.remove(ids=["3"])

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from spm_gen.memory.readout import MemoryReadout, class_readout, derived_seed, nearest_readout
+from spm_gen.memory.ranking import derived_seed
+from spm_gen.memory.readout import MemoryReadout, class_readout, nearest_readout
 from tests.conftest import make_images
 from tests.tiny import read_items
 
@@ -24,7 +25,7 @@ def test_class_readout_reads_each_class_and_decides_the_empty_class_fallback(tin
     fallback = class_readout(tiny_bank, torch.tensor([0, 3]), 2, torch.Generator().manual_seed(0))
     # class 3 reads everything selected: class 0's two items and its own seeded pick of two among all items,
     # both picks under the call's one seed (derived from the generator, which is not advanced)
-    own_pick = tiny_bank.select(None, 2, seed=derived_seed(torch.Generator().manual_seed(0)))
+    own_pick = tiny_bank.seeded_ids(None, 2, seed=derived_seed(torch.Generator().manual_seed(0)))
     assert fallback.read[1] == fallback.ids and set(fallback.ids) == set(fallback.read[0]) | set(own_pick)
     assert len(fallback.read[0]) == 2 and tiny_bank.get_labels(fallback.read[0]).eq(0).all()
     with pytest.raises(ValueError, match=r"no memory items for labels \[3\] \(empty_memory='error'\)"):

@@ -99,7 +99,7 @@ def _remove_one_by_one(bank: MemoryBank, ids: list[str], errors: list) -> None:
     try:
         for i in ids:
             bank.remove(ids=[i])
-            bank.select(0, 3, seed=1)
+            bank.seeded_ids(0, 3, seed=1)
     except Exception as e:  # noqa: BLE001 (reported by the test)
         errors.append(e)
 

@@ -138,7 +138,7 @@ def test_progress_bar_shows_unless_disabled(pipe, capsys):
 @pytest.mark.parametrize("guidance_scale, unconditional_memory", [(0.0, "class"), (0.3, "class"), (0.3, "all")])
 def test_a_single_generator_is_a_list_of_one(guidance_scale, unconditional_memory):
     """diffusers' `test_inference_batch_single_identical`: one sample with `generator=g0` equals sample 0 of a
-    call with `generator=[g0, g1, ...]` (memory selection never advances the caller's generator). With
+    call with `generator=[g0, g1, ...]` (memory retrieval never advances the caller's generator). With
     `unconditional_memory="all"` the unconditional branch reads every item the batch selected, which depends
     on the rest of the batch by design; a batch of one class read whole makes that the same set."""
     pipe = tiny_pipeline()

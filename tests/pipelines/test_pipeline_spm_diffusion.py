@@ -155,14 +155,14 @@ def test_guidance_follows_the_papers_formula(pipe, monkeypatch):
     torch.testing.assert_close(guided, (1 + w) * cond - w * uncond)
 
 
-def test_nearest_memory_selection(pipe):
+def test_nearest_memory_retrieval(pipe):
     refs = pipe.memory_bank.get_images(["5", "10"])
     out = pipe(
-        num_inference_steps=1, memory_selection="nearest", reference_images=refs, memory_size=2, output_type="pt"
+        num_inference_steps=1, memory_retrieval="nearest", reference_images=refs, memory_size=2, output_type="pt"
     )
     assert [ids[0] for ids in out.memory_ids] == ["5", "10"]
     with pytest.raises(ValueError, match="needs reference_images"):
-        pipe(num_inference_steps=1, memory_selection="nearest")
+        pipe(num_inference_steps=1, memory_retrieval="nearest")
 
 
 def test_twin_needs_no_memory(tmp_path):
@@ -188,7 +188,7 @@ def test_twin_needs_no_memory(tmp_path):
         ({"class_labels": []}, r"got \[\]"),
         ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number >= 0, got nan"),
         ({"guidance_scale": float("inf")}, "got inf"),
-        ({"memory_selection": "best"}, "memory_selection must be one of"),
+        ({"memory_retrieval": "best"}, "memory_retrieval must be one of"),
         ({"output_type": "jpg"}, "output_type must be one of"),
         ({"guidance_scale": -1.0}, "guidance_scale must be a finite number >= 0"),
         ({"unconditional_memory": "none"}, "unconditional_memory must be one of"),
@@ -264,7 +264,7 @@ def test_an_emptied_class_reads_all_memory_with_a_warning_or_raises(caplog):
 def test_reference_images_as_a_list_of_tensors():
     pipe = tiny_pipeline()
     references = [pipe.memory_bank.get_images(["5"])[0], pipe.memory_bank.get_images(["2"])[0]]
-    args = dict(memory_selection="nearest", memory_size=1, num_inference_steps=1, output_type="pt")
+    args = dict(memory_retrieval="nearest", memory_size=1, num_inference_steps=1, output_type="pt")
     assert pipe(reference_images=references, **args).memory_ids == [["5"], ["2"]]
 
 

@@ -7,9 +7,9 @@ from spm_gen.reporting.memorization_regime import (
     RegimeSettings,
     choose_removed,
     make_reference,
-    measure,
     memory_influence,
     nearest_variation,
+    regime_record,
     remaining_bank,
 )
 
@@ -42,7 +42,7 @@ def test_measure_counts_near_copies_of_removed_and_memorization_against_the_rest
     assert reference.remaining.ids == [f"i{k}" for k in range(12) if k not in (1, 2)]
     images = bank.get_images()
     samples = torch.cat([images[[1, 1, 2, 5]], torch.rand(2, 1, 4, 4)])
-    record, nearest = measure("m", "before", _generations(samples), reference, RegimeSettings(threshold=1e-3))
+    record, nearest = regime_record("m", "before", _generations(samples), reference, RegimeSettings(threshold=1e-3))
     assert record["near_copies_of_removed"] == 3 and record["fid_remaining"] is None
     assert record["memorization_rate"] == pytest.approx(1 / 6)  # only the copy of i5: the removed are not counted
     assert float(nearest[3]) == pytest.approx(0, abs=1e-6)  # the copy of i5, a remaining image

@@ -1,6 +1,6 @@
 import numpy as np
 
-from spm_gen.memory.selection import id_keys, select_rows, selection_ranks
+from spm_gen.memory.ranking import id_keys, ranked_rows, seeded_ranks
 
 
 def test_id_keys_are_stable_and_distinct():
@@ -15,7 +15,7 @@ def test_select_rows_ignores_storage_order():
     keys = id_keys([str(i) for i in range(50)])
     rows = np.arange(50)
     perm = np.random.default_rng(0).permutation(50)
-    a = select_rows(rows, keys, 10, seed=7)
-    b = perm[select_rows(np.arange(50), keys[perm], 10, seed=7)]
+    a = ranked_rows(rows, keys, 10, seed=7)
+    b = perm[ranked_rows(np.arange(50), keys[perm], 10, seed=7)]
     assert a.tolist() == b.tolist()
-    assert not np.array_equal(selection_ranks(keys, 1), selection_ranks(keys, 2))
+    assert not np.array_equal(seeded_ranks(keys, 1), seeded_ranks(keys, 2))

@@ -63,7 +63,7 @@ def fid_references(
     return folders
 
 
-def measure_row(
+def report_row(
     generations: Generations,
     training: MemoryBank,
     removed: RemovedData,

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from spm_gen import SPMClassifier, SPMDiffusionPipeline
-from spm_gen.measure import measure_fid, measure_memorization
+from spm_gen.metric_runs import measure_fid, measure_memorization
 from spm_gen.metrics.memorization import memorization
 from spm_gen.models.classifier_spm import save_classifier
 from spm_gen.sampling import read_sample_folder

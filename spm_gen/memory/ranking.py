@@ -1,6 +1,6 @@
-"""Which memory items a query reads: seeded selection, independent of storage order.
+"""Which memory items a query reads: a seeded ranking, independent of storage order.
 
-Seeded selection ranks every item by a hash of (seed, item id). The rank of an item therefore depends
+The ranking orders every item by a hash of (seed, item id). The rank of an item therefore depends
 only on the item itself, never on which other items are present or on their storage order, so a bank
 after ``remove`` selects exactly what a bank built without those items selects.
 """
@@ -33,7 +33,13 @@ def seed_from_generator(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=device).item())
 
 
-def selection_ranks(keys: np.ndarray, seed: int) -> np.ndarray:
+def derived_seed(generator: torch.Generator) -> int:
+    """A 63-bit seed for memory retrieval derived from `generator`'s initial seed (splitmix64's golden ratio
+    step), leaving the generator's own stream to the noise."""
+    return (generator.initial_seed() * int(_GOLDEN) + 0x5EED) % (2**63 - 1)
+
+
+def seeded_ranks(keys: np.ndarray, seed: int) -> np.ndarray:
     """Per-item pseudo-random ranks: splitmix64 of (key + seed * golden ratio). Shape of `keys`."""
     with np.errstate(over="ignore"):
         z = keys + np.uint64(seed) * _GOLDEN
@@ -42,19 +48,19 @@ def selection_ranks(keys: np.ndarray, seed: int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def select_rows(candidate_rows: np.ndarray, keys: np.ndarray, k: int | None, seed: int) -> np.ndarray:
+def ranked_rows(candidate_rows: np.ndarray, keys: np.ndarray, k: int | None, seed: int) -> np.ndarray:
     """The `k` candidate rows with the smallest seeded ranks, ordered by rank (all of them when k is None).
 
     Ties between ranks are broken by the key itself, so the result never depends on storage order.
     """
-    ranks = selection_ranks(keys[candidate_rows], seed)
+    ranks = seeded_ranks(keys[candidate_rows], seed)
     order = np.lexsort((keys[candidate_rows], ranks))
     if k is not None:
         order = order[:k]
     return candidate_rows[order]
 
 
-def select_ids(store, label: int | None, k: int | None, seed: int) -> list[str]:
+def ranked_ids(store, label: int | None, k: int | None, seed: int) -> list[str]:
     """The ids of the `k` items of `store` (a `RowStore`) with `label` (all items when None) with the smallest
     seeded ranks, in rank order; all candidates when k is None."""
     if k is not None:
@@ -64,4 +70,4 @@ def select_ids(store, label: int | None, k: int | None, seed: int) -> list[str]:
     candidates = np.arange(store.n) if label is None else store.rows_with_label(label)
     if candidates.size == 0:
         raise ValueError(f"no memory items with label {label}")
-    return [store.ids[r] for r in select_rows(candidates, store.keys, k, seed)]
+    return [store.ids[r] for r in ranked_rows(candidates, store.keys, k, seed)]
