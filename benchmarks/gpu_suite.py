@@ -75,13 +75,28 @@ def _sync(device: torch.device) -> None:
 def training_row(suite: Suite, device: torch.device, fusion_type: str, precision: str, out: str) -> dict:
     """Images per second of `train_steps` optimisation steps (after `warmup_steps`), the training loop's own
     step (`Optimization.step`) on synthetic data."""
-    overrides = ["--fusion_type", fusion_type, "--mixed_precision", precision, "--output_dir", out,
-                 "--train_batch_size", str(suite.batch_size), "--memory_per_batch", str(suite.memory_per_batch)]  # fmt: skip
+    overrides = [
+        "--fusion_type",
+        fusion_type,
+        "--mixed_precision",
+        precision,
+        "--output_dir",
+        out,
+        "--train_batch_size",
+        str(suite.batch_size),
+        "--memory_per_batch",
+        str(suite.memory_per_batch),
+    ]
     config = load_config(suite.config, parse_overrides(overrides))
     seconds, peak = training_step_seconds(config, device, suite.train_steps, suite.warmup_steps)
     model = "twin" if fusion_type == "none" else f"spm-{fusion_type}"
-    return {"part": "training", "model": model, "precision": precision,
-            "images_per_s": suite.batch_size / seconds, "peak_mb": peak}  # fmt: skip
+    return {
+        "part": "training",
+        "model": model,
+        "precision": precision,
+        "images_per_s": suite.batch_size / seconds,
+        "peak_mb": peak,
+    }
 
 
 def _pipeline(suite: Suite, device: torch.device, fusion_type: str, bank=None) -> SPMDiffusionPipeline:
@@ -99,8 +114,14 @@ def _pipeline(suite: Suite, device: torch.device, fusion_type: str, bank=None) -
 def _sample(suite: Suite, pipe: SPMDiffusionPipeline, device: torch.device, num_images: int, **kwargs):
     labels = [i % 10 for i in range(num_images)]
     generator = torch.Generator(device).manual_seed(0)
-    return pipe(class_labels=labels, num_inference_steps=suite.inference_steps, guidance_scale=suite.guidance_scale,
-                generator=generator, output_type="pt", **kwargs).images  # fmt: skip
+    return pipe(
+        class_labels=labels,
+        num_inference_steps=suite.inference_steps,
+        guidance_scale=suite.guidance_scale,
+        generator=generator,
+        output_type="pt",
+        **kwargs,
+    ).images
 
 
 def sampling_rows(suite: Suite, device: torch.device) -> list[dict]:
@@ -118,8 +139,16 @@ def sampling_rows(suite: Suite, device: torch.device) -> list[dict]:
                 extra = {"memory_size": memory_size, "unconditional_memory": unconditional}
                 _sample(suite, spm, device, suite.num_images, **extra)  # warm-up: compile, token cache
                 seconds, peak, _ = timed(device, _sample, suite, spm, device, suite.num_images, **extra)
-                rows.append({"part": "sampling", "model": f"spm-{fusion_type}", **extra, "seconds": seconds,
-                             "ratio_to_twin": seconds / twin_s, "peak_mb": peak})  # fmt: skip
+                rows.append(
+                    {
+                        "part": "sampling",
+                        "model": f"spm-{fusion_type}",
+                        **extra,
+                        "seconds": seconds,
+                        "ratio_to_twin": seconds / twin_s,
+                        "peak_mb": peak,
+                    }
+                )
     return rows
 
 
@@ -134,8 +163,14 @@ def bf16_agreement(suite: Suite, device: torch.device) -> dict:
     pipe.to(torch.bfloat16)
     bf16 = _sample(suite, pipe, device, suite.num_images, latents=noise.clone(), memory_size=suite.memory_sizes[0])
     diff = (bf16.float() - fp32.float()).abs()
-    return {"part": "bf16_vs_fp32", "model": "spm-additive", "dtype": str(bf16.dtype), "max_abs_diff": diff.max().item(),
-            "mean_abs_diff": diff.mean().item(), "pixel_range": "[0, 1]"}  # fmt: skip
+    return {
+        "part": "bf16_vs_fp32",
+        "model": "spm-additive",
+        "dtype": str(bf16.dtype),
+        "max_abs_diff": diff.max().item(),
+        "mean_abs_diff": diff.mean().item(),
+        "pixel_range": "[0, 1]",
+    }
 
 
 def host_sync_check(suite: Suite, device: torch.device) -> dict:
@@ -205,8 +240,14 @@ def main(argv: list[str] | None = None) -> dict:
     rows.append(bf16_agreement(suite, device))
     rows.append(host_sync_check(suite, device))
     print_table(name, rows)
-    result = {"device": name, "machine": describe_machine(device), "suite": asdict(suite), "rows": rows,
-              "seconds": time.perf_counter() - start, "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    result = {
+        "device": name,
+        "machine": describe_machine(device),
+        "suite": asdict(suite),
+        "rows": rows,
+        "seconds": time.perf_counter() - start,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     default = (
         "runs/gpu_suite_tiny.json" if args.tiny else f"benchmarks/gpu_{re.sub(r'[^a-z0-9]+', '_', name.lower())}.json"
     )

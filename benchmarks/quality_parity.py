@@ -39,7 +39,11 @@ from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.images import to_unit_range
 
-MODELS = {"spm_additive": ["--fusion_type", "additive"], "spm_dot": ["--fusion_type", "dot"], "twin": ["--fusion_type", "none"]}  # fmt: skip
+MODELS = {
+    "spm_additive": ["--fusion_type", "additive"],
+    "spm_dot": ["--fusion_type", "dot"],
+    "twin": ["--fusion_type", "none"],
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,8 +70,17 @@ def pipeline_dir(args: argparse.Namespace, name: str) -> str:
     if args.reuse:
         return os.path.join(args.reuse, name, "pipeline")
     steps = str(args.train_steps)
-    overrides = ["--output_dir", os.path.join(args.out, name), "--max_train_steps", steps, "--sample_every", steps,
-                 "--checkpointing_steps", steps, *MODELS[name]]  # fmt: skip
+    overrides = [
+        "--output_dir",
+        os.path.join(args.out, name),
+        "--max_train_steps",
+        steps,
+        "--sample_every",
+        steps,
+        "--checkpointing_steps",
+        steps,
+        *MODELS[name],
+    ]
     return train(load_config(args.config, parse_overrides(overrides)))
 
 
@@ -76,8 +89,11 @@ def judge_for(args: argparse.Namespace, image_size: int):
     if args.judge:
         return load_classifier(args.judge)
     folder = os.path.join(args.out, "judge")
-    save_classifier(SPMClassifier(image_size=image_size, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6,
-                                  head="linear"), None, folder)  # fmt: skip
+    save_classifier(
+        SPMClassifier(image_size=image_size, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6, head="linear"),
+        None,
+        folder,
+    )
     return load_classifier(folder)
 
 
@@ -93,8 +109,10 @@ def earlier_records(args: argparse.Namespace) -> list[dict]:
         records = json.load(f)
     wrong = [r for r in records if (r["num_images"], r["inference_steps"]) != (args.num_images, args.inference_steps)]
     if wrong:
-        raise ValueError(f"--resume: {args.json} holds settings measured with other --num-images or "
-                         f"--inference-steps: {setting_key(wrong[0])}")  # fmt: skip
+        raise ValueError(
+            f"--resume: {args.json} holds settings measured with other --num-images or "
+            f"--inference-steps: {setting_key(wrong[0])}"
+        )
     return records
 
 
@@ -108,9 +126,19 @@ def seed_summary(records: list[dict]) -> list[dict]:
         if len(group) > 1:
             fids = torch.tensor([r["fid"] for r in group], dtype=torch.float64)
             consistency = sum(r["class_consistency"] for r in group) / len(group)
-            rows.append({"model": model, "guidance_scale": w, "memory_size": memory_size, "seeds": len(group),
-                         "fid_mean": fids.mean().item(), "fid_std": fids.std().item(), "fid_min": fids.min().item(),
-                         "fid_max": fids.max().item(), "class_consistency_mean": consistency})  # fmt: skip
+            rows.append(
+                {
+                    "model": model,
+                    "guidance_scale": w,
+                    "memory_size": memory_size,
+                    "seeds": len(group),
+                    "fid_mean": fids.mean().item(),
+                    "fid_std": fids.std().item(),
+                    "fid_min": fids.min().item(),
+                    "fid_max": fids.max().item(),
+                    "class_consistency_mean": consistency,
+                }
+            )
     return rows
 
 
@@ -132,15 +160,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     continue
                 extra = {} if not pipe.unet.uses_memory else {"memory_size": memory_size}
                 folder = os.path.join(args.out, "samples", f"{name}_w{w}_m{memory_size}_s{args.seed}")
-                gen = sample_generations(name, pipe, labels, folder, seed=args.seed, batch_size=args.batch_size,
-                                         num_inference_steps=args.inference_steps, guidance_scale=w, **extra)  # fmt: skip
+                gen = sample_generations(
+                    name,
+                    pipe,
+                    labels,
+                    folder,
+                    seed=args.seed,
+                    batch_size=args.batch_size,
+                    num_inference_steps=args.inference_steps,
+                    guidance_scale=w,
+                    **extra,
+                )
                 fid = compute_fid(folder, reference, "domain", judge)["fid"]
                 predicted = judge.predict(gen.images, judge_bank).argmax(1).cpu()
                 record = {
-                    "model": name, "guidance_scale": w, "memory_size": memory_size, "fid": fid,
-                    "class_consistency": (predicted == gen.labels).float().mean().item(), "seconds": gen.seconds,
-                    "num_images": len(gen.images), "inference_steps": args.inference_steps, "seed": args.seed,
-                }  # fmt: skip
+                    "model": name,
+                    "guidance_scale": w,
+                    "memory_size": memory_size,
+                    "fid": fid,
+                    "class_consistency": (predicted == gen.labels).float().mean().item(),
+                    "seconds": gen.seconds,
+                    "num_images": len(gen.images),
+                    "inference_steps": args.inference_steps,
+                    "seed": args.seed,
+                }
                 records.append(record)
                 if args.json:
                     write_json(args.json, records)
