@@ -13,6 +13,10 @@ one kind of features and a model in training mode samples deterministically.
 
 Items are encoded in canonical (key) order in batches of exactly `batch_size` (the last one padded), so an
 item's features do not depend on which other items are encoded with it.
+
+The cache also keeps, once asked for them (`label_sums`), the per-label sums and counts of every item's
+features (the classifier's prototypes): each sync updates them with the change it absorbs, so data flows one
+way, from the bank's change log through the cache to its readers.
 """
 
 from __future__ import annotations
@@ -41,13 +45,25 @@ class MemoryEncoder(Protocol):
 
 
 @dataclass
-class CacheSync:
-    """How the last `sync` followed the bank: a rescan (`full`), or the items added (ids) and removed (keys,
-    with their cached features when there were any)."""
+class LabelSums:
+    """Per-label sums (float64 `(L, D)`) and counts (`(L,)`) of the features of a bank's items, with the items
+    added since they were last brought up to date (id and content; summed when next asked for)."""
 
-    full: bool
-    added_ids: list[str] = field(default_factory=list)
-    removed: list[tuple[ContentKey, torch.Tensor | None]] = field(default_factory=list)
+    sums: torch.Tensor
+    counts: torch.Tensor
+    pending: list[tuple[str, ContentKey]] = field(default_factory=list)
+
+    def remove(self, content: ContentKey, feature: torch.Tensor | None) -> bool:
+        """Takes one item of `content` out; False when that needs its feature and there is none."""
+        pending = next((i for i, (_, key) in enumerate(self.pending) if key == content), None)
+        if pending is not None:  # never summed (duplicates of one content have one feature: any of them)
+            del self.pending[pending]
+            return True
+        if feature is None:
+            return False
+        self.sums[content[1]] -= feature.to(self.sums)
+        self.counts[content[1]] -= 1
+        return True
 
 
 class MemoryFeatureCache:
@@ -65,7 +81,7 @@ class MemoryFeatureCache:
         self._refs: Counter[ContentKey] = Counter()
         self._weights: tuple | None = None
         self._version: str | None = None
-        self.last_sync = "none"  # "incremental" or "full": how the last bank change was absorbed
+        self._sums: LabelSums | None = None  # kept in step once `label_sums` is first asked for
 
     def __len__(self) -> int:
         return len(self._features)
@@ -77,10 +93,10 @@ class MemoryFeatureCache:
 
     def clear(self) -> None:
         self._features.clear()
-        self._weights = self._version = None
+        self._weights = self._version = self._sums = None
 
-    def sync(self, bank, model: MemoryEncoder) -> CacheSync:
-        """Brings the cache in step with `bank` and `model`'s weights; returns what changed."""
+    def sync(self, bank, model: MemoryEncoder) -> None:
+        """Brings the cache (and its label sums) in step with `bank` and `model`'s weights."""
         key = weights_key(model)
         same_weights = key == self._weights
         changes = bank.changes_since(self._version) if same_weights and self._version is not None else None
@@ -89,21 +105,37 @@ class MemoryFeatureCache:
             self._refs = Counter(zip(bank.hashes, bank.labels.tolist()))
             kept = self._features if same_weights else {}
             self._features = {k: v for k, v in kept.items() if k in self._refs}
-            self.last_sync = "full"
-            return CacheSync(full=True)
-        result = CacheSync(full=False)
+            self._sums = None
+            return
         for change in changes:
             self._refs.update(change.added)
-            result.added_ids.extend(change.added_ids)
+            if self._sums is not None:
+                self._sums.pending.extend(zip(change.added_ids, change.added))
             for content in change.removed:
-                result.removed.append((content, self._features.get(content)))
+                if self._sums is not None and not self._sums.remove(content, self._features.get(content)):
+                    self._sums = None  # a feature never computed: summed anew when next asked for
                 self._refs[content] -= 1
                 if self._refs[content] <= 0:
                     del self._refs[content]
                     self._features.pop(content, None)
-        if changes:
-            self.last_sync = "incremental"
-        return result
+
+    def label_sums(self, bank, model: MemoryEncoder, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-label feature sums (float64, `shape` = (labels, feature size)) and counts of `bank`'s items, in
+        step with the bank: after the first call, a bank change costs time proportional to the items it
+        changed."""
+        self.sync(bank, model)
+        if self._sums is None or tuple(self._sums.sums.shape) != shape:
+            device = next(model.parameters()).device
+            sums = torch.zeros(shape, dtype=torch.float64, device=device)
+            counts = torch.zeros(shape[0], dtype=torch.long, device=device)
+            self._sums = LabelSums(sums, counts, list(zip(bank.ids, zip(bank.hashes, bank.labels.tolist()))))
+        if self._sums.pending:
+            ids = [item_id for item_id, _ in self._sums.pending]
+            labels = torch.tensor([label for _, (_, label) in self._sums.pending], device=self._sums.sums.device)
+            self._sums.sums.index_add_(0, labels, self.features(bank, ids, model).to(self._sums.sums))
+            self._sums.counts += torch.bincount(labels, minlength=shape[0])
+            self._sums.pending = []
+        return self._sums.sums, self._sums.counts
 
     def features(
         self, bank, ids: Sequence[str], model: MemoryEncoder, timestep: torch.Tensor | int | None = None

@@ -64,8 +64,6 @@ class SPMClassifier(ModelMixin, ConfigMixin):
             for projection in (self.to_query, self.to_key):  # start as the plain scaled dot product
                 torch.nn.init.eye_(projection.weight)
         self.memory_cache = MemoryFeatureCache(batch_size=256)
-        # (bank version, per-class sums (float64), counts): the prototypes of the version they were computed for
-        self._prototypes: tuple[str, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def uses_memory(self) -> bool:
@@ -90,31 +88,9 @@ class SPMClassifier(ModelMixin, ConfigMixin):
     def class_sums(self, bank: MemoryBank) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-class embedding sums `(num_classes, D)` (float64) and counts `(num_classes,)` of `bank`'s items.
 
-        Kept in step with the bank through `memory_cache`: a removal or addition costs time proportional to
-        the items it changed; another bank or new weights recompute them."""
-        followed = self.memory_cache.version  # the cache may have followed the bank for another reader too
-        sync = self.memory_cache.sync(bank, self)
-        stale = self._prototypes is None or self._prototypes[0] != followed
-        if sync.full or stale or any(feature is None for _, feature in sync.removed):
-            sums = torch.zeros(self.config.num_classes, self.config.embed_dim, dtype=torch.float64, device=self.device)
-            counts = torch.zeros(self.config.num_classes, dtype=torch.long, device=self.device)
-            self._add_to_sums(bank.ids, bank, sums, counts)
-        else:
-            _, sums, counts = self._prototypes
-            if sync.removed:
-                labels = torch.tensor([label for (_, label), _ in sync.removed], device=sums.device)
-                sums.index_add_(0, labels, -torch.stack([feature for _, feature in sync.removed]).double())
-                counts -= torch.bincount(labels, minlength=len(counts))
-            self._add_to_sums([i for i in sync.added_ids if i in bank], bank, sums, counts)
-        self._prototypes = (bank.version, sums, counts)
-        return sums, counts
-
-    def _add_to_sums(self, ids: list[str], bank: MemoryBank, sums: torch.Tensor, counts: torch.Tensor) -> None:
-        if not ids:
-            return
-        labels = bank.get_labels(ids).to(sums.device)
-        sums.index_add_(0, labels, self.memory_cache.features(bank, ids, self).double())
-        counts += torch.bincount(labels, minlength=len(counts))
+        Kept in step with the bank by `memory_cache` (`label_sums`): a removal or addition costs time
+        proportional to the items it changed; another bank or new weights recompute them."""
+        return self.memory_cache.label_sums(bank, self, (self.config.num_classes, self.config.embed_dim))
 
     def logits_from_memory(
         self, queries: torch.Tensor, memory: torch.Tensor, memory_labels: torch.Tensor

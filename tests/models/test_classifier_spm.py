@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from spm_gen import MemoryBank, SPMClassifier
+from spm_gen.memory.feature_cache import MemoryFeatureCache
 from spm_gen.models.classifier_spm import load_classifier, save_classifier
 from tests.conftest import make_images
 
@@ -60,15 +61,34 @@ def test_neighbors_head_equals_its_formula():
     torch.testing.assert_close(model.predict(queries, bank), want, atol=1e-5, rtol=1e-4)
 
 
+def _count_encodings(model) -> list[int]:
+    """The number of real (unpadded) memory images of each later `encode_memory` call of `model`."""
+    calls, encode = [], model.encode_memory
+
+    def counting(images, labels, timestep=None):
+        calls.append(int((images.flatten(1).abs().sum(1) > 0).sum()))
+        return encode(images, labels, timestep)
+
+    model.encode_memory = counting
+    return calls
+
+
 @pytest.mark.parametrize("head", ["prototype", "neighbors"])
 def test_removal_predicts_as_a_bank_that_never_held_the_items(head):
     model, bank = tiny_classifier(head), tiny_bank()
     queries = make_images(6, seed=11)
     model.predict(queries, bank)  # warm cache
     bank.remove(ids=["1", "6", "7"])
+    sums_before = (
+        [t.clone() for t in model.memory_cache.label_sums(bank, model, (4, 16))] if head == "prototype" else None
+    )
+    encoded = _count_encodings(model)
     after = model.predict(queries, bank)
-    if head == "prototype":  # the prototypes were updated from the receipt alone
-        assert model.memory_cache.last_sync == "incremental"
+    assert encoded == []  # the removal needed no encoding: the cached features were enough
+    if head == "prototype":  # the prototypes were updated from the change log alone, to float precision
+        recomputed = MemoryFeatureCache().label_sums(bank, model, (4, 16))
+        for kept, fresh in zip(sums_before, recomputed):
+            torch.testing.assert_close(kept, fresh)
     keep = [i for i in range(24) if str(i) not in ("1", "6", "7")]
     never = MemoryBank.from_images(
         make_images(24, seed=3)[keep], (torch.arange(24) % 4)[keep], ids=[str(i) for i in keep]
@@ -93,8 +113,9 @@ def test_additions_and_weight_changes_resync():
     queries = make_images(2, seed=11)
     model.predict(queries, bank)
     bank.add(make_images(2, seed=50), [0, 0])
+    encoded = _count_encodings(model)
     model.predict(queries, bank)
-    assert model.memory_cache.last_sync == "incremental" and len(model.memory_cache) == 26
+    assert encoded == [2] and len(model.memory_cache) == 26  # the two new items, and nothing else, encoded
     with torch.no_grad():
         model.encoder.proj.weight.mul_(2)
     changed = model.predict(queries, bank)
@@ -144,3 +165,14 @@ def test_prototypes_follow_the_bank_when_another_reader_synced_the_cache_first()
     torch.testing.assert_close(
         model.predict(queries, bank), tiny_classifier().predict(queries, never), atol=1e-6, rtol=1e-5
     )
+
+
+def test_an_item_added_and_removed_between_two_predictions_leaves_the_prototypes_as_a_fresh_model_sees_them():
+    model, bank = tiny_classifier(), tiny_bank()
+    queries = make_images(3, seed=11)
+    model.predict(queries, bank)
+    ids = bank.add(make_images(2, seed=50), [1, 2])
+    bank.remove(ids=[ids[0], "5"])  # one item never summed, one summed
+    torch.testing.assert_close(model.predict(queries, bank), tiny_classifier().predict(queries, bank))
+    for followed, fresh in zip(model.class_sums(bank), MemoryFeatureCache().label_sums(bank, model, (4, 16))):
+        torch.testing.assert_close(followed, fresh)
