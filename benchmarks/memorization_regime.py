@@ -36,6 +36,8 @@ from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.markdown import REGIME_COLUMNS, table
 from spm_gen.reporting.memorization_regime import (
+    ROWS,
+    TWIN_METHODS,
     RegimeMeasurements,
     RegimeSettings,
     choose_removed,
@@ -54,18 +56,6 @@ from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 
 logger = logging.getLogger("memorization_regime")
-
-# the rows of the table, in order: role -> (model, phase)
-ROWS = {
-    "twin_before": ("twin", "before"),
-    "spm_before": ("spm", "before"),
-    "spm_after": ("spm deletion", "after"),
-    "twin_salun": ("twin + SalUn", "after"),
-    "twin_gradient_ascent": ("twin + gradient ascent", "after"),
-    "oracle_twin": ("oracle twin", "after"),
-    "oracle_spm": ("oracle spm", "after"),
-}
-TWIN_METHODS = {"twin_salun": "random_label", "twin_gradient_ascent": "gradient_ascent"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,14 +24,6 @@ REGIME_FOLDERS = {
     "complete_forgetting/removed.json": "its removed ids (memory-only items the twin copies)",
 }
 FORGETTING_NAME = "spm, memory-only half"
-# the rows of the memorization section, in order: role -> (model, phase)
-ROWS = {
-    "twin_before": ("twin", "before"),
-    "spm_before": ("spm", "before"),
-    "spm_after": ("spm deletion", "after"),
-    "oracle_twin": ("oracle twin", "after"),
-    "oracle_spm": ("oracle spm", "after"),
-}
 FORGETTING_ROWS = {
     "twin_before": ("twin", "before"),  # the baseline's generations: they do not depend on what is removed
     "spm_before": (FORGETTING_NAME, "before"),
@@ -64,12 +56,16 @@ def run_memorization_demo(
     from .models.classifier_spm import load_classifier
     from .reporting.comparison import Comparison, TwinBaseline, run_comparison
     from .reporting.memorization_regime import (
+        ROWS,
+        TWIN_METHODS,
         RegimeMeasurements,
         RegimeSettings,
         make_reference,
         run_names,
         sampling_plan,
     )
+
+    rows = {role: row for role, row in ROWS.items() if role not in TWIN_METHODS}  # the twin is not unlearned
     from .sampling import load_pipeline
 
     check_regime_models(models_dir)
@@ -91,11 +87,11 @@ def run_memorization_demo(
         "demo: the memorization regime",
         twin=TwinBaseline(load_pipeline(os.path.join(models_dir, "twin"))),  # sampled, not unlearned
         oracles={role: load_pipeline(os.path.join(models_dir, role)) for role in ("oracle_twin", "oracle_spm")},
-        names=run_names(ROWS),
+        names=run_names(rows),
     )
     plan = sampling_plan(settings, spm.unet.config.num_class_embeds, os.path.join(work, "samples"))
     result = run_comparison(comparison, plan)
-    measured.add_rows(result, ROWS)
+    measured.add_rows(result, rows)
     receipt = result.receipt
     titles = [f"removed id {item} (class {label})" for item, label in zip(removed, labels)]
     summary = {

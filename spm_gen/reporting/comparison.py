@@ -50,6 +50,13 @@ class SamplingPlan:
     memory_size: int | None = 64  # memory items each class reads (SPMs only; None: all)
     empty_memory: EmptyMemory | None = None  # what a class with no memory left reads (SPMs only; None: the default)
 
+    @classmethod
+    def from_settings(cls, settings, labels: list[int], folder: str) -> SamplingPlan:
+        """A plan with the sampling fields of a benchmark's settings dataclass: `seed`, `batch_size`,
+        `num_inference_steps`, `guidance_scale` and `memory_size`."""
+        fields = ("seed", "batch_size", "num_inference_steps", "guidance_scale", "memory_size")
+        return cls(labels, folder, **{name: getattr(settings, name) for name in fields})
+
     def run(self, name: str, role: str, pipe, seconds: float | None = None) -> ModelRun:
         """Samples `pipe` as model `name`."""
         w = pipe.config.default_guidance_scale if self.guidance_scale is None else self.guidance_scale

@@ -32,6 +32,17 @@ from .generations import Generations
 
 logger = logging.getLogger(__name__)
 
+# the regime's rows, in order: role -> (model, phase); the demo shows those that do not unlearn the twin
+ROWS = {
+    "twin_before": ("twin", "before"),
+    "spm_before": ("spm", "before"),
+    "spm_after": ("spm deletion", "after"),
+    "twin_salun": ("twin + SalUn", "after"),
+    "twin_gradient_ascent": ("twin + gradient ascent", "after"),
+    "oracle_twin": ("oracle twin", "after"),
+    "oracle_spm": ("oracle spm", "after"),
+}
+TWIN_METHODS = {"twin_salun": "random_label", "twin_gradient_ascent": "gradient_ascent"}  # role -> method
 EXTRACTION_RATIO = 1 / 3  # a sample counts as extracted below this ratio (our threshold, stated in RESULTS)
 
 
@@ -80,14 +91,8 @@ def settings_from_args(args) -> RegimeSettings:
 def sampling_plan(settings: RegimeSettings, num_classes: int, folder: str) -> SamplingPlan:
     """`per_class` samples of every class (classes in blocks), seeded by `settings.seed`; model `role`'s samples
     go to `folder/<role>`."""
-    return SamplingPlan(
-        labels=[c for c in range(num_classes) for _ in range(settings.per_class)],
-        folder=folder,
-        seed=settings.seed,
-        batch_size=settings.batch_size,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        memory_size=settings.memory_size,
+    return SamplingPlan.from_settings(
+        settings, [c for c in range(num_classes) for _ in range(settings.per_class)], folder
     )
 
 

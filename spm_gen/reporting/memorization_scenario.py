@@ -69,14 +69,8 @@ def write_duplicated_folder(dataset: ImageDataset, ids: list[str], copies: int, 
 
 def sampling_plan(labels: torch.Tensor, settings: ScenarioSettings, folder: str) -> SamplingPlan:
     """`per_target` samples of each target's class; model `role`'s samples go to `folder/<role>`."""
-    return SamplingPlan(
-        labels=[int(label) for label in labels for _ in range(settings.per_target)],
-        folder=folder,
-        seed=settings.seed,
-        batch_size=settings.batch_size,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        memory_size=settings.memory_size,
+    return SamplingPlan.from_settings(
+        settings, [int(label) for label in labels for _ in range(settings.per_target)], folder
     )
 
 
