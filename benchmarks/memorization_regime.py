@@ -137,6 +137,28 @@ def print_table(records: list[dict], extras: dict) -> None:
     )
 
 
+def compare(args, dirs: dict[str, str], spm, twin: TwinBaseline, removed: list[str], reference, settings):
+    """The regime's comparison (`twin`: the twin with its forget and remain sets), and the image variations of
+    the removed images: before the deletion, after it, and from a memory that never held them."""
+    twin.methods = {role: TwinUnlearning(method=method, steps=args.twin_steps) for role, method in TWIN_METHODS.items()}
+    comparison = Comparison(
+        spm,
+        {"ids": removed},
+        "memorization regime",
+        twin=twin,
+        oracles={role: load_pipeline(dirs[role]) for role in ("oracle_twin", "oracle_spm")},
+        names=run_names(ROWS),
+    )
+    variations = {"before": variation_samples(spm, reference.removed, settings)}
+    plan = sampling_plan(settings, spm.unet.config.num_class_embeds, os.path.join(args.out, "samples"))
+    result = run_comparison(comparison, plan)
+    variations["after"] = variation_samples(spm, reference.removed, settings)
+    never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=reference.remaining)
+    never.set_progress_bar_config(disable=True)
+    variations["never"] = variation_samples(never, reference.removed, settings)
+    return result, variations
+
+
 def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
@@ -159,26 +181,11 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     judge = load_classifier(args.judge)[0] if args.judge else None
     reference = make_reference(training, removed, judge, args.out)
     measured = RegimeMeasurements(reference, settings)
-    variations = {"before": variation_samples(spm, reference.removed, settings)}
-    influence = memory_influence(spm, training, removed, settings)
     forget, remain = forget_and_remain(training, removed)
-    methods = {role: TwinUnlearning(method=method, steps=args.twin_steps) for role, method in TWIN_METHODS.items()}
-    comparison = Comparison(
-        spm,
-        {"ids": removed},
-        "memorization regime",
-        twin=TwinBaseline(twin, forget, remain, methods),
-        oracles={role: load_pipeline(dirs[role]) for role in ("oracle_twin", "oracle_spm")},
-        names=run_names(ROWS),
-    )
-    plan = sampling_plan(settings, spm.unet.config.num_class_embeds, os.path.join(args.out, "samples"))
-    result = run_comparison(comparison, plan)
+    influence = memory_influence(spm, training, removed, settings)  # before the deletion
+    result, variations = compare(args, dirs, spm, TwinBaseline(twin, forget, remain), removed, reference, settings)
     measured.add_rows(result, ROWS)
     receipt = result.receipt
-    variations["after"] = variation_samples(spm, reference.removed, settings)
-    never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=reference.remaining)
-    never.set_progress_bar_config(disable=True)
-    variations["never"] = variation_samples(never, reference.removed, settings)
     unlearning_s = {ROWS[role][0]: result[role].seconds for role in TWIN_METHODS}
 
     pictures = os.path.join(args.out, "pictures")

@@ -16,7 +16,7 @@ from ..models.classifier_spm import load_classifier
 from ..sampling import load_pipeline
 from ..unlearning.twin import forget_and_remain
 from ..utils.benchmarking import describe_machine
-from .comparison import Comparison, SamplingPlan, TwinBaseline, run_comparison
+from .comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
 from .config import ReportConfig
 from .markdown import sanity_warnings, write_report
 from .pictures import save_class_grids, save_removed_gallery
@@ -65,77 +65,12 @@ def _run_report(config: ReportConfig, out: str) -> dict:
         raise ValueError(f"'{config.pipeline_dir}' has no memory bank: give the SPM pipeline, not its twin")
     if config.compile_fusion and spm.unet.config.fusion_type == "additive":
         spm.unet.compile_fusion()
-    training = SavedFolder(config.pipeline_dir).load_bank()
+    training = SavedFolder(config.pipeline_dir).load_bank()  # the training set: the memory before the removal
     removed = removed_data(training, config)
     judge = Judge(*load_classifier(config.classifier_dir)) if config.classifier_dir else None
-    num_classes = spm.unet.config.num_class_embeds
-    twin = None
-    if config.twin_dir:
-        methods = {"twin_after": config.twin}
-        twin = TwinBaseline(load_pipeline(config.twin_dir), *forget_and_remain(training, removed.ids), methods)
-    comparison = Comparison(
-        spm,
-        {"ids": removed.ids},
-        "spm-gen report",
-        twin=twin,
-        oracles={"oracle": load_pipeline(config.oracle_dir)} if config.oracle_dir else {},
-        names={**NAMES, "twin_after": f"twin after {config.twin.title}"},
-    )
-    plan = SamplingPlan(
-        labels=[i % num_classes for i in range(config.num_images)],
-        folder=os.path.join(out, "samples"),
-        seed=config.seed,
-        batch_size=config.batch_size,
-        num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale,
-        memory_size=config.memory_size,
-        empty_memory=config.empty_memory,
-    )
-    result = run_comparison(comparison, plan)
+    result = run_comparison(report_comparison(config, spm, training, removed), sampling_plan(config, spm, out))
     spm.save_pretrained(os.path.join(out, "spm_after_removal"))
-    runs = list(result.runs.values())
-    oracle = result.get("oracle")
-
-    rows, distances = [], {}
-    work = os.path.join(out, "fid_inputs")
-    references = fid_references(training, removed, work, oracle.generations if oracle else None) if judge else {}
-    for run in runs:
-        own = {k: v for k, v in references.items() if run.role != "oracle" or k != "oracle"}
-        gen = run.generations
-        row, d = report_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
-        row.update(removal_s=run.seconds, guidance_scale=run.guidance_scale, role=run.role)
-        rows.append(row)
-        distances[gen.name] = d
-    pictures = {
-        "Samples per class (rows: models; same seeds)": save_class_grids(
-            [run.generations for run in runs], num_classes, os.path.join(out, "grids")
-        ),
-        "Removed images and their nearest generations": [
-            save_removed_gallery(
-                removed,
-                result[f"{tag}_before"].generations,
-                result[f"{tag}_after"].generations,
-                os.path.join(out, f"gallery_{tag}.png"),
-                count=config.gallery_size,
-            )
-            for tag in ("spm", "twin")
-            if f"{tag}_after" in result.runs
-        ],
-        "Distances": [
-            save_distance_histogram(
-                {n: d["nearest_training"] for n, d in distances.items()},
-                os.path.join(out, "hist_nearest_training.png"),
-                title="each generation's distance to its nearest training image",
-            ),
-            save_distance_histogram(
-                {n: d["nearest_removed"] for n, d in distances.items()},
-                os.path.join(out, "hist_nearest_removed.png"),
-                title="each generation's distance to its nearest removed image",
-                xlabel="distance to the nearest removed image (RMS pixel difference)",
-                threshold=config.near_copy_threshold,
-            ),
-        ],
-    }
+    rows, distances = measure_runs(result, training, removed, judge, config, os.path.join(out, "fid_inputs"))
     summary = {
         "rows": rows,
         "removal": {
@@ -153,6 +88,91 @@ def _run_report(config: ReportConfig, out: str) -> dict:
         logger.warning("warning: %s", warning)
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    pictures = save_pictures(result, removed, distances, config, out)
     write_report(os.path.join(out, "report.md"), summary, pictures)
     logger.info("report: %s", os.path.join(out, "report.md"))
     return summary
+
+
+def report_comparison(config: ReportConfig, spm, training: MemoryBank, removed: RemovedData) -> Comparison:
+    """The report's models: the SPM, the twin unlearned by `config.twin`, the oracle (those given)."""
+    twin = None
+    if config.twin_dir:
+        methods = {"twin_after": config.twin}
+        twin = TwinBaseline(load_pipeline(config.twin_dir), *forget_and_remain(training, removed.ids), methods)
+    return Comparison(
+        spm,
+        {"ids": removed.ids},
+        "spm-gen report",
+        twin=twin,
+        oracles={"oracle": load_pipeline(config.oracle_dir)} if config.oracle_dir else {},
+        names={**NAMES, "twin_after": f"twin after {config.twin.title}"},
+    )
+
+
+def sampling_plan(config: ReportConfig, spm, out: str) -> SamplingPlan:
+    """`num_images` generations per model, classes cycling, into `out/samples/<role>`."""
+    num_classes = spm.unet.config.num_class_embeds
+    return SamplingPlan(
+        labels=[i % num_classes for i in range(config.num_images)],
+        folder=os.path.join(out, "samples"),
+        seed=config.seed,
+        batch_size=config.batch_size,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        memory_size=config.memory_size,
+        empty_memory=config.empty_memory,
+    )
+
+
+def measure_runs(result: ComparisonResult, training, removed, judge, config: ReportConfig, work: str):
+    """The table's rows, in the order the models were sampled, and each model's per-sample distances."""
+    oracle = result.get("oracle")
+    references = fid_references(training, removed, work, oracle.generations if oracle else None) if judge else {}
+    rows, distances = [], {}
+    for run in result.runs.values():
+        own = {k: v for k, v in references.items() if run.role != "oracle" or k != "oracle"}
+        gen = run.generations
+        row, d = report_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
+        row.update(removal_s=run.seconds, guidance_scale=run.guidance_scale, role=run.role)
+        rows.append(row)
+        distances[gen.name] = d
+    return rows, distances
+
+
+def save_pictures(result: ComparisonResult, removed, distances: dict, config: ReportConfig, out: str) -> dict:
+    """The report's pictures by section: class grids, galleries of removed images, distance histograms."""
+    generations = [run.generations for run in result.runs.values()]
+    num_classes = result["spm_before"].pipe.unet.config.num_class_embeds
+    galleries = [
+        save_removed_gallery(
+            removed,
+            result[f"{tag}_before"].generations,
+            result[f"{tag}_after"].generations,
+            os.path.join(out, f"gallery_{tag}.png"),
+            count=config.gallery_size,
+        )
+        for tag in ("spm", "twin")
+        if f"{tag}_after" in result.runs
+    ]
+    histograms = [
+        save_distance_histogram(
+            {n: d["nearest_training"] for n, d in distances.items()},
+            os.path.join(out, "hist_nearest_training.png"),
+            title="each generation's distance to its nearest training image",
+        ),
+        save_distance_histogram(
+            {n: d["nearest_removed"] for n, d in distances.items()},
+            os.path.join(out, "hist_nearest_removed.png"),
+            title="each generation's distance to its nearest removed image",
+            xlabel="distance to the nearest removed image (RMS pixel difference)",
+            threshold=config.near_copy_threshold,
+        ),
+    ]
+    return {
+        "Samples per class (rows: models; same seeds)": save_class_grids(
+            generations, num_classes, os.path.join(out, "grids")
+        ),
+        "Removed images and their nearest generations": galleries,
+        "Distances": histograms,
+    }
