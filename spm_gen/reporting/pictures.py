@@ -46,9 +46,9 @@ def gallery_title(removed: RemovedData, shown: list[int]) -> str:
     single = sum(1 for label in labels if label not in removed.classes)
     if single:
         kinds.append(f"{sum(labels[i] not in removed.classes for i in shown)} of the {single} removed by id")
-    return (
-        f"{len(shown)} of the {len(removed.ids)} removed images ({', '.join(kinds)}; first column) "
-        "and their nearest generations"
+    return (  # two lines: one is wider than the picture
+        f"{len(shown)} of the {len(removed.ids)} removed images ({', '.join(kinds)}):\n"
+        "each (first column) with its nearest generations"
     )
 
 

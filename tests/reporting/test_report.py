@@ -84,8 +84,8 @@ def test_the_gallery_shows_every_kind_of_removal_and_says_how_many():
     shown = gallery_indices(removed, 4)
     assert shown == [3, 0, 4, 1]  # by id and of class 3 in turn
     assert gallery_title(removed, shown) == (
-        "4 of the 7 removed images (2 of class 3's 4, 2 of the 3 removed by id; first column) and their nearest "
-        "generations"
+        "4 of the 7 removed images (2 of class 3's 4, 2 of the 3 removed by id):\neach (first column) with its "
+        "nearest generations"
     )
     assert gallery_indices(removed, 10) == [3, 0, 4, 1, 6, 2, 5]
 
