@@ -9,7 +9,14 @@ import os
 import sys
 from collections.abc import Callable
 
-from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, check_model_folder, check_pipeline_folder, suggestion
+from .paths import (
+    DIGITS_MODELS,
+    MEMORIZATION_MODELS,
+    check_labels_in_folder,
+    check_model_folder,
+    check_pipeline_folder,
+    suggestion,
+)
 from .reporting.config import ReportConfig
 from .utils.dataclass_options import add_options, from_options
 
@@ -101,6 +108,8 @@ def _remove(args: argparse.Namespace) -> int:
     check_model_folder(args.folder, require_bank=False)  # before the imports of torch and diffusers (seconds)
     settings = _verification_settings(args)  # the flags, and for --verify what the folder must be
     check_model_folder(args.folder)
+    if args.label is not None:
+        check_labels_in_folder(args.folder, [args.label])  # an unknown class: one line before torch loads
     from .memory.deletion import DeletionRequest, delete_from_folder, read_ids_file
 
     request = DeletionRequest(

@@ -63,6 +63,27 @@ def _is_memory_bank(folder: str) -> bool:
         return False
 
 
+def check_labels_in_folder(folder: str, labels: list[int]) -> None:
+    """Raises ValueError (as the bank does, listing the labels present) when a saved model folder's memory has
+    no item of one of `labels`: read from the shards' label columns with numpy, before torch loads. A bank in
+    the first format, or one this cannot read, is left to the bank's own check."""
+    from safetensors import safe_open
+
+    from .utils.messages import check_labels_known
+
+    bank_dir = os.path.join(folder, "memory_bank")
+    try:
+        with open(os.path.join(bank_dir, "config.json"), encoding="utf-8") as f:
+            shards = json.load(f)["_shards"]
+        present: set[int] = set()
+        for entry in shards:
+            with safe_open(os.path.join(bank_dir, entry["file"]), framework="numpy") as f:
+                present.update(f.get_tensor("labels").tolist())
+    except Exception:  # unreadable here (safetensors has its own error types): the bank's own check decides
+        return
+    check_labels_known(labels, sorted(present))
+
+
 def suggestion(word: str, choices: list[str]) -> str:
     """' (did you mean X?)' for the closest of `choices` to `word`, or ''."""
     import difflib

@@ -140,6 +140,10 @@ def test_report_on_a_classifier_folder_says_so_in_one_line(tmp_path, capsys):
             "learning_rate=-1.0",
         ),
         (
+            ["-m", "spm_gen.cli", "remove", "assets/digits/spm", "--class", "12", "--dry-run"],
+            "Unknown labels (no item has them): [12]; the labels present: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]",
+        ),
+        (
             ["scripts/measure_memorization.py", "--pipeline", "runs/nope/pipeline", "--out", "out"],
             "'runs/nope/pipeline' does not exist (scripts/train.py writes it when its run finishes; "
             "assets/digits/spm works now)",

@@ -18,12 +18,13 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from ..utils.images import to_unit_range
+from ..utils.messages import preview
 from ..utils.progress import progress
 from . import items, storage
 from . import nearest as search
 from .changes import BankChange, ChangeLog
 from .encoders import ImageEncoder, PixelEncoder
-from .items import ItemSelection, as_embeddings, as_ids, as_labels, as_uint8_images, content_hashes, preview
+from .items import ItemSelection, as_embeddings, as_ids, as_labels, as_uint8_images, content_hashes
 from .ranking import ranked_ids, seed_from_generator
 from .receipts import RemovalReceipt
 from .rows import RowStore

@@ -9,21 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
-def preview(values: Sequence, limit: int = 10) -> str:
-    shown = ", ".join(repr(v) for v in list(values)[:limit])
-    more = f" and {len(values) - limit} more" if len(values) > limit else ""
-    return f"[{shown}{more}]"
-
-
-def check_labels_known(wanted: Sequence[int], present: Sequence[int]) -> None:
-    """Raises ValueError naming the labels of `wanted` that no item has, and the labels that items have."""
-    unknown = sorted(set(wanted) - set(present))
-    if unknown:
-        raise ValueError(
-            f"Unknown labels (no item has them): {unknown}; the labels present: {preview(sorted(set(present)), 20)}; "
-            "the memory bank is unchanged"
-        )
+from ..utils.messages import preview
 
 
 def as_uint8_images(images: torch.Tensor | np.ndarray, expected_shape: Sequence[int] | None = None) -> torch.Tensor:

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .items import ItemSelection, as_embeddings, check_labels_known, preview
+from ..utils.messages import check_labels_known, preview
+from .items import ItemSelection, as_embeddings
 from .ranking import id_keys
 
 SHARD_MAX_ITEMS = 32_768

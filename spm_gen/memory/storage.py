@@ -44,7 +44,7 @@ from safetensors.torch import save
 
 from ..utils.atomic import atomic_write, atomic_write_text, fsync_dir
 from ..utils.locks import LockBusy, folder_lock
-from .items import check_labels_known
+from ..utils.messages import check_labels_known
 from .ranking import id_keys
 from .rows import RowStore
 from .storage_checks import (

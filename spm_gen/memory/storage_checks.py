@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .items import content_hashes, nonfinite_rows, preview
+from ..utils.messages import preview
+from .items import content_hashes, nonfinite_rows
 
 
 def corrupted(directory: str, problem: str) -> ValueError:
