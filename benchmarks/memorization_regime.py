@@ -138,9 +138,8 @@ def print_table(records: list[dict], extras: dict) -> None:
 
 
 def compare(args, dirs: dict[str, str], spm, twin: TwinBaseline, removed: list[str], reference, settings):
-    """The regime's comparison (`twin`: the twin with its forget and remain sets), and the image variations of
+    """The regime's comparison (`twin`: the twin, its forget and remain sets and methods), and the image variations of
     the removed images: before the deletion, after it, and from a memory that never held them."""
-    twin.methods = {role: TwinUnlearning(method=method, steps=args.twin_steps) for role, method in TWIN_METHODS.items()}
     comparison = Comparison(
         spm,
         {"ids": removed},
@@ -183,7 +182,9 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     measured = RegimeMeasurements(reference, settings)
     forget, remain = forget_and_remain(training, removed)
     influence = memory_influence(spm, training, removed, settings)  # before the deletion
-    result, variations = compare(args, dirs, spm, TwinBaseline(twin, forget, remain), removed, reference, settings)
+    methods = {role: TwinUnlearning(method=method, steps=args.twin_steps) for role, method in TWIN_METHODS.items()}
+    baseline = TwinBaseline(twin, forget, remain, methods)
+    result, variations = compare(args, dirs, spm, baseline, removed, reference, settings)
     measured.add_rows(result, ROWS)
     receipt = result.receipt
     unlearning_s = {ROWS[role][0]: result[role].seconds for role in TWIN_METHODS}

@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--saved-only", action="store_true", help="only the saved-bank table (keeps the rest of --json)"
     )
     args = parser.parse_args(argv)
+    if any(size % 10 for size in args.sizes):
+        parser.error(f"--sizes must be multiples of 10 (ten classes of equal size), got {args.sizes}")
     print(describe_machine())
     results = {"machine": describe_machine()}
     if args.saved_only and args.json and os.path.exists(args.json):

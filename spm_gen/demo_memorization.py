@@ -64,9 +64,9 @@ def run_memorization_demo(
         run_names,
         sampling_plan,
     )
+    from .sampling import load_pipeline
 
     rows = {role: row for role, row in ROWS.items() if role not in TWIN_METHODS}  # the twin is not unlearned
-    from .sampling import load_pipeline
 
     check_regime_models(models_dir)
     with open(os.path.join(models_dir, "removed.json")) as f:

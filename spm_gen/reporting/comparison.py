@@ -89,6 +89,10 @@ class TwinBaseline:
     remain: ImageDataset | None = None  # what it keeps (descent on it during unlearning)
     methods: dict[str, TwinUnlearning] = field(default_factory=dict)  # role -> method; none: sampled only
 
+    def __post_init__(self) -> None:
+        if self.methods and (self.forget is None or self.remain is None):
+            raise ValueError(f"the twin's unlearning methods {sorted(self.methods)} need its forget and remain sets")
+
 
 @dataclass
 class Comparison:

@@ -113,16 +113,10 @@ def report_comparison(config: ReportConfig, spm, training: MemoryBank, removed: 
 def sampling_plan(config: ReportConfig, spm, out: str) -> SamplingPlan:
     """`num_images` generations per model, classes cycling, into `out/samples/<role>`."""
     num_classes = spm.unet.config.num_class_embeds
-    return SamplingPlan(
-        labels=[i % num_classes for i in range(config.num_images)],
-        folder=os.path.join(out, "samples"),
-        seed=config.seed,
-        batch_size=config.batch_size,
-        num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale,
-        memory_size=config.memory_size,
-        empty_memory=config.empty_memory,
-    )
+    labels = [i % num_classes for i in range(config.num_images)]
+    plan = SamplingPlan.from_settings(config, labels, os.path.join(out, "samples"))
+    plan.empty_memory = config.empty_memory
+    return plan
 
 
 def measure_runs(result: ComparisonResult, training, removed, judge, config: ReportConfig, work: str):

@@ -5,6 +5,7 @@ built (`import_target`)."""
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import os
 from typing import Any
@@ -14,11 +15,17 @@ _PACKAGES_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath
 
 def init_defaults(target: str) -> dict[str, Any]:
     """`{argument: default}` of the `__init__` of `target` ("package.module:Class"), in order. Every argument
-    needs a literal default (a number, string, tuple, ... as `ast.literal_eval` reads it).
+    needs a literal default (a number, string, tuple, ... as `ast.literal_eval` reads it). The source is read
+    once per target.
 
     Raises:
         ValueError: the class or its `__init__` is not in the module's source, or a default is not a literal.
     """
+    return dict(_read_defaults(target))
+
+
+@functools.cache
+def _read_defaults(target: str) -> tuple[tuple[str, Any], ...]:
     module, class_name = target.split(":")
     path = os.path.join(_PACKAGES_ROOT, *module.split(".")) + ".py"
     with open(path, encoding="utf-8") as f:
@@ -39,7 +46,7 @@ def init_defaults(target: str) -> dict[str, Any]:
     if len(init.args.defaults) != len(arguments):
         raise ValueError(f"{target}.__init__: every argument needs a default")
     try:
-        return {a.arg: ast.literal_eval(d) for a, d in zip(arguments, init.args.defaults)}
+        return tuple((a.arg, ast.literal_eval(d)) for a, d in zip(arguments, init.args.defaults))
     except ValueError as e:
         raise ValueError(f"{target}.__init__: a default is not a literal ({e})") from e
 

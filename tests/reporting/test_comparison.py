@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.reporting.comparison import Comparison, SamplingPlan, TwinBaseline, run_comparison
+from spm_gen.unlearning.twin import TwinUnlearning
 from tests.tiny import tiny_memory, tiny_pipeline, tiny_unet
 
 
@@ -31,3 +33,8 @@ def test_every_model_is_sampled_by_role_with_the_same_seeds_and_the_deletion_is_
     assert torch.equal(after.images, held_never.images)  # exact: as if the memory never held them
     assert not torch.equal(result["spm_before"].generations.images, after.images)  # classes 1 and 2 lost items
     assert sorted(p.name for p in tmp_path.iterdir()) == ["never_held", "spm_after", "spm_before", "twin_before"]
+
+
+def test_a_twin_to_unlearn_needs_what_it_forgets_and_keeps():
+    with pytest.raises(ValueError, match=r"methods \['twin_after'\] need its forget and remain sets"):
+        TwinBaseline(object(), methods={"twin_after": TwinUnlearning()})
