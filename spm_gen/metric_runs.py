@@ -7,7 +7,6 @@ import json
 import os
 
 import torch
-from accelerate import PartialState
 
 from .data import load_digits_dataset
 from .metrics.fid import compute_fid, save_images
@@ -15,6 +14,7 @@ from .metrics.memorization import memorization, save_distance_histogram
 from .models.classifier_spm import load_classifier
 from .sampling import load_pipeline, read_sample_folder, sample_to_folder
 from .utils.images import to_unit_range
+from .utils.processes import process_state
 
 
 def _labels(num_images: int, classes: list[int]) -> list[int]:
@@ -32,7 +32,7 @@ def measure_memorization(
     sample_to_folder(
         pipe, _labels(num_images, classes), os.path.join(out, "samples"), batch_size, seed, num_inference_steps=steps
     )
-    if not PartialState().is_main_process:
+    if not process_state().is_main_process:
         return None
     images, _ = read_sample_folder(os.path.join(out, "samples"), pipe.unet.config.in_channels)
     report = memorization(images, pipe.memory_bank)
@@ -47,6 +47,7 @@ def measure_memorization(
             "seed": seed,
             "distance": "RMS pixel difference",
             "training_images": len(pipe.memory_bank),
+            "processes": process_state().num_processes,
         },
     }
     save_distance_histogram(
@@ -87,7 +88,7 @@ def measure_fid(
             seed,
             num_inference_steps=steps,
         )
-    if not PartialState().is_main_process:
+    if not process_state().is_main_process:
         return None
     size = pipe.unet.config.sample_size
     test = load_digits_dataset(image_size=size, split="test")
@@ -110,6 +111,7 @@ def measure_fid(
         "excluded_classes": sorted(excluded),
         "reference": "digits test split",
         "steps": steps,
+        "processes": process_state().num_processes,
     }
     with open(os.path.join(out, "fid.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -6,10 +6,10 @@ import os
 import re
 
 import torch
-from accelerate import PartialState
 
 from .metrics.fid import save_png
 from .utils.images import to_unit_range
+from .utils.processes import process_state
 from .utils.progress import progress
 
 NAME = re.compile(r"^\d{6}_class(\d+)\.png$")
@@ -20,7 +20,7 @@ def load_pipeline(pipeline_dir: str):
     show their own)."""
     from .pipelines import SPMDiffusionPipeline
 
-    pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir).to(PartialState().device)
+    pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir).to(process_state().device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -39,7 +39,7 @@ def sample_to_folder(
     by `seed` and its first index) and writes only its own files; the union is the whole set. Returns the
     files this process wrote.
     """
-    state = PartialState()
+    state = process_state()
     os.makedirs(folder, exist_ok=True)
     indices = list(range(len(class_labels)))
     written = []

@@ -92,10 +92,11 @@ def pipe():
 
 
 def launch_two_cpu_processes(script: str, *args: str) -> subprocess.CompletedProcess:
-    """Runs `script` under `accelerate launch` with two CPU processes; fails the test with its stderr."""
+    """Runs `script` under `accelerate launch` with two CPU processes; fails the test with its output (the
+    scripts' error lines go to stdout, tracebacks and progress to stderr)."""
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
     result = subprocess.run([*launch, script, *args], env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result

@@ -23,4 +23,5 @@ def test_sampling_splits_across_two_cpu_processes(tiny_pipeline_dir, tmp_path):
     )
     images, labels = read_sample_folder(str(tmp_path / "samples"), channels=1)
     assert len(images) == 10 and labels == [i % 10 for i in range(10)]
-    assert json.load(open(tmp_path / "memorization.json"))["settings"]["num_images"] == 10
+    settings = json.load(open(tmp_path / "memorization.json"))["settings"]
+    assert settings["num_images"] == 10 and settings["processes"] == 2  # each process sampled its share

@@ -7,8 +7,6 @@ import json
 import logging
 import os
 
-from accelerate import PartialState
-
 from ..memory.bank import MemoryBank
 from ..memory.saved_folder import SavedFolder
 from ..metrics.memorization import save_distance_histogram
@@ -16,6 +14,7 @@ from ..models.classifier_spm import load_classifier
 from ..sampling import load_pipeline
 from ..unlearning.twin import forget_and_remain
 from ..utils.benchmarking import describe_machine
+from ..utils.processes import process_state
 from .comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
 from .config import ReportConfig
 from .markdown import sanity_warnings, write_report
@@ -81,7 +80,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
             "receipt": result.receipt.to_dict(),
         },
         "config": config.to_dict(),
-        "machine": describe_machine(PartialState().device),
+        "machine": describe_machine(process_state().device),
         "warnings": sanity_warnings(rows),
     }
     for warning in summary["warnings"]:

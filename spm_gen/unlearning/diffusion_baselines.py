@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from accelerate import PartialState
 from diffusers import DDPMScheduler
 
 from ..data import ImageDataset
@@ -23,6 +22,7 @@ from ..models.unet_spm import SPMUNet2DModel
 from ..training.losses import diffusion_loss
 from ..training.run import TrainingBatch
 from ..utils.images import to_model_range
+from ..utils.processes import process_state
 from ..utils.progress import progress
 
 # (model, a forget batch, generator) -> the loss on it
@@ -77,7 +77,7 @@ def _unlearn(
     masks = saliency_masks(model, lambda: denoising(*batch(forget)), budget.saliency) if budget.saliency else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.0)  # masked weights stay put
     remain = budget.remain
-    for _ in progress(range(budget.steps), budget.desc, disable=not PartialState().is_local_main_process):
+    for _ in progress(range(budget.steps), budget.desc, disable=not process_state().is_local_main_process):
         loss = forget_loss(model, *batch(forget))
         if remain is not None and len(remain) and budget.remain_weight:
             loss = loss + budget.remain_weight * denoising(*batch(remain))
