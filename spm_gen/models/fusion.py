@@ -10,9 +10,11 @@ Layout. Which items each query reads comes ready-made in a `MemoryReadout` (spm_
 groups in sets of equal padding, queries `(G, Q, L, C)` against memory `(G, N, Lm, C)`, padded and
 masked, all groups of a set processed together (no Python loop per label). The memory side (projection,
 gathering into groups) is prepared once per readout (`prepare`, reused by every step of a sampling call).
-The additive score is computed
-over chunks of memory tokens with an online (streaming) softmax, so the intermediate tensor never exceeds
-`chunk_elements` floats, whatever the batch and memory sizes.
+The additive score is computed over chunks of memory tokens with an online (streaming) softmax, so the
+intermediate tensor never exceeds `chunk_elements` floats, whatever the batch and memory sizes. Those chunks
+are cut once, in `prepare`, as contiguous tensors of at most `MAX_CHUNK_TOKENS` tokens: the compiled kernel
+then always sees the same layout (no recompilation for a strided slice, a storage offset or a long
+reduction when the memory size or the batch changes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental import _config as shape_config
 
 from ..choices import FusionType, check_choice
 from ..memory.readout import MemoryReadout
@@ -37,16 +40,28 @@ def additive_scores(queries: torch.Tensor, keys: torch.Tensor, w: torch.Tensor) 
     return (torch.relu(queries[:, :, None, :] + keys[:, None, :, :]) * w).sum(-1)
 
 
+MAX_CHUNK_TOKENS = 1024  # memory tokens per chunk of the additive score (64 items of 4x4 tokens)
+DENSE = torch.contiguous_format  # what the compiled kernel is given: contiguous copies, never strided views
+
+
+@dataclass(frozen=True)
+class MemoryChunk:
+    """Memory tokens of every group of a set, or a contiguous run of them: keys and values `(G, m, H)` (one
+    tensor for both in additive fusion) and which are real, not padding (`valid`, `(G, m)`; None: all)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    valid: torch.Tensor | None
+
+
 @dataclass(frozen=True)
 class FusionMemory:
     """The memory side of fusion for one readout (`MemoryFusion.prepare`): for each of its group sets, the
-    keys and values `(G, N, H)` of every group's memory tokens (one tensor for both in additive fusion) and
-    which of them are real, not padding (`valid`, `(G, N)`; None for a set without padding)."""
+    chunks of its memory tokens (dot fusion: one chunk, all tokens; additive: contiguous chunks of at most
+    `MAX_CHUNK_TOKENS`, fewer when `chunk_elements` is small)."""
 
     readout: MemoryReadout
-    keys: tuple[torch.Tensor, ...]
-    values: tuple[torch.Tensor, ...]
-    valid: tuple[torch.Tensor | None, ...]
+    chunks: tuple[tuple[MemoryChunk, ...], ...]
 
 
 def online_softmax_chunk(
@@ -109,11 +124,19 @@ class MemoryFusion(nn.Module):
     def compile_scores(self, **compile_kwargs) -> None:
         """Computes the additive score and its online softmax with `torch.compile(additive_chunk)`: fused
         kernels (C++ on CPU, Triton on GPU) instead of eager elementwise passes over a `(G, q, m, H)`
-        intermediate. The first call compiles (tens of seconds on a CPU); with `dynamic=True` new sizes do not
-        recompile (padding and no padding are the two graphs)."""
+        intermediate. The first call compiles (seconds on a CPU, tens with a cold inductor cache). With
+        `dynamic=True` new memory sizes and batches do not recompile: the kernel is given fresh contiguous
+        tensors only and traced without duck sizing (so sizes that happen to be equal are not assumed equal),
+        leaving at most four graphs (a padding mask or none, one group or several)."""
         if self.fusion_type != "additive":
             raise ValueError(f"only the additive fusion has a score to compile (this one is {self.fusion_type!r})")
-        self._compiled_chunk = torch.compile(additive_chunk, **compile_kwargs)
+        compiled = torch.compile(additive_chunk, **compile_kwargs)
+
+        def without_duck_sizing(*args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            with shape_config.patch(use_duck_shape=False):  # read when a call traces; guards are unaffected
+                return compiled(*args)
+
+        self._compiled_chunk = without_duck_sizing
 
     def prepare(self, memory_tokens: torch.Tensor, readout: MemoryReadout) -> FusionMemory:
         """What the queries attend over, for every group set of `readout`: the memory tokens projected and
@@ -128,14 +151,28 @@ class MemoryFusion(nn.Module):
         hidden, tokens_per_item = keys.shape[-1], memory_tokens.shape[1]
         keys, values = keys.reshape(-1, hidden), values.reshape(-1, hidden)
         offsets = torch.arange(tokens_per_item, device=memory_tokens.device)
-        gathered_keys, gathered_values, valid = [], [], []
+        sets = []
         for groups in readout.sets:
             token_index = (groups.items[..., None] * tokens_per_item + offsets).flatten(1)
-            gathered_keys.append(keys[token_index])
-            gathered_values.append(gathered_keys[-1] if values is keys else values[token_index])
             padded = not bool(groups.valid.all())  # decided by the readout alone; no mask: the same numbers, faster
-            valid.append(groups.valid[..., None].expand(-1, -1, tokens_per_item).flatten(1) if padded else None)
-        return FusionMemory(readout, tuple(gathered_keys), tuple(gathered_values), tuple(valid))
+            valid = groups.valid[..., None].expand(-1, -1, tokens_per_item).flatten(1) if padded else None
+            if self.fusion_type == "dot":
+                sets.append((MemoryChunk(keys[token_index], values[token_index], valid),))
+                continue
+            step = self._chunk_tokens(groups.items.shape[0])
+            chunks = []
+            for s0 in range(0, token_index.shape[1], step):
+                chunk = keys[token_index[:, s0 : s0 + step]]  # gathered: contiguous, at offset 0
+                chunk_valid = None if valid is None else valid[:, s0 : s0 + step].clone(memory_format=DENSE)
+                chunks.append(MemoryChunk(chunk, chunk, chunk_valid))
+            sets.append(tuple(chunks))
+        return FusionMemory(readout, tuple(sets))
+
+    def _chunk_tokens(self, num_groups: int) -> int:
+        """Memory tokens per additive chunk: at most `MAX_CHUNK_TOKENS`, and few enough that one query per
+        group stays within `chunk_elements` (eager: the `(G, q, m, H)` intermediate; compiled: the scores)."""
+        per_pair = 1 if self._compiled_chunk is not None else self.to_memory.out_features
+        return max(1, min(MAX_CHUNK_TOKENS, self.chunk_elements // (num_groups * per_pair)))
 
     def forward(
         self,
@@ -162,38 +199,37 @@ class MemoryFusion(nn.Module):
         queries = self.to_query(query_tokens)
         hidden = queries.shape[-1]
         out = torch.empty_like(queries)
-        for groups, keys, values, valid in zip(memory.readout.sets, memory.keys, memory.values, memory.valid):
+        for groups, chunks in zip(memory.readout.sets, memory.chunks):
             num_groups = groups.items.shape[0]
             grouped = queries.new_zeros((num_groups, groups.width, length, hidden))
             grouped[groups.group, groups.position] = queries[groups.rows]
             if self.fusion_type == "dot":
-                mask = None if valid is None else valid[:, None, :]
-                fused = F.scaled_dot_product_attention(grouped.flatten(1, 2), keys, values, attn_mask=mask)
+                (whole,) = chunks
+                mask = None if whole.valid is None else whole.valid[:, None, :]
+                fused = F.scaled_dot_product_attention(grouped.flatten(1, 2), whole.keys, whole.values, attn_mask=mask)
             else:
-                fused = self._additive(grouped.flatten(1, 2), keys, valid)
+                fused = self._additive(grouped.flatten(1, 2), chunks)
             out[groups.rows] = fused.view(num_groups, groups.width, length, hidden)[groups.group, groups.position]
         return out
 
-    def _additive(self, queries: torch.Tensor, keys: torch.Tensor, token_valid: torch.Tensor | None) -> torch.Tensor:
-        """Additive attention of queries `(G, Q, H)` over keys (= values) `(G, N, H)` with an online softmax
-        over chunks of memory tokens (bounded intermediates); `token_valid` `(G, N)` masks the padding (None:
-        there is none)."""
+    def _additive(self, queries: torch.Tensor, chunks: tuple[MemoryChunk, ...]) -> torch.Tensor:
+        """Additive attention of queries `(G, Q, H)` over the memory chunks of their set (keys = values) with
+        an online softmax over the chunks; queries in even chunks so that the intermediate stays within
+        `chunk_elements` (and no chunk is a lone remainder row)."""
         groups, num_q, hidden = queries.shape
-        num_tokens = keys.shape[1]
         w = self.score.weight[0]
-        # eager: the (G, q, m, H) intermediate is bounded; compiled: only the (G, q, m) scores exist
         per_pair = 1 if self._compiled_chunk is not None else hidden
-        q_chunk = max(1, min(num_q, self.chunk_elements // max(1, groups * per_pair)))
+        widest = max(chunk.keys.shape[1] for chunk in chunks)
+        q_max = max(1, self.chunk_elements // (groups * widest * per_pair))
+        q_chunk = math.ceil(num_q / math.ceil(num_q / q_max))
         out = torch.empty_like(queries)
         for q0 in range(0, num_q, q_chunk):
-            a = queries[:, q0 : q0 + q_chunk]
-            m_chunk = max(1, min(num_tokens, self.chunk_elements // max(1, groups * a.shape[1] * per_pair)))
+            a = queries[:, q0 : q0 + q_chunk].clone(memory_format=DENSE)  # not a view: no guards on its base
             run_max = torch.full(a.shape[:2], -math.inf, dtype=a.dtype, device=a.device)
             run_sum = torch.zeros(a.shape[:2], dtype=a.dtype, device=a.device)
             acc = torch.zeros_like(a)
-            for s0 in range(0, num_tokens, m_chunk):
-                b = keys[:, s0 : s0 + m_chunk]  # (G, m, H)
-                valid = None if token_valid is None else token_valid[:, s0 : s0 + m_chunk]
+            for chunk in chunks:
+                b, valid = chunk.keys, chunk.valid  # (G, m, H), (G, m)
                 if self._compiled_chunk is not None:
                     run_max, run_sum, acc = self._compiled_chunk(a, b, w, valid, run_max, run_sum, acc)
                 else:

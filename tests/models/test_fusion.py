@@ -93,12 +93,39 @@ def test_memory_prepared_once_gives_the_same_output_and_a_set_without_padding_ne
     s, s_labels = torch.randn(6, 4, 8), torch.tensor([0, 1, 2, 0, 1, 2])  # two items per class: no padding
     readout = MemoryReadout.from_labels(q_labels, s_labels)
     memory = fusion.prepare(s, readout)
-    assert memory.valid == (None,)
+    assert [chunk.valid for chunk in memory.chunks[0]] == [None]
     assert torch.equal(fusion(q, memory=memory), fusion(q, s, readout))
-    masked = dataclasses.replace(memory, valid=(torch.ones_like(memory.keys[0][..., 0], dtype=torch.bool),))
+    (chunk,) = memory.chunks[0]
+    all_valid = dataclasses.replace(chunk, valid=torch.ones_like(chunk.keys[..., 0], dtype=torch.bool))
+    masked = dataclasses.replace(memory, chunks=((all_valid,),))
     torch.testing.assert_close(fusion(q, memory=masked), fusion(q, memory=memory), atol=0, rtol=0)
     padded = fusion.prepare(s[:5], MemoryReadout.from_labels(q_labels, s_labels[:5]))  # class 2 has one item
-    assert padded.valid[0] is not None and not bool(padded.valid[0].all())
+    (padded_chunk,) = padded.chunks[0]
+    assert padded_chunk.valid is not None and not bool(padded_chunk.valid.all())
     torch.testing.assert_close(
         fusion(q, memory=padded), reference(fusion, q, q_labels, s[:5], s_labels[:5]), atol=1e-5, rtol=1e-4
     )
+
+
+@pytest.mark.slow  # compiles the additive kernels (seconds each)
+def test_compiled_additive_fusion_compiles_few_graphs_for_any_memory_or_batch():
+    """Memory sizes (one chunk, several chunks), padded and unpadded sets, one group or several, queries of
+    one class or many: at most four graphs (mask or none, one group or several), and none more later."""
+    torch.manual_seed(5)
+    fusion = MemoryFusion(8)
+    fusion.compile_scores(dynamic=True)
+    counters = torch._dynamo.utils.counters["stats"]  # per process: other tests may have compiled before
+
+    def calls():
+        for num_items in (6, 31, 900):  # 900: 300 items x 4 tokens per class, two chunks of the score
+            s, s_labels = torch.randn(num_items, 4, 8), torch.arange(num_items) % 3  # 31: unequal classes
+            for q_labels in ([0, 1, 2, 0], [1], [2, 2, 2], [0, 1, 2] * 5, [0, 3, 1, 3]):  # 3: reads all memory
+                labels = torch.tensor(q_labels)
+                fuse(fusion, torch.randn(len(labels), 4, 8), labels, s, s_labels)
+
+    with torch.no_grad():  # as in sampling (training's graphs: tests/benchmarks/test_training_step.py)
+        start = counters["unique_graphs"]
+        calls()
+        compiled = counters["unique_graphs"] - start
+        calls()
+    assert 1 <= compiled <= 4 and counters["unique_graphs"] - start == compiled
