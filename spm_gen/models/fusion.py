@@ -170,9 +170,13 @@ class MemoryFusion(nn.Module):
 
     def _chunk_tokens(self, num_groups: int) -> int:
         """Memory tokens per additive chunk: at most `MAX_CHUNK_TOKENS`, and few enough that one query per
-        group stays within `chunk_elements` (eager: the `(G, q, m, H)` intermediate; compiled: the scores)."""
-        per_pair = 1 if self._compiled_chunk is not None else self.to_memory.out_features
-        return max(1, min(MAX_CHUNK_TOKENS, self.chunk_elements // (num_groups * per_pair)))
+        group stays within `chunk_elements`."""
+        return max(1, min(MAX_CHUNK_TOKENS, self.chunk_elements // (num_groups * self._elements_per_pair())))
+
+    def _elements_per_pair(self) -> int:
+        """Intermediate elements per (query, memory token) pair of the additive score: eager materialises the
+        `(G, q, m, H)` sum before the relu, the compiled kernel only the `(G, q, m)` scores."""
+        return 1 if self._compiled_chunk is not None else self.to_memory.out_features
 
     def forward(
         self,
@@ -216,11 +220,10 @@ class MemoryFusion(nn.Module):
         """Additive attention of queries `(G, Q, H)` over the memory chunks of their set (keys = values) with
         an online softmax over the chunks; queries in even chunks so that the intermediate stays within
         `chunk_elements` (and no chunk is a lone remainder row)."""
-        groups, num_q, hidden = queries.shape
+        groups, num_q, _ = queries.shape
         w = self.score.weight[0]
-        per_pair = 1 if self._compiled_chunk is not None else hidden
         widest = max(chunk.keys.shape[1] for chunk in chunks)
-        q_max = max(1, self.chunk_elements // (groups * widest * per_pair))
+        q_max = max(1, self.chunk_elements // (groups * widest * self._elements_per_pair()))
         q_chunk = math.ceil(num_q / math.ceil(num_q / q_max))
         out = torch.empty_like(queries)
         for q0 in range(0, num_q, q_chunk):
