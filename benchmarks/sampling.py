@@ -9,6 +9,8 @@ call, SPM / twin ratio, peak memory.
 Part 2 (fusion only): 128 queries (16 tokens each, 10 classes) attend over their class's memory; our
 chunked fusion (eager and compiled) against the materialised per-label formulation of the official code,
 and the dot fusion over the same tokens (two matrix products: what the additive score costs beyond them).
+On a CPU, `compile_fusion()` samples with the native additive kernel (`spm_gen/models/native_attention.py`);
+`--no-native` keeps the compiled one in part 1, and part 2 times both.
 
     python benchmarks/sampling.py [--config configs/digits.yaml] [--fusion-types dot additive] [--steps 50]
 
@@ -56,7 +58,10 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
     for fusion_type in args.fusion_types:
         unet = build_unet(args.config, fusion_type=fusion_type)
         if fusion_type == "additive" and not args.eager:
-            unet.compile_fusion(dynamic=True)
+            unet.compile_fusion(dynamic=True, native=not args.no_native)
+        kernel = {"dot": "sdpa", "additive": "eager" if args.eager else "compiled"}[fusion_type]
+        if fusion_type == "additive" and unet.fusion.has_native_kernel and device.type == "cpu":
+            kernel = "native"
         spm = SPMDiffusionPipeline(unet, DDIMScheduler(), bank).to(device)
         spm.set_progress_bar_config(disable=True)
         for size in args.memory_sizes:
@@ -88,6 +93,7 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 ratios = sorted(spm_s / twin_round for spm_s, twin_round in rounds)
                 row = {
                     "model": f"spm-{fusion_type}",
+                    "kernel": kernel,
                     "memory_per_class": memory_size or args.whole_class,
                     "unconditional_memory": uncond,
                     "seconds": seconds,
@@ -99,7 +105,7 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 }
                 rows.append(row)
                 print(
-                    f"spm {fusion_type:<8s} memory {row['memory_per_class']:>5}/class uncond={uncond:<5s}: "
+                    f"spm {fusion_type:<8s} ({kernel}) memory {row['memory_per_class']:>5}/class uncond={uncond:<5s}: "
                     f"{seconds:7.2f} s  ratio {row['ratio_to_twin']:5.2f}  peak {peak:6.0f} MB  (1-step call incl. encoding {encode_s:.2f} s; warm-up {warmup_s:.2f} s)"
                     + (f"  ratios {[round(r, 2) for r in ratios]}" if args.repeats > 1 else "")
                 )
@@ -125,7 +131,10 @@ def fusion_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
     fusion = unet.fusion
     compiled = build_unet(args.config, fusion_type="additive").to(device).eval().fusion
     compiled.load_state_dict(fusion.state_dict())
-    compiled.compile_scores(dynamic=True)
+    compiled.compile_scores(native=False, dynamic=True)
+    native = build_unet(args.config, fusion_type="additive").to(device).eval().fusion
+    native.load_state_dict(fusion.state_dict())
+    native.compile_scores(dynamic=True)  # on a CPU: the native kernel; elsewhere the same as `compiled`
     dot = build_unet(args.config, fusion_type="dot").to(device).eval().fusion
     g = torch.Generator(device).manual_seed(0)
     q = torch.randn(args.num_images, 16, channels, device=device, generator=g)
@@ -143,6 +152,7 @@ def fusion_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 ("materialised", materialised_per_label),
                 ("ours_eager", fusion),
                 ("ours_compiled", compiled),
+                ("ours_native", native),
                 ("dot", dot),
             ):
                 call = (fusion, q, q_labels, s, s_labels) if name == "materialised" else (q, s, readout)
@@ -159,7 +169,9 @@ def fusion_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
             f" | ours eager {row['ours_eager_s']:.3f} s ({row['ours_eager_peak_mb']:.0f} MB)"
             f" | ours compiled {row['ours_compiled_s']:.3f} s ({row['ours_compiled_peak_mb']:.0f} MB)"
             f" | speed-up {row['materialised_s'] / row['ours_eager_s']:.1f}x eager, {row['materialised_s'] / row['ours_compiled_s']:.1f}x compiled"
-            f" | dot {row['dot_s']:.3f} s (compiled additive / dot {row['ours_compiled_s'] / row['dot_s']:.1f}x)"
+            f" | ours native {row['ours_native_s']:.3f} s ({row['ours_compiled_s'] / row['ours_native_s']:.1f}x compiled)"
+            f" | dot {row['dot_s']:.3f} s (compiled additive / dot {row['ours_compiled_s'] / row['dot_s']:.1f}x,"
+            f" native / dot {row['ours_native_s'] / row['dot_s']:.1f}x)"
         )
     return rows
 
@@ -177,6 +189,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-images", type=int, default=128)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--eager", action="store_true", help="do not compile the additive score in part 1")
+    parser.add_argument(
+        "--no-native", action="store_true", help="part 1: compiled additive fusion without the native CPU kernel"
+    )
     parser.add_argument(
         "--repeats", type=int, default=1, help="rounds of (twin, SPM) per row; the ratio is their median (default 1)"
     )

@@ -18,6 +18,10 @@ def test_the_wheel_lists_every_package_and_has_no_generic_top_level_name():
     assert set(setuptools["packages"]) == on_disk | {"spm_gen.pipelines"}
     assert all(name.split(".")[0] == "spm_gen" for name in setuptools["packages"])
     assert setuptools["package-dir"] == {"spm_gen.pipelines": "pipelines"}
+    package = os.path.join(REPO, "spm_gen")
+    sources = {os.path.relpath(root, REPO) for root, _, files in os.walk(package) for f in files if f.endswith(".cpp")}
+    assert sources == {os.path.join("spm_gen", "models")}  # what package-data ships
+    assert setuptools["package-data"] == {"spm_gen.models": ["*.cpp"]}
 
 
 def test_the_pipeline_imports_under_the_projects_own_name():

@@ -29,6 +29,8 @@ from torch.fx.experimental import _config as shape_config
 
 from ..choices import FusionType, check_choice
 from ..memory.readout import MemoryReadout
+from . import native_attention
+from .native_attention import KernelMemory, SignedChannels
 
 
 def additive_scores(queries: torch.Tensor, keys: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -58,10 +60,13 @@ class MemoryChunk:
 class FusionMemory:
     """The memory side of fusion for one readout (`MemoryFusion.prepare`): for each of its group sets, the
     chunks of its memory tokens (dot fusion: one chunk, all tokens; additive: contiguous chunks of at most
-    `MAX_CHUNK_TOKENS`, fewer when `chunk_elements` is small)."""
+    `MAX_CHUNK_TOKENS`, fewer when `chunk_elements` is small), and, where the native kernel computes the
+    fusion, each set's memory in its layout (`kernel`; the chunks are then empty: made without gradients, such
+    memory is for sampling only)."""
 
     readout: MemoryReadout
     chunks: tuple[tuple[MemoryChunk, ...], ...]
+    kernel: tuple[KernelMemory, ...] | None = None
 
 
 def online_softmax_chunk(
@@ -111,7 +116,7 @@ class MemoryFusion(nn.Module):
         super().__init__()
         check_choice("fusion_type", fusion_type, FusionType)
         self.fusion_type, self.chunk_elements = fusion_type, chunk_elements
-        self._compiled_chunk = None
+        self._compiled_chunk = self._native = None
         if fusion_type == "additive":
             self.to_query = nn.Linear(channels, channels)  # W_q and the bias b
             self.to_memory = nn.Linear(channels, channels, bias=False)  # W_s: keys and values
@@ -121,15 +126,21 @@ class MemoryFusion(nn.Module):
             self.to_key = nn.Linear(channels, channels)
             self.to_value = nn.Linear(channels, channels)
 
-    def compile_scores(self, **compile_kwargs) -> None:
+    def compile_scores(self, native: bool = True, **compile_kwargs) -> None:
         """Computes the additive score and its online softmax with `torch.compile(additive_chunk)`: fused
         kernels (C++ on CPU, Triton on GPU) instead of eager elementwise passes over a `(G, q, m, H)`
         intermediate. The first call compiles (seconds on a CPU, tens with a cold inductor cache). With
         `dynamic=True` new memory sizes and batches do not recompile: the kernel is given fresh contiguous
         tensors only and traced without duck sizing (so sizes that happen to be equal are not assumed equal),
-        leaving at most four graphs (a padding mask or none, one group or several)."""
+        leaving at most four graphs (a padding mask or none, one group or several).
+
+        With `native` (the default), float32 fusion on a CPU without gradients (sampling) runs the native kernel
+        of `native_attention` instead: score, online softmax and weighted sum in one pass, the score at one max
+        and one add per pair-channel. It is built at the first call (about a second; cached on disk). Training,
+        other devices and dtypes, and machines where it does not build keep the compiled kernels."""
         if self.fusion_type != "additive":
             raise ValueError(f"only the additive fusion has a score to compile (this one is {self.fusion_type!r})")
+        self._native = native_attention.native_kernel() if native else None
         compiled = torch.compile(additive_chunk, **compile_kwargs)
 
         def without_duck_sizing(*args: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -137,6 +148,17 @@ class MemoryFusion(nn.Module):
                 return compiled(*args)
 
         self._compiled_chunk = without_duck_sizing
+
+    @property
+    def has_native_kernel(self) -> bool:
+        """Whether `compile_scores` loaded the native kernel (which then fuses float32 CPU tensors without
+        gradients)."""
+        return self._native is not None
+
+    def _runs_native(self, like: torch.Tensor) -> bool:
+        """Whether the native kernel computes the fusion of tensors like `like` (see `compile_scores`)."""
+        cpu_float = like.device.type == "cpu" and like.dtype == torch.float32
+        return self._native is not None and cpu_float and not torch.is_grad_enabled()
 
     def prepare(self, memory_tokens: torch.Tensor, readout: MemoryReadout) -> FusionMemory:
         """What the queries attend over, for every group set of `readout`: the memory tokens projected and
@@ -151,13 +173,18 @@ class MemoryFusion(nn.Module):
         hidden, tokens_per_item = keys.shape[-1], memory_tokens.shape[1]
         keys, values = keys.reshape(-1, hidden), values.reshape(-1, hidden)
         offsets = torch.arange(tokens_per_item, device=memory_tokens.device)
-        sets = []
+        channels = SignedChannels.of(self.score.weight[0]) if self._runs_native(keys) else None
+        sets, kernel = [], []
         for groups in readout.sets:
             token_index = (groups.items[..., None] * tokens_per_item + offsets).flatten(1)
             padded = not bool(groups.valid.all())  # decided by the readout alone; no mask: the same numbers, faster
             valid = groups.valid[..., None].expand(-1, -1, tokens_per_item).flatten(1) if padded else None
             if self.fusion_type == "dot":
                 sets.append((MemoryChunk(keys[token_index], values[token_index], valid),))
+                continue
+            if channels is not None:  # the kernel's layout only: the chunks are for the compiled and eager paths
+                kernel.append(channels.memory(self._native, keys[token_index], valid, self.score.weight[0]))
+                sets.append(())
                 continue
             step = self._chunk_tokens(groups.items.shape[0])
             chunks = []
@@ -166,7 +193,7 @@ class MemoryFusion(nn.Module):
                 chunk_valid = None if valid is None else valid[:, s0 : s0 + step].clone(memory_format=DENSE)
                 chunks.append(MemoryChunk(chunk, chunk, chunk_valid))
             sets.append(tuple(chunks))
-        return FusionMemory(readout, tuple(sets))
+        return FusionMemory(readout, tuple(sets), tuple(kernel) if channels is not None else None)
 
     def _chunk_tokens(self, num_groups: int) -> int:
         """Memory tokens per additive chunk: at most `MAX_CHUNK_TOKENS`, and few enough that one query per
@@ -203,7 +230,14 @@ class MemoryFusion(nn.Module):
         queries = self.to_query(query_tokens)
         hidden = queries.shape[-1]
         out = torch.empty_like(queries)
-        for groups, chunks in zip(memory.readout.sets, memory.chunks):
+        native = memory.kernel is not None
+        if native and not self._runs_native(queries):
+            raise ValueError(
+                "this memory was prepared for the native kernel (float32 on a CPU, no gradients); prepare it again "
+                f"for queries of dtype {queries.dtype} on {queries.device} with gradients "
+                f"{'on' if torch.is_grad_enabled() else 'off'}"
+            )
+        for index, (groups, chunks) in enumerate(zip(memory.readout.sets, memory.chunks)):
             num_groups = groups.items.shape[0]
             grouped = queries.new_zeros((num_groups, groups.width, length, hidden))
             grouped[groups.group, groups.position] = queries[groups.rows]
@@ -211,10 +245,19 @@ class MemoryFusion(nn.Module):
                 (whole,) = chunks
                 mask = None if whole.valid is None else whole.valid[:, None, :]
                 fused = F.scaled_dot_product_attention(grouped.flatten(1, 2), whole.keys, whole.values, attn_mask=mask)
+            elif native:
+                fused = self._native_additive(grouped.flatten(1, 2), memory.kernel[index])
             else:
                 fused = self._additive(grouped.flatten(1, 2), chunks)
             out[groups.rows] = fused.view(num_groups, groups.width, length, hidden)[groups.group, groups.position]
         return out
+
+    def _native_additive(self, queries: torch.Tensor, memory: KernelMemory) -> torch.Tensor:
+        """Additive attention of queries `(G, Q, H)` over their set's memory, by the native kernel."""
+        channels = SignedChannels.of(self.score.weight[0])
+        alpha = channels.queries(self._native, queries)
+        fused = native_attention.additive_attention(self._native, alpha, memory, channels.npos, queries.shape[-1])
+        return fused[:, : queries.shape[1]]
 
     def _additive(self, queries: torch.Tensor, chunks: tuple[MemoryChunk, ...]) -> torch.Tensor:
         """Additive attention of queries `(G, Q, H)` over the memory chunks of their set (keys = values) with

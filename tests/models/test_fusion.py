@@ -113,7 +113,7 @@ def test_compiled_additive_fusion_compiles_few_graphs_for_any_memory_or_batch():
     one class or many: at most four graphs (mask or none, one group or several), and none more later."""
     torch.manual_seed(5)
     fusion = MemoryFusion(8)
-    fusion.compile_scores(dynamic=True)
+    fusion.compile_scores(native=False, dynamic=True)  # sampling on a CPU would run the native kernel instead
     counters = torch._dynamo.utils.counters["stats"]  # per process: other tests may have compiled before
 
     def calls():

@@ -91,6 +91,22 @@ def test_removal_is_exact(warm_cache, fusion_type):
         assert torch.equal(sample(pipe, **kwargs), sample(reference, **kwargs))
 
 
+def test_native_fusion_samples_as_eager_fusion_and_removes_exactly():
+    """Sampling with `compile_fusion()` on a CPU runs the native kernel: the same images to float tolerance, and
+    removal exact bit for bit against a bank that never held the items, as with eager fusion."""
+    removed_ids = ("1", "2", "6", "13")
+    eager, pipe = tiny_pipeline(), tiny_pipeline()
+    pipe.unet.compile_fusion(dynamic=True)
+    assert pipe.unet.fusion._native is not None
+    for kwargs in ({}, {"memory_size": None}):
+        torch.testing.assert_close(sample(pipe, **kwargs), sample(eager, **kwargs), atol=1e-5, rtol=1e-4)
+    pipe.memory_bank.remove(ids=list(removed_ids))
+    reference = tiny_pipeline(_never_held(removed_ids))
+    reference.unet.compile_fusion(dynamic=True)
+    for kwargs in ({}, {"memory_size": None}, {"memory_size": 1, "guidance_scale": 0.0}):
+        assert torch.equal(sample(pipe, **kwargs), sample(reference, **kwargs))
+
+
 @pytest.mark.parametrize("warm_cache", [False, True])
 def test_class_removal_is_exact(warm_cache):
     pipe = tiny_pipeline()

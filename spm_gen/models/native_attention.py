@@ -1,0 +1,147 @@
+"""Additive attention as a native CPU kernel (`additive_attention.cpp`) for sampling: the score at one max and
+one add per pair-channel, its online softmax and the weighted sum in one pass, nothing materialised.
+
+Built once per machine with the system's C++ compiler (`$CXX`, else `c++`) into the user's cache
+(`$SPM_GEN_CACHE`, else `$XDG_CACHE_HOME/spm_gen` or `~/.cache/spm_gen`), keyed by the source, the compiler,
+the flags and the CPU, and loaded with ctypes (no Python extension); it runs on torch's OpenMP threads. Where it
+does not build, `native_kernel()` logs why and returns None, and the fusion keeps its `torch.compile`d kernels.
+It has no backward: training keeps those too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("additive_attention.cpp")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
+
+
+@dataclass(frozen=True)
+class KernelMemory:
+    """One group set's memory in the kernel's layout: keys `(G, H + 1, M')` (beta transposed and the row
+    w . b, -inf for padding) and values `(G, M', HV')`, zero-padded to the kernel's blocks."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SignedChannels:
+    """The channels of w reordered for the kernel: those with w > 0 first (`order`, `npos` of them), and |w|
+    in that order (`scale`)."""
+
+    order: torch.Tensor
+    scale: torch.Tensor
+    npos: int
+
+    @classmethod
+    def of(cls, w: torch.Tensor) -> SignedChannels:
+        order = torch.argsort((w <= 0).to(torch.int8), stable=True)
+        return cls(order, w[order].abs(), int((w > 0).sum()))
+
+    def queries(self, library: ctypes.CDLL, queries: torch.Tensor) -> torch.Tensor:
+        """alpha = |w| a, channels ordered, rows zero-padded to the kernel's query block: `(G, q', H)`."""
+        alpha = queries[..., self.order] * self.scale
+        return _pad(alpha, 1, library.query_block(), 0.0)
+
+    def memory(self, library: ctypes.CDLL, keys: torch.Tensor, valid: torch.Tensor | None, w: torch.Tensor):
+        """The kernel's layout of keys (= values) `(G, m, H)` with padding `valid` `(G, m)` (None: none)."""
+        scores = keys @ w  # w . b, and -inf where a token is padding (its weight is then exactly 0)
+        if valid is not None:
+            scores = scores.masked_fill(~valid, -math.inf)
+        kernel_keys = torch.cat([keys[..., self.order] * -self.scale, scores[..., None]], -1)
+        kernel_keys = _pad(kernel_keys, 1, library.token_block(), 0.0)
+        kernel_keys[:, keys.shape[1] :, -1] = -math.inf
+        values = _pad(_pad(keys, 1, library.token_block(), 0.0), 2, library.value_block(), 0.0)
+        return KernelMemory(kernel_keys.transpose(1, 2).contiguous(), values)
+
+
+def _pad(x: torch.Tensor, dim: int, multiple: int, value: float) -> torch.Tensor:
+    """`x` padded with `value` along `dim` to a multiple of `multiple`, contiguous."""
+    missing = -x.shape[dim] % multiple
+    if missing:
+        shape = list(x.shape)
+        shape[dim] = missing
+        x = torch.cat([x, x.new_full(shape, value)], dim)
+    return x.contiguous()
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept: `$SPM_GEN_CACHE/kernels`, else under `$XDG_CACHE_HOME` or `~/.cache`."""
+    if os.environ.get("SPM_GEN_CACHE"):
+        return Path(os.environ["SPM_GEN_CACHE"]) / "kernels"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spm_gen" / "kernels"
+
+
+def _cpu_identity() -> str:
+    """What `-march=native` compiles for: the CPU's model and flags (a library built for another CPU of a shared
+    home folder would fault)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(dict.fromkeys(ln for ln in lines if ln.startswith(("model name", "flags", "Features"))))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
+def _build(compiler: str) -> Path:
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), _cpu_identity().encode()]))
+    target = cache_dir() / f"additive_attention-{key.hexdigest()[:20]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:  # built aside, then renamed: never half a file
+        built = Path(scratch) / target.name
+        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True, text=True)
+        os.replace(built, target)
+    return target
+
+
+@functools.cache
+def native_kernel() -> ctypes.CDLL | None:
+    """The built kernel library (built at the first call of a process, then cached on disk), or None where it
+    cannot be built here (why is logged once)."""
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    if compiler is None:
+        logger.warning("no C++ compiler (%s): additive fusion stays torch.compile's", os.environ.get("CXX", "c++"))
+        return None
+    try:
+        library = ctypes.CDLL(str(_build(compiler)))
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", None) or error
+        logger.warning("native additive attention did not build (%s): fusion stays compiled", str(detail)[-500:])
+        return None
+    int64, pointer = ctypes.c_int64, ctypes.c_void_p
+    library.additive_attention.argtypes = [pointer] * 4 + [int64] * 6
+    library.additive_attention.restype = None
+    for block in (library.query_block, library.token_block, library.value_block):
+        block.restype = int64
+    return library
+
+
+def additive_attention(
+    library: ctypes.CDLL, alpha: torch.Tensor, memory: KernelMemory, npos: int, hidden: int
+) -> torch.Tensor:
+    """softmax(w . relu(a + b)) @ b for each group: alpha `(G, q', H)` from `SignedChannels.queries` and the
+    memory from `SignedChannels.memory` (float32, CPU) -> `(G, q', hidden)`, on torch's threads."""
+    groups, num_q, channels = alpha.shape
+    num_m, value_channels = memory.values.shape[1:]
+    out = torch.empty((groups, num_q, value_channels), dtype=alpha.dtype)
+    pointers = (alpha.data_ptr(), memory.keys.data_ptr(), memory.values.data_ptr(), out.data_ptr())
+    library.additive_attention(*pointers, groups, num_q, channels, num_m, value_channels, npos)
+    return out[..., :hidden]

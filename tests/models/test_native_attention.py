@@ -1,0 +1,107 @@
+"""The native additive attention that samples on a CPU: the formula, exact under deletion, and a fallback."""
+
+import logging
+
+import pytest
+import torch
+
+from spm_gen.memory.readout import MemoryReadout
+from spm_gen.models import native_attention
+from spm_gen.models.fusion import MemoryFusion
+from tests.models.test_fusion import fuse, reference
+
+
+def native_fusion(channels: int) -> MemoryFusion:
+    fusion = MemoryFusion(channels)
+    fusion.compile_scores(dynamic=True)
+    assert fusion._native is not None, "the native kernel did not build here (see the warning logged)"
+    return fusion
+
+
+@pytest.fixture
+def fresh_kernel():
+    """`native_kernel()` builds and loads again in the test, and the process's kernel is restored after it."""
+    native_attention.native_kernel.cache_clear()
+    yield
+    native_attention.native_kernel.cache_clear()
+
+
+@pytest.mark.parametrize("channels", [8, 5, 70])  # 5 and 70: values padded to the kernel's channel blocks
+def test_native_fusion_equals_the_formula(channels):
+    torch.manual_seed(0)
+    fusion = native_fusion(channels)
+    q = torch.randn(13, 4, channels)  # 13 queries of 4 tokens: not a multiple of the query block
+    q_labels = torch.tensor([0, 2, 2, 5, 0, 1, 7, 2, 5, 1, 1, 0, -1])  # 5, 7, -1: no memory, read all of it
+    s = torch.randn(203, 4, channels)  # 90 items of class 0 (360 tokens: two tiles and padding), others fewer
+    s_labels = torch.cat([torch.zeros(90, dtype=torch.long), torch.arange(113) % 3])
+    with torch.no_grad():
+        memory = fusion.prepare(s, MemoryReadout.from_labels(q_labels, s_labels))
+        assert memory.kernel is not None
+        got = fusion(q, memory=memory)
+        want = reference(fusion, q, q_labels, s, s_labels)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_native_output_of_a_query_does_not_depend_on_the_rest_of_the_batch():
+    """Bit for bit, whatever else shares the call: other queries, other groups and the padding they bring."""
+    torch.manual_seed(1)
+    fusion = native_fusion(16)
+    s = torch.randn(40, 4, 16)
+    s_labels = torch.tensor([0] * 3 + [1] * 30 + [2] * 7)  # class 0's group is padded when class 1 shares the set
+    q, labels = torch.randn(9, 4, 16), torch.tensor([0, 1, 2, 0, 1, 2, 9, 0, 1])
+    with torch.no_grad():
+        full = fuse(fusion, q, labels, s, s_labels)
+        for i in range(len(labels)):
+            assert torch.equal(fuse(fusion, q[i : i + 1], labels[i : i + 1], s, s_labels)[0], full[i])
+
+
+def test_gradients_other_dtypes_and_no_native_keep_the_compiled_path():
+    fusion = native_fusion(8)
+    s, readout = torch.randn(6, 4, 8), MemoryReadout.from_labels(torch.tensor([0, 1]), torch.tensor([0, 1] * 3))
+    assert fusion.prepare(s, readout).kernel is None  # gradients on: training has no native backward
+    with torch.no_grad():
+        assert fusion.prepare(s, readout).kernel is not None
+        assert fusion.double().prepare(s.double(), readout).kernel is None
+        off = MemoryFusion(8)
+        off.compile_scores(native=False, dynamic=True)
+        assert off.prepare(s, readout).kernel is None
+
+
+def test_memory_prepared_for_the_native_kernel_is_not_used_with_gradients():
+    fusion = native_fusion(8)
+    q, s = torch.randn(2, 4, 8), torch.randn(6, 4, 8)
+    with torch.no_grad():
+        memory = fusion.prepare(s, MemoryReadout.from_labels(torch.tensor([0, 1]), torch.tensor([0, 1] * 3)))
+    assert memory.chunks == ((),)  # the kernel's layout only
+    with pytest.raises(ValueError, match="prepared for the native kernel .* with gradients on"):
+        fusion(q, memory=memory)
+
+
+def test_the_kernel_is_built_once_into_the_cache(fresh_kernel, monkeypatch, tmp_path):
+    monkeypatch.setenv("SPM_GEN_CACHE", str(tmp_path))
+    assert native_attention.native_kernel() is not None
+    (built,) = (tmp_path / "kernels").iterdir()
+    stamp = built.stat().st_mtime_ns
+    native_attention.native_kernel.cache_clear()  # a new process
+    assert native_attention.native_kernel() is not None and built.stat().st_mtime_ns == stamp
+    assert list((tmp_path / "kernels").iterdir()) == [built]  # nothing left aside
+
+
+def test_without_a_working_compiler_fusion_stays_compiled(fresh_kernel, monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("SPM_GEN_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with caplog.at_level(logging.WARNING):
+        assert native_attention.native_kernel() is None
+    assert "no C++ compiler (no-such-compiler)" in caplog.text
+    monkeypatch.delenv("CXX")
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(native_attention, "SOURCE", broken)
+    native_attention.native_kernel.cache_clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert native_attention.native_kernel() is None
+        fusion = MemoryFusion(8)
+        fusion.compile_scores(dynamic=True)
+    assert "did not build" in caplog.text and "broken.cpp" in caplog.text and fusion._native is None
+    assert list((tmp_path / "kernels").iterdir()) == []  # no half-built library left
