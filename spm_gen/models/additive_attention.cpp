@@ -5,8 +5,8 @@
 // The score costs one max and one add per pair-channel. With s = sign(w), alpha = |w| a and beta = -|w| b, and
 // since relu(x + y) = max(x, -y) + y exactly,
 //     w . relu(a + b) = w . b + sum_h s_h max(alpha_h, beta_h).
-// The caller orders the channels so that the npos channels with w > 0 come first (w = 0 adds max(0, 0) = 0),
-// and pads: queries to a multiple of query_block() rows, tokens to a multiple of token_block() (their w . b row
+// The caller gives the channels in an order that puts the npos channels with w > 0 first (w = 0 adds
+// max(0, 0) = 0), and pads: queries to a multiple of query_block() rows, tokens to a multiple of token_block() (their w . b row
 // set to -inf, like the readout's padding, so that they weigh exactly 0), values to a multiple of value_block()
 // channels. Every score is the same sequence of operations wherever its pair falls, and the tiles always start
 // at token 0, so a query's output depends only on its group's tokens. Plain C++ with GCC vector extensions (the
@@ -81,11 +81,12 @@ inline vec vexp(vec x) {
   return x > lowest ? y : zero;
 }
 
-// acc[r][v] +/-= max(alpha of row r, beta of token vector v) over channels [c0, c1).
+// acc[r][v] +/-= max(alpha of row r, beta of token vector v) over channels order[c0], ..., order[c1 - 1].
 template <bool Add>
-inline void accumulate(const float* q, const float* k, vec (&acc)[QB][NV], int64_t c0, int64_t c1, int64_t H,
-                       int64_t M) {
-  for (int64_t c = c0; c < c1; ++c) {
+inline void accumulate(const float* q, const float* k, const int64_t* order, vec (&acc)[QB][NV], int64_t c0,
+                       int64_t c1, int64_t H, int64_t M) {
+  for (int64_t i = c0; i < c1; ++i) {
+    const int64_t c = order[i];
     vec kv[NV];
     for (int v = 0; v < NV; ++v) kv[v] = load(k + c * M + kLanes * v);
     for (int r = 0; r < QB; ++r) {
@@ -96,16 +97,16 @@ inline void accumulate(const float* q, const float* k, vec (&acc)[QB][NV], int64
 }
 
 // Scores of one query block against the tile's tokens [t0, t0 + tm) into s (QB rows of TM).
-void tile_scores(const float* q, const float* k, float* s, int64_t t0, int64_t tm, int64_t H, int64_t M,
-                 int64_t npos) {
+void tile_scores(const float* q, const float* k, const int64_t* order, float* s, int64_t t0, int64_t tm,
+                 int64_t H, int64_t M, int64_t npos) {
   for (int64_t j0 = 0; j0 < tm; j0 += MB) {
     vec acc[QB][NV];
     for (int v = 0; v < NV; ++v) {
       const vec c = load(k + H * M + t0 + j0 + kLanes * v);  // w . b
       for (int r = 0; r < QB; ++r) acc[r][v] = c;
     }
-    accumulate<true>(q, k + t0 + j0, acc, 0, npos, H, M);
-    accumulate<false>(q, k + t0 + j0, acc, npos, H, H, M);
+    accumulate<true>(q, k + t0 + j0, order, acc, 0, npos, H, M);
+    accumulate<false>(q, k + t0 + j0, order, acc, npos, H, H, M);
     for (int r = 0; r < QB; ++r)
       for (int v = 0; v < NV; ++v) store(s + r * TM + j0 + kLanes * v, acc[r][v]);
   }
@@ -136,11 +137,13 @@ extern "C" int64_t query_block() { return QB; }
 extern "C" int64_t token_block() { return MB; }
 extern "C" int64_t value_block() { return NH * kLanes; }
 
-// q: (G, Q, H) alpha; k: (G, H + 1, M) beta transposed, its last row w . b; values: (G, M, HV); out: (G, Q, HV).
+// q: (G, Q, H) alpha; k: (G, H + 1, M) beta transposed, its last row w . b; values: (G, M, HV); out: (G, Q, HV);
+// order: the H channels, those with w > 0 (npos of them) first.
 // A unit of work is RB query blocks of one group; each tile of memory tokens (and of values) is read once per unit
 // and stays in cache while its query blocks use it.
-extern "C" void additive_attention(const float* q, const float* k, const float* values, float* out, int64_t G,
-                                   int64_t Q, int64_t H, int64_t M, int64_t HV, int64_t npos) {
+extern "C" void additive_attention(const float* q, const float* k, const float* values, float* out,
+                                   const int64_t* order, int64_t G, int64_t Q, int64_t H, int64_t M, int64_t HV,
+                                   int64_t npos) {
   const int64_t blocks = Q / QB, ranges = (blocks + RB - 1) / RB;
 #pragma omp parallel
   {
@@ -156,7 +159,7 @@ extern "C" void additive_attention(const float* q, const float* k, const float* 
       for (int64_t t0 = 0; t0 < M; t0 += TM) {
         const int64_t tm = std::min(TM, M - t0);
         for (int64_t b = 0; b < nb; ++b) {
-          tile_scores(q + (g * Q + (b0 + b) * QB) * H, kg, s.data(), t0, tm, H, M, npos);
+          tile_scores(q + (g * Q + (b0 + b) * QB) * H, kg, order, s.data(), t0, tm, H, M, npos);
           float* block_acc = acc.data() + b * QB * HV;
           for (int r = 0; r < QB; ++r) {
             float* row = s.data() + r * TM;

@@ -256,7 +256,7 @@ class MemoryFusion(nn.Module):
         """Additive attention of queries `(G, Q, H)` over their set's memory, by the native kernel."""
         channels = SignedChannels.of(self.score.weight[0])
         alpha = channels.queries(self._native, queries)
-        fused = native_attention.additive_attention(self._native, alpha, memory, channels.npos, queries.shape[-1])
+        fused = native_attention.additive_attention(self._native, alpha, memory, channels, queries.shape[-1])
         return fused[:, : queries.shape[1]]
 
     def _additive(self, queries: torch.Tensor, chunks: tuple[MemoryChunk, ...]) -> torch.Tensor:

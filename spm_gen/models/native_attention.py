@@ -42,8 +42,8 @@ class KernelMemory:
 
 @dataclass(frozen=True)
 class SignedChannels:
-    """The channels of w reordered for the kernel: those with w > 0 first (`order`, `npos` of them), and |w|
-    in that order (`scale`)."""
+    """What the kernel needs of w: the channel order that puts those with w > 0 first (`order`, int64, `npos`
+    of them) and |w| (`scale`, in the channels' own order)."""
 
     order: torch.Tensor
     scale: torch.Tensor
@@ -51,24 +51,27 @@ class SignedChannels:
 
     @classmethod
     def of(cls, w: torch.Tensor) -> SignedChannels:
-        order = torch.argsort((w <= 0).to(torch.int8), stable=True)
-        return cls(order, w[order].abs(), int((w > 0).sum()))
+        order = torch.argsort((w <= 0).to(torch.int8), stable=True).to(torch.int64).contiguous()
+        return cls(order, w.abs(), int((w > 0).sum()))
 
     def queries(self, library: ctypes.CDLL, queries: torch.Tensor) -> torch.Tensor:
-        """alpha = |w| a, channels ordered, rows zero-padded to the kernel's query block: `(G, q', H)`."""
-        alpha = queries[..., self.order] * self.scale
-        return _pad(alpha, 1, library.query_block(), 0.0)
+        """alpha = |w| a, rows zero-padded to the kernel's query block: `(G, q', H)`."""
+        return _pad(queries * self.scale, 1, library.query_block(), 0.0)
 
     def memory(self, library: ctypes.CDLL, keys: torch.Tensor, valid: torch.Tensor | None, w: torch.Tensor):
-        """The kernel's layout of keys (= values) `(G, m, H)` with padding `valid` `(G, m)` (None: none)."""
-        scores = keys @ w  # w . b, and -inf where a token is padding (its weight is then exactly 0)
+        """The kernel's layout of keys (= values) `(G, m, H)` with padding `valid` `(G, m)` (None: none):
+        beta = -|w| b transposed, and a last row w . b that is -inf for padding (whose weight is then 0)."""
+        groups, num_m, hidden = keys.shape
+        padded_m = num_m + -num_m % library.token_block()
+        kernel_keys = keys.new_zeros((groups, hidden + 1, padded_m))
+        torch.mul(keys.transpose(1, 2), -self.scale[:, None], out=kernel_keys[:, :hidden, :num_m])
+        scores = kernel_keys[:, hidden]
+        scores[:, :num_m] = keys @ w
+        scores[:, num_m:] = -math.inf
         if valid is not None:
-            scores = scores.masked_fill(~valid, -math.inf)
-        kernel_keys = torch.cat([keys[..., self.order] * -self.scale, scores[..., None]], -1)
-        kernel_keys = _pad(kernel_keys, 1, library.token_block(), 0.0)
-        kernel_keys[:, keys.shape[1] :, -1] = -math.inf
+            scores[:, :num_m].masked_fill_(~valid, -math.inf)
         values = _pad(_pad(keys, 1, library.token_block(), 0.0), 2, library.value_block(), 0.0)
-        return KernelMemory(kernel_keys.transpose(1, 2).contiguous(), values)
+        return KernelMemory(kernel_keys, values)
 
 
 def _pad(x: torch.Tensor, dim: int, multiple: int, value: float) -> torch.Tensor:
@@ -127,7 +130,7 @@ def native_kernel() -> ctypes.CDLL | None:
         logger.warning("native additive attention did not build (%s): fusion stays compiled", str(detail)[-500:])
         return None
     int64, pointer = ctypes.c_int64, ctypes.c_void_p
-    library.additive_attention.argtypes = [pointer] * 4 + [int64] * 6
+    library.additive_attention.argtypes = [pointer] * 5 + [int64] * 6
     library.additive_attention.restype = None
     for block in (library.query_block, library.token_block, library.value_block):
         block.restype = int64
@@ -135,13 +138,14 @@ def native_kernel() -> ctypes.CDLL | None:
 
 
 def additive_attention(
-    library: ctypes.CDLL, alpha: torch.Tensor, memory: KernelMemory, npos: int, hidden: int
+    library: ctypes.CDLL, alpha: torch.Tensor, memory: KernelMemory, channels: SignedChannels, hidden: int
 ) -> torch.Tensor:
-    """softmax(w . relu(a + b)) @ b for each group: alpha `(G, q', H)` from `SignedChannels.queries` and the
-    memory from `SignedChannels.memory` (float32, CPU) -> `(G, q', hidden)`, on torch's threads."""
-    groups, num_q, channels = alpha.shape
+    """softmax(w . relu(a + b)) @ b for each group: alpha `(G, q', H)` from `channels.queries` and the memory
+    from `channels.memory` (float32, CPU) -> `(G, q', hidden)`, on torch's threads."""
+    groups, num_q, num_channels = alpha.shape
+    order, npos = channels.order, channels.npos
     num_m, value_channels = memory.values.shape[1:]
     out = torch.empty((groups, num_q, value_channels), dtype=alpha.dtype)
     pointers = (alpha.data_ptr(), memory.keys.data_ptr(), memory.values.data_ptr(), out.data_ptr())
-    library.additive_attention(*pointers, groups, num_q, channels, num_m, value_channels, npos)
+    library.additive_attention(*pointers, order.data_ptr(), groups, num_q, num_channels, num_m, value_channels, npos)
     return out[..., :hidden]
