@@ -14,7 +14,8 @@ The additive score is computed over chunks of memory tokens with an online (stre
 intermediate tensor never exceeds `chunk_elements` floats, whatever the batch and memory sizes. Those chunks
 are cut once, in `prepare`, as contiguous tensors of at most `MAX_CHUNK_TOKENS` tokens: the compiled kernel
 then always sees the same layout (no recompilation for a strided slice, a storage offset or a long
-reduction when the memory size or the batch changes).
+reduction when the memory size or the batch changes). Sampling on a CPU after `compile_scores` runs the
+native kernel of `native_attention` instead, which needs no chunks: `prepare` then makes its layout only.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class MemoryFusion(nn.Module):
 
         With `native` (the default), float32 fusion on a CPU without gradients (sampling) runs the native kernel
         of `native_attention` instead: score, online softmax and weighted sum in one pass, the score at one max
-        and one add per pair-channel. It is built at the first call (about a second; cached on disk). Training,
+        and one add per pair-channel. It is built at the first call (under a second; cached on disk). Training,
         other devices and dtypes, and machines where it does not build keep the compiled kernels."""
         if self.fusion_type != "additive":
             raise ValueError(f"only the additive fusion has a score to compile (this one is {self.fusion_type!r})")
