@@ -138,14 +138,14 @@ extern "C" int64_t token_block() { return MB; }
 extern "C" int64_t value_block() { return NH * kLanes; }
 
 // q: (G, Q, H) alpha; k: (G, H + 1, M) beta transposed, its last row w . b; values: (G, M, HV); out: (G, Q, HV);
-// order: the H channels, those with w > 0 (npos of them) first.
+// order: the H channels, those with w > 0 (npos of them) first; threads: torch.get_num_threads() of the caller.
 // A unit of work is RB query blocks of one group; each tile of memory tokens (and of values) is read once per unit
 // and stays in cache while its query blocks use it.
 extern "C" void additive_attention(const float* q, const float* k, const float* values, float* out,
                                    const int64_t* order, int64_t G, int64_t Q, int64_t H, int64_t M, int64_t HV,
-                                   int64_t npos) {
+                                   int64_t npos, int64_t threads) {
   const int64_t blocks = Q / QB, ranges = (blocks + RB - 1) / RB;
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
   {
     std::vector<float> s(QB * TM), acc(RB * QB * HV), run_max(RB * QB), run_sum(RB * QB);
 #pragma omp for schedule(static)

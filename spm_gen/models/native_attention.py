@@ -130,7 +130,7 @@ def native_kernel() -> ctypes.CDLL | None:
         logger.warning("native additive attention did not build (%s): fusion stays compiled", str(detail)[-500:])
         return None
     int64, pointer = ctypes.c_int64, ctypes.c_void_p
-    library.additive_attention.argtypes = [pointer] * 5 + [int64] * 6
+    library.additive_attention.argtypes = [pointer] * 5 + [int64] * 7
     library.additive_attention.restype = None
     for block in (library.query_block, library.token_block, library.value_block):
         block.restype = int64
@@ -141,11 +141,13 @@ def additive_attention(
     library: ctypes.CDLL, alpha: torch.Tensor, memory: KernelMemory, channels: SignedChannels, hidden: int
 ) -> torch.Tensor:
     """softmax(w . relu(a + b)) @ b for each group: alpha `(G, q', H)` from `channels.queries` and the memory
-    from `channels.memory` (float32, CPU) -> `(G, q', hidden)`, on torch's threads."""
+    from `channels.memory` (float32, CPU) -> `(G, q', hidden)`, on `torch.get_num_threads()` OpenMP threads
+    (torch's own pool: its libgomp is the one already loaded)."""
     groups, num_q, num_channels = alpha.shape
     order, npos = channels.order, channels.npos
     num_m, value_channels = memory.values.shape[1:]
     out = torch.empty((groups, num_q, value_channels), dtype=alpha.dtype)
     pointers = (alpha.data_ptr(), memory.keys.data_ptr(), memory.values.data_ptr(), out.data_ptr())
-    library.additive_attention(*pointers, order.data_ptr(), groups, num_q, num_channels, num_m, value_channels, npos)
+    sizes = (groups, num_q, num_channels, num_m, value_channels, npos)
+    library.additive_attention(*pointers, order.data_ptr(), *sizes, torch.get_num_threads())
     return out[..., :hidden]
