@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -13,6 +12,7 @@ from .metrics.fid import compute_fid, save_images
 from .metrics.memorization import memorization, save_distance_histogram
 from .models.classifier_spm import load_classifier
 from .sampling import load_pipeline, read_sample_folder, sample_to_folder
+from .utils.benchmarking import write_json
 from .utils.images import to_unit_range
 from .utils.processes import process_state
 
@@ -55,8 +55,7 @@ def measure_memorization(
         os.path.join(out, "nn_distances.png"),
         title="distance of each sample to its nearest training image",
     )
-    with open(os.path.join(out, "memorization.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(os.path.join(out, "memorization.json"), result)  # atomic: an interrupted run leaves the old file whole
     return result
 
 
@@ -113,6 +112,5 @@ def measure_fid(
         "steps": steps,
         "processes": process_state().num_processes,
     }
-    with open(os.path.join(out, "fid.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(os.path.join(out, "fid.json"), result)  # atomic: an interrupted run leaves the old file whole
     return result
