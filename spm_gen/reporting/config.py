@@ -41,7 +41,7 @@ class ReportConfig:
         0.04, help="near-copy RMS pixel distance", flag="--threshold"
     )
     twin: TwinUnlearning = field(default_factory=TwinUnlearning)  # its options: --twin-method, --twin-steps, ...
-    compile_fusion: bool = option(False, help="torch.compile the SPM's additive score (faster after a compile)")
+    compile_fusion: bool = option(False, help="compile the SPM's additive fusion (on a CPU: the native kernel)")
     gallery_size: int = option(6, help="removed images each gallery shows")
     batch_size: int = option(100, help="images per sampling batch")
     seed: int = option(0, help="seed of sampling and of the twin's unlearning")

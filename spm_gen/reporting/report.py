@@ -63,7 +63,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
     if spm.memory_bank is None:
         raise ValueError(f"'{config.pipeline_dir}' has no memory bank: give the SPM pipeline, not its twin")
     if config.compile_fusion and spm.unet.config.fusion_type == "additive":
-        spm.unet.compile_fusion()
+        spm.unet.compile_fusion(dynamic=True)  # on a CPU: the native kernel
     training = SavedFolder(config.pipeline_dir).load_bank()  # the training set: the memory before the removal
     removed = removed_data(training, config)
     judge = Judge(*load_classifier(config.classifier_dir)) if config.classifier_dir else None
