@@ -1,16 +1,17 @@
 // Additive attention on a CPU, for sampling: out(q) = sum_s softmax_s(w . relu(a_q + b_s)) v_s over the memory
-// tokens of q's group, with an online softmax over tiles of tokens (spm_gen/models/score_kernel.py builds and
-// calls it; it has no backward).
+// tokens of q's group, with an online softmax over tiles of tokens (spm_gen/models/native_attention.py builds
+// and calls it; it has no backward).
 //
 // The score costs one max and one add per pair-channel. With s = sign(w), alpha = |w| a and beta = -|w| b, and
 // since relu(x + y) = max(x, -y) + y exactly,
 //     w . relu(a + b) = w . b + sum_h s_h max(alpha_h, beta_h).
 // The caller gives the channels in an order that puts the npos channels with w > 0 first (w = 0 adds
-// max(0, 0) = 0), and pads: queries to a multiple of query_block() rows, tokens to a multiple of token_block() (their w . b row
-// set to -inf, like the readout's padding, so that they weigh exactly 0), values to a multiple of value_block()
-// channels. Every score is the same sequence of operations wherever its pair falls, and the tiles always start
-// at token 0, so a query's output depends only on its group's tokens. Plain C++ with GCC vector extensions (the
-// compiler picks the machine's widest vectors: -march=native); OpenMP shares the units of work out.
+// max(0, 0) = 0), and pads: queries to a multiple of query_block() rows, tokens to a multiple of token_block()
+// (their w . b row set to -inf, like the readout's padding, so that they weigh exactly 0), values to a multiple
+// of value_block() channels. Every score is the same sequence of operations wherever its pair falls, and the
+// tiles always start at token 0, so a query's output depends only on its group's tokens. Plain C++ with GCC
+// vector extensions (the compiler picks the machine's widest vectors: -march=native); OpenMP shares the units
+// of work out.
 
 #include <algorithm>
 #include <cmath>

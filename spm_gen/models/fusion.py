@@ -247,18 +247,11 @@ class MemoryFusion(nn.Module):
                 mask = None if whole.valid is None else whole.valid[:, None, :]
                 fused = F.scaled_dot_product_attention(grouped.flatten(1, 2), whole.keys, whole.values, attn_mask=mask)
             elif native:
-                fused = self._native_additive(grouped.flatten(1, 2), memory.kernel[index])
+                fused = native_attention.additive_attention(self._native, grouped.flatten(1, 2), memory.kernel[index])
             else:
                 fused = self._additive(grouped.flatten(1, 2), chunks)
             out[groups.rows] = fused.view(num_groups, groups.width, length, hidden)[groups.group, groups.position]
         return out
-
-    def _native_additive(self, queries: torch.Tensor, memory: KernelMemory) -> torch.Tensor:
-        """Additive attention of queries `(G, Q, H)` over their set's memory, by the native kernel."""
-        channels = SignedChannels.of(self.score.weight[0])
-        alpha = channels.queries(self._native, queries)
-        fused = native_attention.additive_attention(self._native, alpha, memory, channels, queries.shape[-1])
-        return fused[:, : queries.shape[1]]
 
     def _additive(self, queries: torch.Tensor, chunks: tuple[MemoryChunk, ...]) -> torch.Tensor:
         """Additive attention of queries `(G, Q, H)` over the memory chunks of their set (keys = values) with

@@ -32,15 +32,6 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-std=c++17",
 
 
 @dataclass(frozen=True)
-class KernelMemory:
-    """One group set's memory in the kernel's layout: keys `(G, H + 1, M')` (beta transposed and the row
-    w . b, -inf for padding) and values `(G, M', HV')`, zero-padded to the kernel's blocks."""
-
-    keys: torch.Tensor
-    values: torch.Tensor
-
-
-@dataclass(frozen=True)
 class SignedChannels:
     """What the kernel needs of w: the channel order that puts those with w > 0 first (`order`, int64, `npos`
     of them) and |w| (`scale`, in the channels' own order)."""
@@ -53,10 +44,6 @@ class SignedChannels:
     def of(cls, w: torch.Tensor) -> SignedChannels:
         order = torch.argsort((w <= 0).to(torch.int8), stable=True).to(torch.int64).contiguous()
         return cls(order, w.abs(), int((w > 0).sum()))
-
-    def queries(self, library: ctypes.CDLL, queries: torch.Tensor) -> torch.Tensor:
-        """alpha = |w| a, rows zero-padded to the kernel's query block: `(G, q', H)`."""
-        return _pad(queries * self.scale, 1, library.query_block(), 0.0)
 
     def memory(self, library: ctypes.CDLL, keys: torch.Tensor, valid: torch.Tensor | None, w: torch.Tensor):
         """The kernel's layout of keys (= values) `(G, m, H)` with padding `valid` `(G, m)` (None: none):
@@ -71,7 +58,18 @@ class SignedChannels:
         if valid is not None:
             scores[:, :num_m].masked_fill_(~valid, -math.inf)
         values = _pad(_pad(keys, 1, library.token_block(), 0.0), 2, library.value_block(), 0.0)
-        return KernelMemory(kernel_keys, values)
+        return KernelMemory(kernel_keys, values, self)
+
+
+@dataclass(frozen=True)
+class KernelMemory:
+    """One group set's memory in the kernel's layout (`SignedChannels.memory`): keys `(G, H + 1, M')` (beta
+    transposed and the row w . b, -inf for padding), values `(G, M', HV')`, zero-padded to the kernel's
+    blocks, and the channels of w they were made with."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    channels: SignedChannels
 
 
 def _pad(x: torch.Tensor, dim: int, multiple: int, value: float) -> torch.Tensor:
@@ -137,17 +135,16 @@ def native_kernel() -> ctypes.CDLL | None:
     return library
 
 
-def additive_attention(
-    library: ctypes.CDLL, alpha: torch.Tensor, memory: KernelMemory, channels: SignedChannels, hidden: int
-) -> torch.Tensor:
-    """softmax(w . relu(a + b)) @ b for each group: alpha `(G, q', H)` from `channels.queries` and the memory
-    from `channels.memory` (float32, CPU) -> `(G, q', hidden)`, on `torch.get_num_threads()` OpenMP threads
-    (torch's own pool: its libgomp is the one already loaded)."""
-    groups, num_q, num_channels = alpha.shape
-    order, npos = channels.order, channels.npos
+def additive_attention(library: ctypes.CDLL, queries: torch.Tensor, memory: KernelMemory) -> torch.Tensor:
+    """softmax(w . relu(a + b)) @ b for each group: queries a `(G, Q, H)` over the memory of `memory` (float32,
+    CPU) -> `(G, Q, H)`, on `torch.get_num_threads()` OpenMP threads (torch's own pool: its libgomp is the one
+    already loaded)."""
+    groups, num_q, hidden = queries.shape
+    channels = memory.channels
+    alpha = _pad(queries * channels.scale, 1, library.query_block(), 0.0)  # |w| a, rows padded to the block
     num_m, value_channels = memory.values.shape[1:]
-    out = torch.empty((groups, num_q, value_channels), dtype=alpha.dtype)
+    out = torch.empty((groups, alpha.shape[1], value_channels), dtype=alpha.dtype)
     pointers = (alpha.data_ptr(), memory.keys.data_ptr(), memory.values.data_ptr(), out.data_ptr())
-    sizes = (groups, num_q, num_channels, num_m, value_channels, npos)
-    library.additive_attention(*pointers, order.data_ptr(), *sizes, torch.get_num_threads())
-    return out[..., :hidden]
+    sizes = (groups, alpha.shape[1], hidden, num_m, value_channels, channels.npos)
+    library.additive_attention(*pointers, channels.order.data_ptr(), *sizes, torch.get_num_threads())
+    return out[:, :num_q, :hidden]

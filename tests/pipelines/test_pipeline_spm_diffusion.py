@@ -97,7 +97,7 @@ def test_native_fusion_samples_as_eager_fusion_and_removes_exactly():
     removed_ids = ("1", "2", "6", "13")
     eager, pipe = tiny_pipeline(), tiny_pipeline()
     pipe.unet.compile_fusion(dynamic=True)
-    assert pipe.unet.fusion._native is not None
+    assert pipe.unet.fusion.has_native_kernel
     for kwargs in ({}, {"memory_size": None}):
         torch.testing.assert_close(sample(pipe, **kwargs), sample(eager, **kwargs), atol=1e-5, rtol=1e-4)
     pipe.memory_bank.remove(ids=list(removed_ids))
