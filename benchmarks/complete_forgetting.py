@@ -119,8 +119,10 @@ def model_overrides(args: argparse.Namespace, name: str) -> tuple[str, list[str]
     `data_rich_<protocol>` and `classes_memory_only`."""
     if name == "twin":
         return args.config, ["--fusion_type", "none"]
-    if name == "classes_memory_only":
-        return args.data_rich_config, ["--memory_only_classes", *map(str, CLASSES_MEMORY_ONLY)]
+    if name.startswith("classes_memory_only"):  # "classes_memory_only" (the baseline) or "..._<protocol>"
+        protocol = name.removeprefix("classes_memory_only").removeprefix("_")
+        extra = list(PROTOCOLS[protocol].overrides) if protocol else []
+        return args.data_rich_config, [*extra, "--memory_only_classes", *map(str, CLASSES_MEMORY_ONLY)]
     if name.startswith("data_rich_"):
         return args.data_rich_config, list(PROTOCOLS[name.removeprefix("data_rich_")].overrides)
     protocol = PROTOCOLS[name.removesuffix("_oracle")]
@@ -199,7 +201,7 @@ def measure_protocol(args: argparse.Namespace, protocol: str, training, judge, s
     measured = RegimeMeasurements(reference, settings)
     spm = load_pipeline(train_model(args, protocol))
     targets = spm.memory_bank.training_targets
-    never = type(spm)(unet=spm.unet, scheduler=spm.scheduler, memory_bank=reference.remaining)
+    never = spm.with_memory_bank(reference.remaining)  # the same defaults (an anchor model reads anchors)
     never.set_progress_bar_config(disable=True)
     oracles = {"never_held": never}
     rows = dict(ROWS)
@@ -274,7 +276,8 @@ def digits_reference(args: argparse.Namespace, classes: set[int] | None, name: s
 def generations_of(args: argparse.Namespace, name: str, pipe, labels: list[int], seed: int, folder: str):
     """Samples at the data-rich settings: 50 DDIM steps (--inference-steps), w = 0, 64 items of memory per
     class for an SPM (quality_parity's)."""
-    extra = {"memory_size": 4 if args.tiny else 64} if pipe.memory_bank is not None else {}
+    reads_class = pipe.memory_bank is not None and pipe.config.get("default_memory_retrieval", "random") == "random"
+    extra = {"memory_size": 4 if args.tiny else 64} if reads_class else {}  # an anchor model reads its own k
     return sample_generations(
         name,
         pipe,
@@ -325,17 +328,19 @@ def run_data_rich(args: argparse.Namespace, judge, judge_bank, records: list[dic
     return records
 
 
-def run_classes(args: argparse.Namespace, judge, judge_bank) -> list[dict]:
+def run_classes(args: argparse.Namespace, judge, judge_bank, design: str | None = None) -> list[dict]:
     """Classes 5-9 memory-only: generated from memory by weights that never denoised them, beside the shipped
-    twin (trained on all ten); then class 7 deleted from memory."""
+    twin (trained on all ten); then class 7 deleted from memory. With `design` (a protocol), the SPM is trained
+    with its overrides too, and the twin is left out."""
     unseen = set(CLASSES_MEMORY_ONLY)
     per_class = 4 if args.tiny else 200
     labels = [c for c in range(10) for _ in range(per_class)]
     _, unseen_reference = digits_reference(args, unseen, "classes_5_9")
     class_bank, _ = digits_reference(args, {CLASS_DELETED}, f"class_{CLASS_DELETED}")
     class_images = class_bank.get_images().cpu()
-    models = {"twin (all ten classes)": DIGITS_SHIPPED["twin"]} if not args.tiny else {}
-    models["spm, classes 5-9 memory-only"] = train_model(args, "classes_memory_only")
+    models = {"twin (all ten classes)": DIGITS_SHIPPED["twin"]} if not args.tiny and design is None else {}
+    name = "classes_memory_only" + (f"_{design}" if design else "")
+    models["spm, classes 5-9 memory-only" + (f", {design}" if design else "")] = train_model(args, name)
     records = []
     for name, path in models.items():
         pipe = load_pipeline(path)

@@ -18,7 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from spm_gen.choices import EmptyMemory, MemoryRetrieval, OutputType, UnconditionalMemory, check_choice
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.memory.feature_cache import MemoryFeatureCache
-from spm_gen.memory.readout import class_readout, nearest_readout, per_sample_readout
+from spm_gen.memory.readout import anchor_readout, class_readout, nearest_readout, per_sample_readout
 from spm_gen.models.unet_spm import SPMUNet2DModel
 from spm_gen.utils.atomic import atomic_write
 from spm_gen.utils.images import from_model_range
@@ -46,6 +46,9 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         default_guidance_scale (`float`, defaults to 0.0): the guidance scale w of a call that gives none; it
             is saved with the pipeline (training writes its config's `guidance_scale`), so each model samples
             at the scale chosen for it; `spm-gen report` uses each model's own unless told otherwise.
+        default_memory_retrieval (`str`, defaults to `"random"`) and default_memory_size (`int`, *optional*):
+            what a call that names neither reads; a model trained with nearest support is saved with
+            `"anchor"` and its `support_neighbours`.
 
     Memory tokens are cached in `memory_cache` (see `spm_gen.memory.feature_cache`): each item is encoded
     once and reused across calls, steps and both guidance branches until the unet's weights change.
@@ -61,11 +64,22 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         memory_bank: MemoryBank | None = None,
         default_guidance_scale: float = 0.0,
+        default_memory_retrieval: str = "random",  # a MemoryRetrieval (str: diffusers reads the annotation)
+        default_memory_size: int | None = None,
     ):
         super().__init__()
         check_guidance_scale("default_guidance_scale", default_guidance_scale)
+        check_choice("default_memory_retrieval", default_memory_retrieval, MemoryRetrieval)
+        if default_memory_retrieval == "nearest":
+            raise ValueError('default_memory_retrieval cannot be "nearest": it needs the reference_images of a call')
+        if default_memory_size is not None and (not is_integer(default_memory_size) or default_memory_size <= 0):
+            raise ValueError(f"default_memory_size must be a positive integer or None, got {default_memory_size!r}")
         self.register_modules(unet=unet, scheduler=scheduler, memory_bank=memory_bank)
-        self.register_to_config(default_guidance_scale=float(default_guidance_scale))
+        self.register_to_config(
+            default_guidance_scale=float(default_guidance_scale),
+            default_memory_retrieval=default_memory_retrieval,
+            default_memory_size=None if default_memory_size is None else int(default_memory_size),
+        )
         self.memory_cache = MemoryFeatureCache()
         self.set_progress_bar_config(**bar_settings())  # one line per 30 s when stderr is not a terminal
 
@@ -77,6 +91,16 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         if kwargs.get("is_main_process", True):
             target = os.path.join(os.fspath(save_directory), "pipeline.py")
             atomic_write(target, lambda tmp: shutil.copyfile(os.path.abspath(__file__), tmp))
+
+    def with_memory_bank(self, memory_bank: MemoryBank | None) -> SPMDiffusionPipeline:
+        """The same unet, scheduler and defaults reading `memory_bank` (for example a bank that never held some
+        items, to compare against a deletion)."""
+        defaults = {
+            k: self.config[k] for k in ("default_guidance_scale", "default_memory_retrieval", "default_memory_size")
+        }
+        pipe = type(self)(unet=self.unet, scheduler=self.scheduler, memory_bank=memory_bank, **defaults)
+        pipe.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        return pipe
 
     @property
     def guidance_scale(self) -> float:
@@ -179,7 +203,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float | None = None,
         memory_size: int | None = None,
-        memory_retrieval: MemoryRetrieval = "random",
+        memory_retrieval: MemoryRetrieval | None = None,
         reference_images: torch.Tensor | list[PIL.Image.Image] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: OutputType = "pil",
@@ -203,10 +227,12 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 0.3 is their 1.3); off at 0. None: the pipeline's `default_guidance_scale` (saved with it). On
                 the digits at 50 steps guidance does not measurably improve either SPM's FID (it worsens the
                 twin's, measured at 20 steps; benchmarks/RESULTS.md, quality_parity.py); it doubles the cost.
-            memory_size (`int`, *optional*): memory items read per class (or per reference image); None
-                reads every item of the class.
-            memory_retrieval (`str`, defaults to `"random"`): `"random"` (seeded by `generator`) or
-                `"nearest"` (the items closest to `reference_images`: image variations).
+            memory_size (`int`, *optional*): memory items read per class (or per reference image, or per anchor);
+                None: the pipeline's `default_memory_size`, and when that is None every item of the class.
+            memory_retrieval (`str`, *optional*): `"random"` (seeded by `generator`), `"nearest"` (the items
+                closest to `reference_images`: image variations) or `"anchor"` (per sample a seeded item of its
+                class and its nearest items of the class: what nearest-support training reads). None: the
+                pipeline's `default_memory_retrieval` (`"random"` unless saved otherwise).
             reference_images (`torch.Tensor` of shape `(B, C, H, W)` in [0, 1], or PIL images): for `"nearest"`.
             generator (`torch.Generator` or a list of them, *optional*): makes sampling and memory retrieval
                 deterministic.
@@ -233,6 +259,11 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         """
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
+        config = self.config
+        memory_retrieval = (
+            config.get("default_memory_retrieval", "random") if memory_retrieval is None else memory_retrieval
+        )
+        memory_size = config.get("default_memory_size") if memory_size is None else memory_size
         choices = {
             "memory_retrieval": (memory_retrieval, MemoryRetrieval),
             "output_type": (output_type, OutputType),
@@ -252,7 +283,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         guided = guidance_scale > 0
 
         # 1. the samples' labels, and what each sample reads from memory (decided once for the whole call)
-        cycle = memory_retrieval == "random" or not self.unet.uses_memory
+        cycle = memory_retrieval != "nearest" or not self.unet.uses_memory
         labels = self._class_labels(class_labels, batch_size, cycle=cycle)
         if labels is not None:
             labels = labels.repeat_interleave(num_images_per_prompt)
@@ -266,6 +297,10 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                     )
                 elif memory_retrieval == "random":
                     readout = class_readout(
+                        self.memory_bank, labels, memory_size, generator, empty_memory, unconditional
+                    )
+                elif memory_retrieval == "anchor":
+                    readout = anchor_readout(
                         self.memory_bank, labels, memory_size, generator, empty_memory, unconditional
                     )
                 else:

@@ -16,8 +16,9 @@ MemoryEncoding = Literal["clean", "paper"]
 """Memory enters the down path at t=0 (`"clean"`, tokens cached per bank version) or at the current t."""
 EmptyMemory = Literal["all", "error"]
 """A class with no memory at all reads all memory (`"all"`), or sampling raises (`"error"`)."""
-MemoryRetrieval = Literal["random", "nearest"]
-"""Seeded items of the sample's class, or the items nearest a reference image (image variations)."""
+MemoryRetrieval = Literal["random", "nearest", "anchor"]
+"""Seeded items of the sample's class, the items nearest a reference image (image variations), or a seeded
+anchor item of the class and its nearest items of the class (what nearest-support training reads)."""
 UnconditionalMemory = Literal["all", "class"]
 """What guidance's unconditional branch reads: every item the batch selected, or its own class's memory."""
 OutputType = Literal["pil", "np", "pt", "latent"]
@@ -29,6 +30,11 @@ DigitsSplit = Literal["all", "train", "test"]
 FeatureExtractor = Literal["domain", "inception"]
 """FID features: a trained classifier's encoder (offline default) or Inception weights from disk."""
 MixedPrecision = Literal["no", "fp16", "bf16"]
+SkipBypass = Literal["keep", "drop", "drop_low_noise"]
+"""The query's own skip connections at the resolutions that read memory: kept, zeroed, or zeroed at low noise."""
+SupportMode = Literal["class", "nearest"]
+"""Training support: the paper's (items of the batch's classes, split evenly over its labels), or each query's
+nearest items of its class (retrieval-augmented diffusion's neighbours)."""
 SelfSupport = Literal["never", "below_timestep", "probability"]
 """When a training query's own image is in its own support set: never (the paper's), when its timestep is
 below `self_support_timestep` (low noise, where memorization happens), or with `self_support_probability`."""

@@ -244,3 +244,42 @@ def nearest_readout(
         labels = bank.get_labels([r[0] for r in read])
     keys = _unconditional_keys(torch.arange(len(read)), unconditional)
     return MemoryReadout.from_id_groups(read, keys, read), labels
+
+
+def anchor_readout(
+    bank,
+    labels: torch.Tensor,
+    memory_size: int | None,
+    generator: torch.Generator | list[torch.Generator] | None,
+    empty_memory: EmptyMemory = "all",
+    unconditional: UnconditionalMemory | None = None,
+) -> MemoryReadout:
+    """Sample i reads an anchor item of its class and the anchor's nearest items of its class (pixel space;
+    `memory_size` items in all, the anchor first; the whole class when None): the support a model trained with
+    nearest support reads, which has no target image to find neighbours of at sampling time.
+
+    Anchors are seeded as `class_readout` selects items, depending only on the items present: with one
+    generator, the samples of a class take the class's seeded items in rank order, one each (cycling); with
+    a list of generators, sample i takes the first item seeded by `generators[i]`. A class with no memory
+    anchors among, and reads, all items (`empty_memory="all"`), or raises."""
+    counts = classes_with_memory(bank, labels, empty_memory)
+    per_sample = isinstance(generator, list)
+    if per_sample and len(generator) != len(labels):
+        raise ValueError(f"got {len(generator)} generators for {len(labels)} samples")
+    seed = None if per_sample else (derived_seed(generator) if generator is not None else seed_from_generator(None))
+    classes = [c if c in counts else None for c in labels.tolist()]
+    ranked = {c: bank.seeded_ids(c, None, seed=seed) for c in set(classes)} if not per_sample else {}
+    seen: dict[int | None, int] = {}
+    anchors = []
+    for i, c in enumerate(classes):
+        if per_sample:
+            anchors.append(bank.seeded_ids(c, 1, seed=derived_seed(generator[i]))[0])
+        else:
+            anchors.append(ranked[c][seen.get(c, 0) % len(ranked[c])])
+            seen[c] = seen.get(c, 0) + 1
+    images = bank.get_images(anchors)
+    read = []
+    for i, c in enumerate(classes):
+        k = min(memory_size or len(bank), counts[c] if c is not None else len(bank))
+        read.append(bank.nearest_images(images[i : i + 1], k, label=c).ids[0])
+    return MemoryReadout.from_id_groups(read, _unconditional_keys(torch.arange(len(read)), unconditional), read)

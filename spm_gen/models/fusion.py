@@ -20,6 +20,7 @@ native kernel of `native_attention` instead, which needs no chunks: `prepare` th
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -149,6 +150,16 @@ class MemoryFusion(nn.Module):
                 return compiled(*args)
 
         self._compiled_chunk = without_duck_sizing
+
+    def __deepcopy__(self, memo: dict) -> MemoryFusion:
+        """A copy with its own weights that shares the kernels `compile_scores` made (stateless functions; the
+        native kernel's ctypes handle cannot be copied), as training's EMA export and sample grids copy the unet."""
+        shared = ("_native", "_compiled_chunk")
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = value if key in shared else copy.deepcopy(value, memo)
+        return new
 
     @property
     def has_native_kernel(self) -> bool:

@@ -31,10 +31,11 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
 from torch import nn
 
-from ..choices import MemoryEncoding, UNetFusionType, check_choice
+from ..choices import MemoryEncoding, SkipBypass, UNetFusionType, check_choice
 from ..memory.readout import MemoryReadout
 from ..utils.images import to_model_range
 from .fusion import FusionMemory, MemoryFusion
+from .memory_attention import LayeredMemory, MemoryAttention, MemoryLevel
 
 
 class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
@@ -53,6 +54,11 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         memory_encoding: `"clean"` (memory at t=0: tokens computed once per bank version) or `"paper"`.
         norm_num_groups: GroupNorm groups.
         fusion_chunk_elements: bound on the additive fusion's intermediate tensor (elements).
+        memory_resolutions: resolutions (side lengths, of the levels) whose up blocks also read memory at full
+            resolution (`spm_gen.models.memory_attention`); empty: the paper's bottleneck fusion alone.
+        skip_bypass: the query's skip connections at `memory_resolutions`: `"keep"`, `"drop"` (zeroed) or
+            `"drop_low_noise"` (zeroed for samples with t < `skip_bypass_timestep`).
+        skip_bypass_timestep: see `skip_bypass`.
     """
 
     @register_to_config
@@ -71,10 +77,26 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         memory_encoding: MemoryEncoding = "clean",
         norm_num_groups: int = 32,
         fusion_chunk_elements: int = 4_194_304,  # 2**22 (a literal: configs read the defaults from the source)
+        memory_resolutions: Sequence[int] = (),
+        skip_bypass: SkipBypass = "keep",
+        skip_bypass_timestep: int = 100,
     ) -> None:
         super().__init__()
         check_choice("fusion_type", fusion_type, UNetFusionType)
         check_choice("memory_encoding", memory_encoding, MemoryEncoding)
+        check_choice("skip_bypass", skip_bypass, SkipBypass)
+        sides = [sample_size // 2**level for level in range(len(block_out_channels))]
+        bad = sorted(set(memory_resolutions) - set(sides))
+        if bad or len(set(memory_resolutions)) != len(memory_resolutions):
+            raise ValueError(
+                f"memory_resolutions must be distinct level resolutions of {sides}, got {memory_resolutions}"
+            )
+        if memory_resolutions and fusion_type == "none":
+            raise ValueError("memory_resolutions needs a fusion_type other than 'none' (the twin reads no memory)")
+        if skip_bypass != "keep" and not memory_resolutions:
+            raise ValueError(f"skip_bypass={skip_bypass!r} needs memory_resolutions (the levels whose skips it drops)")
+        if not 0 < skip_bypass_timestep:
+            raise ValueError(f"skip_bypass_timestep must be positive, got {skip_bypass_timestep}")
         if num_class_embeds < 1:
             raise ValueError(f"num_class_embeds must be positive, got {num_class_embeds}")
         bottleneck = sample_size // 2 ** (len(block_out_channels) - 1)
@@ -151,6 +173,11 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             )
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, channels0, eps=1e-6)
         self.conv_out = nn.Conv2d(channels0, out_channels, kernel_size=3, padding=1)
+        # created last, so that a model without them initialises every other weight as before
+        level_channels = dict(zip(sides, block_out_channels))
+        self.memory_attentions = nn.ModuleDict(
+            {str(side): MemoryAttention(level_channels[side], side, norm_num_groups) for side in memory_resolutions}
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -164,9 +191,23 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         return self.config.fusion_type != "none"
 
     @property
+    def memory_levels(self) -> tuple[MemoryLevel, ...]:
+        """Where each of `memory_resolutions` lies in the packed memory tokens, after the bottleneck's."""
+        cfg = self.config
+        sides = [cfg.sample_size // 2**level for level in range(len(cfg.block_out_channels))]
+        channels = dict(zip(sides, cfg.block_out_channels))
+        levels, offset = [], cfg.fusion_pool_size**2
+        for side in sorted(cfg.memory_resolutions, reverse=True):
+            levels.append(MemoryLevel(side, offset, channels[side]))
+            offset += side**2
+        return tuple(levels)
+
+    @property
     def memory_token_shape(self) -> tuple[int, int]:
-        """`(tokens per memory item, channels)`."""
-        return self.config.fusion_pool_size**2, self.config.block_out_channels[-1]
+        """`(tokens per memory item, channels)`: the bottleneck's pooled tokens, then the features of each of
+        `memory_levels` (zero-padded to the bottleneck's channels)."""
+        extra = sum(level.length for level in self.memory_levels)
+        return self.config.fusion_pool_size**2 + extra, self.config.block_out_channels[-1]
 
     def _embedding(self, timestep: torch.Tensor | float | int, labels: torch.Tensor, batch: int) -> torch.Tensor:
         device = labels.device
@@ -229,7 +270,9 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             raise ValueError("this model has fusion_type='none' (the parametric twin): there is no fusion to compile")
         self.fusion.compile_scores(**compile_kwargs)
 
-    def prepare_memory(self, memory_tokens: torch.Tensor | None, readout: MemoryReadout | None) -> FusionMemory:
+    def prepare_memory(
+        self, memory_tokens: torch.Tensor | None, readout: MemoryReadout | None
+    ) -> FusionMemory | LayeredMemory:
         """The fusion's memory side for `memory_tokens` `(M, pool**2, C_bottleneck)` (from `encode_memory`, in
         the readout's item order) and `readout`: projected and grouped once, for any number of forward calls
         (`fusion_memory=`) while the weights stay as they are."""
@@ -242,7 +285,16 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
                 f"memory_tokens must have shape (M, {', '.join(map(str, self.memory_token_shape))}), "
                 f"got {tuple(memory_tokens.shape)}"
             )
-        return self.fusion.prepare(memory_tokens.to(self.dtype).detach(), readout)
+        memory_tokens = memory_tokens.to(self.dtype).detach()
+        levels = self.memory_levels
+        if not levels:
+            return self.fusion.prepare(memory_tokens, readout)
+        bottleneck = self.fusion.prepare(memory_tokens[:, : self.config.fusion_pool_size**2], readout)
+        layers = self.memory_attentions
+        return LayeredMemory(
+            bottleneck,
+            {lvl.resolution: layers[str(lvl.resolution)].prepare(lvl.take(memory_tokens), readout) for lvl in levels},
+        )
 
     @torch.no_grad()
     def encode_memory(
@@ -258,7 +310,8 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
                 one timestep per image (the paper's training-time noising).
 
         Returns:
-            `torch.Tensor` of shape `(M, fusion_pool_size**2, C_bottleneck)`.
+            `torch.Tensor` of shape `(M, *memory_token_shape)`: the bottleneck's `fusion_pool_size**2` tokens,
+            then, with `memory_resolutions`, each resolution's features (`memory_levels`).
         """
         if not self.uses_memory:
             raise ValueError("this model has fusion_type='none' (the parametric twin): it reads no memory")
@@ -272,8 +325,23 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"expected {len(images)} memory labels, got {len(labels)}")
         self._check_labels(labels, "memory labels")
         emb = self._embedding(0 if timestep is None else timestep, labels, len(images))
-        h, _ = self._encode(to_model_range(images).to(self.dtype), emb)
-        return self._tokens(h).detach()
+        h, skips = self._encode(to_model_range(images).to(self.dtype), emb)
+        tokens = self._tokens(h)
+        if not self.memory_levels:
+            return tokens.detach()
+        packed = tokens.new_zeros((len(images), *self.memory_token_shape))
+        packed[:, : tokens.shape[1]] = tokens
+        for level in self.memory_levels:
+            features = self._level_features(skips, level.resolution).flatten(2).transpose(1, 2)
+            packed[:, level.offset : level.offset + level.length, : level.channels] = features
+        return packed.detach()
+
+    def _level_features(self, skips: tuple[torch.Tensor, ...], side: int) -> torch.Tensor:
+        """The down path's features at resolution `side`: its level's last res block output (before the
+        downsampler). `skips` holds conv_in's output, then per level its res blocks' and downsampler's."""
+        per_level = self.config.layers_per_block + 1
+        level = [self.config.sample_size // 2**i for i in range(len(self.config.block_out_channels))].index(side)
+        return skips[1 + level * per_level + self.config.layers_per_block - 1]
 
     def forward(
         self,
@@ -283,7 +351,7 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         memory_tokens: torch.Tensor | None = None,
         readout: MemoryReadout | None = None,
         return_dict: bool = True,
-        fusion_memory: FusionMemory | None = None,
+        fusion_memory: FusionMemory | LayeredMemory | None = None,
     ) -> UNet2DOutput | tuple[torch.Tensor]:
         """Predicts the noise of `sample`.
 
@@ -297,17 +365,24 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             readout ([`MemoryReadout`]): which memory items each of the B samples reads
                 (`MemoryReadout.from_labels`, or the pipeline's readout for the batch).
             return_dict: return a `UNet2DOutput` instead of a tuple.
-            fusion_memory ([`FusionMemory`], *optional*): `prepare_memory(memory_tokens, readout)`, given instead
-                of them when one memory serves many calls (the steps of a sampling call).
+            fusion_memory ([`FusionMemory`] or [`LayeredMemory`], *optional*): `prepare_memory(memory_tokens,
+                readout)`, given instead of them when one memory serves many calls (the steps of a sampling call).
         """
         batch = sample.shape[0]
         class_labels = torch.as_tensor(class_labels, device=sample.device).reshape(-1).expand(batch)
         self._check_labels(class_labels, "class_labels")
         emb = self._embedding(timestep, class_labels, batch)
         h, skips = self._encode(sample, emb)
+        levels: dict[int, FusionMemory] = {}
         if self.uses_memory:
             if fusion_memory is None:
                 fusion_memory = self.prepare_memory(memory_tokens, readout)
+            if isinstance(fusion_memory, LayeredMemory):
+                fusion_memory, levels = fusion_memory.bottleneck, fusion_memory.levels
+            if set(levels) != set(self.config.memory_resolutions):
+                raise ValueError(
+                    f"fusion_memory has levels {sorted(levels)}, this unet reads {list(self.config.memory_resolutions)}"
+                )
             fused = self.fusion(self._tokens(h), memory=fusion_memory)
             pool = self.config.fusion_pool_size
             fused = fused.transpose(1, 2).reshape(batch, -1, pool, pool)
@@ -316,10 +391,40 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             h = self.mid_res_out(fused, emb)
         else:
             h = self.mid_block(h, emb)
+        keep = self._skip_keep(timestep, batch, h) if levels else None
         for block in self.up_blocks:
             res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
-            h = block(h, res, emb)
+            side = h.shape[-1]
+            h = (
+                block(h, res, emb)
+                if side not in levels
+                else self._memory_up_block(block, h, res, emb, levels[side], keep)
+            )
         h = self.conv_out(F.silu(self.conv_norm_out(h)))
         if not return_dict:
             return (h,)
         return UNet2DOutput(sample=h)
+
+    def _skip_keep(self, timestep: torch.Tensor | float | int, batch: int, like: torch.Tensor) -> torch.Tensor | None:
+        """`(B, 1, 1, 1)` factors of the query's skips at memory resolutions (`skip_bypass`); None keeps them."""
+        bypass = self.config.skip_bypass
+        if bypass == "keep":
+            return None
+        if bypass == "drop":
+            return like.new_zeros((batch, 1, 1, 1))
+        t = torch.as_tensor(timestep, device=like.device).reshape(-1).expand(batch)
+        return (t >= self.config.skip_bypass_timestep).to(like.dtype)[:, None, None, None]
+
+    def _memory_up_block(self, block: nn.Module, h, res, emb, memory: FusionMemory, keep) -> torch.Tensor:
+        """An up block (diffusers' `UpBlock2D` / `AttnUpBlock2D`, step by step) that reads memory after its
+        res blocks, before its upsampler; its skips `res` are scaled by `keep` (`skip_bypass`)."""
+        attentions = getattr(block, "attentions", None)
+        for j, resnet in enumerate(block.resnets):
+            skip = res[-1 - j] if keep is None else res[-1 - j] * keep
+            h = resnet(torch.cat([h, skip], dim=1), emb)
+            if attentions is not None:
+                h = attentions[j](h)
+        h = self.memory_attentions[str(h.shape[-1])](h, memory)
+        for upsampler in block.upsamplers or ():
+            h = upsampler(h, temb=emb) if getattr(block, "upsample_type", None) == "resnet" else upsampler(h)
+        return h

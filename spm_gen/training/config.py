@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from ..choices import Dataset, MixedPrecision, SelfSupport, choices_of
+from ..choices import Dataset, MixedPrecision, SelfSupport, SupportMode, choices_of
 from ..paths import suggestion
 from ..utils.source_signature import import_target, init_defaults
 from ..utils.validation import check_values, is_guidance_scale
@@ -34,6 +34,7 @@ DATA_HINTS = {
     "data_path": " (the path does not exist)",
     "memory_only_ids_file": " (the file does not exist)",
     "self_support": f" (one of {list(choices_of(SelfSupport))})",
+    "support": f" (one of {list(choices_of(SupportMode))})",
 }
 
 
@@ -161,6 +162,11 @@ class TrainConfig(RunConfig):
     self_support: SelfSupport = "never"
     self_support_timestep: int = 100  # "below_timestep": own image in memory when t < this
     self_support_probability: float = 0.5  # "probability": own image in memory with this probability
+    # "nearest": each query reads its support_neighbours nearest items of its class (pixel distance, itself
+    # excluded) instead of the paper's per-batch support; the saved pipeline then reads an anchor item of the
+    # class and its neighbours (memory_retrieval="anchor", memory_size=support_neighbours)
+    support: SupportMode = "class"
+    support_neighbours: int = 4
     # the additive score and its online softmax as torch.compile'd kernels: 1.34x the twin's step against 1.95x
     # eager, the same loss and gradients to 2e-7 (benchmarks/training_step.py); additive fusion only
     compile_fusion: bool = True
@@ -195,6 +201,8 @@ class TrainConfig(RunConfig):
             "self_support": self.self_support in choices_of(SelfSupport),
             "self_support_timestep": 0 < self.self_support_timestep <= self.num_train_timesteps,
             "self_support_probability": 0.0 < self.self_support_probability <= 1.0,
+            "support": self.support in choices_of(SupportMode),
+            "support_neighbours": self.support_neighbours > 0,
             "num_train_timesteps": self.num_train_timesteps > 1,
             "beta_start": 0 < self.beta_start < self.beta_end,
             "beta_end": self.beta_end < 1,
@@ -309,14 +317,27 @@ def load_config(
             if name not in model_keys:
                 raise ValueError(f"unknown config key --{key}{suggestion(key, sorted(fields | model_keys))}")
             default = defaults[name]
+            if name == "memory_resolutions" and text == ALL_LEVELS:
+                model[name] = ALL_LEVELS  # resolved below, with the model's other arguments
+                continue
             model[name] = _parse_value(key, text, list[int] if isinstance(default, tuple) else type(default))
         elif key in fields and key != "model":
             setattr(config, key, _parse_value(key, text, hints[key]))
         else:
             raise ValueError(f"unknown config key --{key}{suggestion(key, sorted(fields | model_keys))}")
+    if model.get("memory_resolutions") == ALL_LEVELS:
+        model["memory_resolutions"] = level_resolutions({**defaults, **model})
     config.model = model
     config.validate()
     return config
+
+
+ALL_LEVELS = "all"  # memory_resolutions: every level of the model
+
+
+def level_resolutions(model: dict[str, Any]) -> list[int]:
+    """The side lengths of a unet's levels (`sample_size` halved per level of `block_out_channels`)."""
+    return [model["sample_size"] // 2**level for level in range(len(model["block_out_channels"]))]
 
 
 def configure(path: str, override_argv: list[str], config_class: type = TrainConfig, dry_run: bool = False) -> Any:

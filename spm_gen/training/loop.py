@@ -86,13 +86,19 @@ def build_pipeline(
     unet: SPMUNet2DModel, noise_scheduler: DDPMScheduler, training_set: TrainingSet, config: TrainConfig
 ):
     """The run's pipeline: DDIM (the paper's sampler), memory = the training set (minus exclusions; memory-only
-    items included) recording which items were training targets, and the config's `guidance_scale` as its
-    default."""
+    items included) recording which items were training targets, the config's `guidance_scale` as its
+    default, and after nearest-support training the anchor retrieval of `support_neighbours` items."""
     from ..pipelines import SPMDiffusionPipeline
 
     bank = training_set.memory_bank() if unet.uses_memory else None
+    nearest = config.support == "nearest"
     pipe = SPMDiffusionPipeline(
-        unet, official_ddim(noise_scheduler), bank, default_guidance_scale=config.guidance_scale
+        unet,
+        official_ddim(noise_scheduler),
+        bank,
+        default_guidance_scale=config.guidance_scale,
+        default_memory_retrieval="anchor" if nearest else "random",
+        default_memory_size=config.support_neighbours if nearest else None,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -193,9 +199,9 @@ def train(config: TrainConfig) -> str | None:
     set_seed(config.seed)  # the same initial weights on every process and in every run with this seed
     unet = SPMUNet2DModel(**config.model)
     cfg = unet.config
-    run = TrainingRun.start(
-        config, (cfg.in_channels, cfg.sample_size, cfg.sample_size), cfg.num_class_embeds, unet.uses_memory, accelerator
-    )
+    neighbours = config.support_neighbours if config.support == "nearest" else None
+    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    run = TrainingRun.start(config, shape, cfg.num_class_embeds, unet.uses_memory, accelerator, neighbours)
     logger.info(f"training {cfg.fusion_type} on {len(run.dataset)} images; {accelerator.num_processes} process(es)")
 
     ema = None

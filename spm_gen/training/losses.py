@@ -44,6 +44,18 @@ def self_support(timesteps: torch.Tensor, generator: torch.Generator, options: L
     return draw < options.self_support_probability
 
 
+def nearest_readout(groups: torch.Tensor, own: torch.Tensor | None, num_shared: int, num_items: int) -> MemoryReadout:
+    """Nearest-support training: query q reads its neighbours `groups[q]` (positions in the support), and,
+    where `own[q]`, its own image (appended to the support after the `num_shared` neighbours, in query order)."""
+    valid = torch.ones_like(groups, dtype=torch.bool)
+    if own is not None:
+        own_column = torch.zeros((len(groups), 1), dtype=groups.dtype, device=groups.device)
+        own_column[own, 0] = num_shared + torch.arange(int(own.sum()), device=groups.device)
+        groups, valid = torch.cat([groups, own_column], 1), torch.cat([valid, own[:, None]], 1)
+    query_group = torch.arange(len(groups), device=groups.device)
+    return MemoryReadout.from_groups(groups, valid, query_group, num_items)
+
+
 def diffusion_loss(
     model: torch.nn.Module,
     scheduler: DDPMScheduler,
@@ -72,6 +84,7 @@ def diffusion_loss(
     if not unet.uses_memory:
         return F.mse_loss(model(noisy, timesteps, model_labels).sample.float(), noise.float())
     support, support_labels, owner = batch.support_images, batch.support_labels, None
+    num_shared = len(support)
     own = self_support(timesteps, generator, options)
     if own is not None:  # each such query's own image joins the support, private to that query
         mine = torch.nonzero(own).flatten()
@@ -88,6 +101,9 @@ def diffusion_loss(
         tokens = unet.encode_memory(noisy_unit, memory_embedding_labels, memory_t)
     else:
         tokens = unet.encode_memory(support, memory_embedding_labels)
-    readout = MemoryReadout.from_labels(labels, support_labels, owner)  # routed by the true labels
+    if batch.support_groups is None:
+        readout = MemoryReadout.from_labels(labels, support_labels, owner)  # routed by the true labels
+    else:
+        readout = nearest_readout(batch.support_groups, own, num_shared, len(support))
     prediction = model(noisy, timesteps, model_labels, tokens, readout).sample
     return F.mse_loss(prediction.float(), noise.float())

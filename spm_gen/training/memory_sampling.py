@@ -71,6 +71,51 @@ class SupportSampler:
             labels, support_labels = perm[labels], perm[support_labels]
         return idx, labels, support, support_labels
 
+    def draw_nearest(
+        self, batch_size: int, table: torch.Tensor, permute: bool, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch under nearest-support training: `(query indices, query labels, support indices, support
+        labels, (B, k) positions in the support of each query's neighbours)`, relabelled as `draw` does."""
+        idx = self.queries(batch_size, generator)
+        labels = self.labels[idx]
+        support, groups = nearest_support(idx, table)
+        support_labels = self.labels[support]
+        if permute:
+            perm = self.permutation(generator)
+            labels, support_labels = perm[labels], perm[support_labels]
+        return idx, labels, support, support_labels, groups
+
     def permutation(self, generator: torch.Generator) -> torch.Tensor:
         """A random relabelling of the classes for one batch, applied to queries and support alike."""
         return torch.randperm(self.num_classes, generator=generator)
+
+
+def nearest_table(images: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """`(N, k)` indices of each item's `k` nearest items of its own class (pixel distance, itself excluded,
+    nearest first): the support of nearest-support training (retrieval-augmented diffusion's neighbours).
+
+    Raises:
+        ValueError: a class has no more than `k` items, so some item would have fewer than `k` neighbours.
+    """
+    labels = labels.cpu()
+    table = torch.empty((len(labels), k), dtype=torch.long)
+    flat = images.cpu().flatten(1).float()
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        if len(members) <= k:
+            raise ValueError(
+                f"support_neighbours={k} needs more than {k} items in every class; class {label} has {len(members)}"
+            )
+        distances = torch.cdist(flat[members], flat[members])
+        distances.fill_diagonal_(float("inf"))
+        order = torch.sort(distances, dim=1, stable=True).indices[:, :k]  # ties broken by storage order
+        table[members] = members[order]
+    return table
+
+
+def nearest_support(query_indices: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The support of a batch under nearest-support training: its queries' neighbours (`table` rows), each
+    once, and `(B, k)` positions of every query's neighbours in that support."""
+    rows = table[query_indices.cpu()]
+    support, groups = torch.unique(rows.flatten(), return_inverse=True)
+    return support, groups.reshape(rows.shape)

@@ -21,7 +21,7 @@ from ..utils.progress import progress
 from .config import RunConfig
 from .data import TrainingSet, load_training_set
 from .logs import append_loss, plot_losses, truncate_losses
-from .memory_sampling import SupportSampler
+from .memory_sampling import SupportSampler, nearest_table
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -37,6 +37,9 @@ class TrainingBatch:
     labels: torch.Tensor
     support_images: torch.Tensor | None = None
     support_labels: torch.Tensor | None = None
+    # nearest-support training: `(B, k)` positions in the support of each query's neighbours (None: the paper's
+    # support, read by label)
+    support_groups: torch.Tensor | None = None
 
 
 class TrainingRun:
@@ -48,6 +51,8 @@ class TrainingRun:
         training_set: the run's items and which of them are denoising targets (the others are memory-only).
         num_classes: the label range of the model (for the per-batch permutation).
         uses_memory: whether batches carry support images.
+        neighbours: with nearest-support training, how many nearest items of its class each query reads (None:
+            the paper's support).
     """
 
     def __init__(
@@ -57,10 +62,13 @@ class TrainingRun:
         training_set: TrainingSet,
         num_classes: int,
         uses_memory: bool,
+        neighbours: int | None = None,
     ) -> None:
         self.config, self.accelerator, self.training_set = config, accelerator, training_set
         self.uses_memory = uses_memory
-        self.sampler = SupportSampler(training_set.dataset.labels, num_classes, training_set.targets)
+        dataset = training_set.dataset
+        self.sampler = SupportSampler(dataset.labels, num_classes, training_set.targets)
+        self.neighbours = None if neighbours is None else nearest_table(dataset.images, dataset.labels, neighbours)
         self.loss_log = os.path.join(config.output_dir, "loss.jsonl")
         self._running: list[torch.Tensor] = []
 
@@ -72,6 +80,7 @@ class TrainingRun:
         num_classes: int,
         uses_memory: bool,
         accelerator: Accelerator,
+        neighbours: int | None = None,
     ) -> TrainingRun:
         """Sets up logging and the run folder (config echoed as json; main process only) and loads the data
         checked against the model's image shape `(C, H, W)` and number of classes."""
@@ -85,7 +94,7 @@ class TrainingRun:
         memory_only = len(training_set.memory_only_ids)
         if memory_only:
             logging.getLogger(__name__).info("%d of %d items are memory-only", memory_only, len(training_set.dataset))
-        return cls(config, accelerator, training_set, num_classes, uses_memory)
+        return cls(config, accelerator, training_set, num_classes, uses_memory, neighbours)
 
     @property
     def dataset(self) -> ImageDataset:
@@ -117,17 +126,24 @@ class TrainingRun:
     def draw(self, generator: torch.Generator) -> TrainingBatch:
         """One batch of `train_batch_size` queries (with `memory_per_batch` support images for an SPM)."""
         config, device = self.config, self.accelerator.device
-        idx, labels, support, support_labels = self.sampler.draw(
-            config.train_batch_size,
-            config.memory_per_batch if self.uses_memory else None,
-            config.permute_labels,
-            generator,
-        )
+        groups = None
+        if self.uses_memory and self.neighbours is not None:
+            idx, labels, support, support_labels, groups = self.sampler.draw_nearest(
+                config.train_batch_size, self.neighbours, config.permute_labels, generator
+            )
+        else:
+            idx, labels, support, support_labels = self.sampler.draw(
+                config.train_batch_size,
+                config.memory_per_batch if self.uses_memory else None,
+                config.permute_labels,
+                generator,
+            )
         images = self.dataset.images
         batch = TrainingBatch(self._augment(images[idx], generator).to(device), labels.to(device))
         if support is not None:
             support_images = self._augment(images[support], generator)
             batch.support_images, batch.support_labels = support_images.to(device), support_labels.to(device)
+            batch.support_groups = None if groups is None else groups.to(device)
         return batch
 
     def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -105,3 +105,19 @@ def test_without_a_working_compiler_fusion_stays_compiled(fresh_kernel, monkeypa
         fusion.compile_scores(dynamic=True)
     assert "did not build" in caplog.text and "broken.cpp" in caplog.text and not fusion.has_native_kernel
     assert list((tmp_path / "kernels").iterdir()) == []  # no half-built library left
+
+
+def test_a_unet_with_compiled_fusion_deep_copies_and_the_copy_samples_the_same():
+    # training's EMA export deep-copies the unet after compile_fusion (the ctypes handle cannot be pickled)
+    import copy
+
+    from tests.tiny import sample, tiny_pipeline
+
+    pipe = tiny_pipeline()
+    pipe.unet.compile_fusion(dynamic=True)
+    twin = copy.deepcopy(pipe.unet)
+    assert twin.fusion.has_native_kernel == pipe.unet.fusion.has_native_kernel
+    assert twin.fusion.to_query.weight is not pipe.unet.fusion.to_query.weight
+    expected = sample(pipe)
+    pipe.unet = twin
+    assert torch.equal(sample(pipe), expected)

@@ -11,7 +11,7 @@ from spm_gen.memory.readout import MemoryReadout
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.data import load_training_set
 from spm_gen.training.losses import LossOptions, diffusion_loss, self_support
-from spm_gen.training.memory_sampling import SupportSampler
+from spm_gen.training.memory_sampling import SupportSampler, nearest_support, nearest_table
 from spm_gen.training.run import TrainingBatch
 from tests.conftest import launch_two_cpu_processes, make_images
 from tests.tiny import read_items, tiny_unet
@@ -151,7 +151,14 @@ def test_the_bank_records_training_targets_and_receipts_say_which_removed_item_w
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "option", [["--memory_only_fraction", "0.5"], ["--self_support", "probability"], ["--memory_only_classes", "3"]]
+    "option",
+    [
+        ["--memory_only_fraction", "0.5"],
+        ["--self_support", "probability"],
+        ["--memory_only_classes", "3"],
+        ["--memory_resolutions", "all", "--skip_bypass", "drop", "--self_support", "probability"],
+        ["--support", "nearest", "--memory_resolutions", "all", "--skip_bypass", "drop_low_noise"],
+    ],
 )
 def test_a_run_with_an_option_trains_resumes_and_saves_its_targets(tmp_path, option):
     every_step = ["--checkpointing_steps", "2", "--log_every", "1", "--memory_per_batch", "8"]
@@ -170,7 +177,7 @@ def test_a_run_with_an_option_trains_resumes_and_saves_its_targets(tmp_path, opt
     kept = [i for i in expected.dataset.ids if i not in gone]
     images = (b.memory_bank.get_images(kept) * 255).round().to(torch.uint8)
     never_held = MemoryBank.from_images(images, b.memory_bank.get_labels(kept), kept)
-    never = SPMDiffusionPipeline(b.unet, b.scheduler, never_held)
+    never = b.with_memory_bank(never_held)  # the same defaults: a nearest-support model reads anchors
     for pipe in (a, never):
         pipe.set_progress_bar_config(disable=True)
     args = dict(class_labels=list(range(10)), num_inference_steps=2, output_type="pt")
@@ -185,3 +192,53 @@ def test_two_processes_train_with_memory_only_items_and_self_support(tmp_path):
     launch_two_cpu_processes("scripts/train.py", "--config", "configs/tiny.yaml", "--output_dir", str(run), *options)
     bank = SPMDiffusionPipeline.from_pretrained(run / "pipeline").memory_bank
     assert len(bank) == 60 and len(bank.training_targets) == 30
+
+
+@pytest.mark.slow
+def test_two_processes_train_content_memory(tmp_path):
+    run = tmp_path / "run"
+    options = [
+        "--memory_resolutions",
+        "all",
+        "--skip_bypass",
+        "drop",
+        "--support",
+        "nearest",
+        "--images_per_class",
+        "6",
+    ]
+    launch_two_cpu_processes("scripts/train.py", "--config", "configs/tiny.yaml", "--output_dir", str(run), *options)
+    pipe = SPMDiffusionPipeline.from_pretrained(run / "pipeline")
+    assert list(pipe.unet.config.memory_resolutions) == [8, 4] and pipe.unet.config.skip_bypass == "drop"
+    assert pipe.config.default_memory_retrieval == "anchor" and pipe.config.default_memory_size == 4
+
+
+def test_nearest_support_reads_each_querys_nearest_items_of_its_class_and_its_own_image(monkeypatch):
+    images = (make_images(24, seed=4) * 255).to(torch.uint8)
+    labels = torch.arange(24) % 3
+    table = nearest_table(images, labels, 3)
+    flat = images.flatten(1).float()
+    for item in range(24):
+        same = [j for j in range(24) if labels[j] == labels[item] and j != item]
+        distances = torch.stack([(flat[item] - flat[j]).norm() for j in same])
+        assert table[item].tolist() == [same[j] for j in distances.argsort(stable=True)[:3].tolist()]
+    with pytest.raises(ValueError, match="support_neighbours=8"):
+        nearest_table(images, labels, 8)
+    queries = torch.tensor([0, 4, 0, 7])
+    support, groups = nearest_support(queries, table)
+    assert [support[g].tolist() for g in groups] == [table[q].tolist() for q in queries.tolist()]
+    assert len(set(support.tolist())) == len(support)
+    # in the loss: each query reads its neighbours, and at low noise its own image, appended after them
+    unet, seen = tiny_unet(), {}
+    real_forward, real_encode = unet.forward, unet.encode_memory
+    monkeypatch.setattr(unet, "forward", lambda *a, **k: seen.update(t=a[1], readout=a[4]) or real_forward(*a, **k))
+    monkeypatch.setattr(unet, "encode_memory", lambda *a, **k: seen.update(memory=a[0]) or real_encode(*a, **k))
+    batch = TrainingBatch(images[queries], labels[queries], images[support], labels[support], groups)
+    options = LossOptions(self_support="below_timestep", self_support_timestep=50)
+    diffusion_loss(unet, DDPMScheduler(num_train_timesteps=100), batch, torch.Generator().manual_seed(1), options)
+    low = torch.nonzero(seen["t"] < 50).flatten().tolist()
+    for query, items in enumerate(read_items(seen["readout"])):
+        own = [len(support) + low.index(query)] if query in low else []
+        assert items == groups[query].tolist() + own
+        for item in own:
+            assert torch.equal(seen["memory"][item], images[queries[query]])
