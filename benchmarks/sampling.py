@@ -56,13 +56,14 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
     print(f"twin: {twin_s:.2f} s, peak {twin_mb:.0f} MB")
     rows.append({"model": "twin", "seconds": twin_s, "peak_mb": twin_mb})
     for fusion_type in args.fusion_types:
-        unet = build_unet(args.config, fusion_type=fusion_type)
+        unet = build_unet(args.config, fusion_type=fusion_type, memory_resolutions=tuple(args.memory_resolutions))
         if fusion_type == "additive" and not args.eager:
             unet.compile_fusion(dynamic=True, native=not args.no_native)
         kernel = {"dot": "sdpa", "additive": "eager" if args.eager else "compiled"}[fusion_type]
         if fusion_type == "additive" and unet.fusion.has_native_kernel and device.type == "cpu":
             kernel = "native"
-        spm = SPMDiffusionPipeline(unet, DDIMScheduler(), bank).to(device)
+        spm = SPMDiffusionPipeline(unet, DDIMScheduler(), bank, default_memory_retrieval=args.memory_retrieval)
+        spm = spm.to(device)
         spm.set_progress_bar_config(disable=True)
         for size in args.memory_sizes:
             memory_size = None if size == "whole" else int(size)
@@ -94,6 +95,8 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 row = {
                     "model": f"spm-{fusion_type}",
                     "kernel": kernel,
+                    "memory_resolutions": list(args.memory_resolutions),
+                    "memory_retrieval": args.memory_retrieval,
                     "memory_per_class": memory_size or args.whole_class,
                     "unconditional_memory": uncond,
                     "seconds": seconds,
@@ -194,6 +197,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--repeats", type=int, default=1, help="rounds of (twin, SPM) per row; the ratio is their median (default 1)"
+    )
+    parser.add_argument(
+        "--memory-resolutions", type=int, nargs="*", default=[], help="the SPM's memory_resolutions (content memory)"
+    )
+    parser.add_argument(
+        "--memory-retrieval", default="random", choices=["random", "anchor"], help="what the SPM reads (part 1)"
     )
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-fusion", action="store_true")
