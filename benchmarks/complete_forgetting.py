@@ -276,7 +276,7 @@ def digits_reference(args: argparse.Namespace, classes: set[int] | None, name: s
 def generations_of(args: argparse.Namespace, name: str, pipe, labels: list[int], seed: int, folder: str):
     """Samples at the data-rich settings: 50 DDIM steps (--inference-steps), w = 0, 64 items of memory per
     class for an SPM (quality_parity's)."""
-    reads_class = pipe.memory_bank is not None and pipe.config.get("default_memory_retrieval", "random") == "random"
+    reads_class = pipe.memory_bank is not None and pipe.config.default_memory_retrieval == "random"
     extra = {"memory_size": 4 if args.tiny else 64} if reads_class else {}  # an anchor model reads its own k
     return sample_generations(
         name,

@@ -37,17 +37,13 @@ import sys
 import time
 from dataclasses import dataclass
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import complete_forgetting as cf  # noqa: E402  (the complete-forgetting protocol this benchmark extends)
 
-from spm_gen.memory.readout import MemoryReadout  # noqa: E402
-from spm_gen.reporting.complete_forgetting import Protocol  # noqa: E402
+from spm_gen.reporting.complete_forgetting import Protocol, own_image_effect  # noqa: E402
 from spm_gen.sampling import load_pipeline  # noqa: E402
 from spm_gen.training import load_config, parse_overrides, train  # noqa: E402
 from spm_gen.utils.benchmarking import describe_machine, write_json  # noqa: E402
-from spm_gen.utils.images import to_model_range  # noqa: E402
 
 logger = logging.getLogger("content_memory")
 
@@ -58,7 +54,6 @@ PROBE_STEPS = 300
 PROBE_RUNG_2 = 1500
 RUNG_2_LOSS_FACTOR = 1.5
 PROBE_PASS_RATIO = 0.5
-PROBE_BANDS = ((0, 100), (100, 300), (300, 1000))
 
 
 @dataclass(frozen=True)
@@ -106,54 +101,6 @@ DESIGNS = {
         ),
     )
 }
-
-
-def own_image_groups(pipe) -> tuple[list[list[str]], list[list[str]]]:
-    """For every memory item, what it reads with its own image and without it: the whole class (the paper's
-    readout), or for an anchor model the item and its nearest items of the class against its nearest others."""
-    bank = pipe.memory_bank
-    ids, labels = bank.ids, bank.labels.tolist()
-    if pipe.config.get("default_memory_retrieval", "random") != "anchor":
-        members = {c: [i for i, lab in zip(ids, labels) if lab == c] for c in set(labels)}
-        with_own = [members[c] for c in labels]
-        return with_own, [[m for m in members[c] if m != i] for i, c in zip(ids, labels)]
-    k = pipe.config.default_memory_size
-    images = bank.get_images()
-    with_own, without_own = [], []
-    for j, (i, c) in enumerate(zip(ids, labels)):
-        nearest = bank.nearest_images(images[j : j + 1], k + 1, label=c).ids[0]
-        others = [m for m in nearest if m != i]
-        with_own.append([i, *others[: k - 1]])
-        without_own.append(others[:k])
-    return with_own, without_own
-
-
-@torch.no_grad()
-def own_image_errors(pipe, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Per band of `PROBE_BANDS`: the mean noise-prediction error (MSE) of every memory item at a timestep
-    drawn in the band, reading its own image (`with_own`) and not (`without_own`), with the same noise."""
-    from diffusers import DDPMScheduler
-
-    unet, bank = pipe.unet.eval(), pipe.memory_bank
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    images, labels = bank.get_images().cpu(), bank.labels
-    tokens = unet.encode_memory(images, labels)
-    position = {item: j for j, item in enumerate(bank.ids)}
-    generator = torch.Generator().manual_seed(seed)
-    groups = dict(zip(("with_own", "without_own"), own_image_groups(pipe)))
-    out = {}
-    for low, high in PROBE_BANDS:
-        t = torch.randint(low, high, (len(images),), generator=generator)
-        noise = torch.randn(images.shape, generator=generator)
-        noisy = scheduler.add_noise(to_model_range(images), noise, t)
-        errors = {}
-        for mode, read in groups.items():
-            readout = MemoryReadout.from_id_groups(read, torch.arange(len(read)), read)
-            order = torch.tensor([position[i] for i in readout.ids])
-            eps = unet(noisy, t, labels, tokens[order], readout).sample
-            errors[mode] = float(((eps - noise) ** 2).mean())
-        out[f"t {low}-{high}"] = errors
-    return out
 
 
 def parse_args(argv: list[str] | None = None):
@@ -244,7 +191,7 @@ def run_probe(args) -> tuple[list[dict], dict]:
     for name in args.designs:
         path = train_probe(args, name)
         pipe = load_pipeline(path)
-        errors = own_image_errors(pipe)
+        errors = own_image_effect(pipe)
         for band, e in errors.items():
             ratio = e["with_own"] / e["without_own"]
             measure = "own_image_error_ratio" if band == "t 0-100" else f"own_image_error_ratio {band}"

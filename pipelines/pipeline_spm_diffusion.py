@@ -259,11 +259,10 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         """
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
-        config = self.config
-        memory_retrieval = (
-            config.get("default_memory_retrieval", "random") if memory_retrieval is None else memory_retrieval
-        )
-        memory_size = config.get("default_memory_size") if memory_size is None else memory_size
+        if memory_retrieval is None:
+            memory_retrieval = self.config.default_memory_retrieval
+        if memory_size is None:
+            memory_size = self.config.default_memory_size
         choices = {
             "memory_retrieval": (memory_retrieval, MemoryRetrieval),
             "output_type": (output_type, OutputType),

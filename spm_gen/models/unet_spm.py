@@ -178,6 +178,8 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         self.memory_attentions = nn.ModuleDict(
             {str(side): MemoryAttention(level_channels[side], side, norm_num_groups) for side in memory_resolutions}
         )
+        self._level_sides = tuple(sides)
+        self._memory_levels = self._pack_levels(memory_resolutions, level_channels, fusion_pool_size**2)
 
     # ------------------------------------------------------------------ helpers
 
@@ -190,17 +192,19 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
     def uses_memory(self) -> bool:
         return self.config.fusion_type != "none"
 
-    @property
-    def memory_levels(self) -> tuple[MemoryLevel, ...]:
-        """Where each of `memory_resolutions` lies in the packed memory tokens, after the bottleneck's."""
-        cfg = self.config
-        sides = [cfg.sample_size // 2**level for level in range(len(cfg.block_out_channels))]
-        channels = dict(zip(sides, cfg.block_out_channels))
-        levels, offset = [], cfg.fusion_pool_size**2
-        for side in sorted(cfg.memory_resolutions, reverse=True):
+    @staticmethod
+    def _pack_levels(resolutions: Sequence[int], channels: dict[int, int], offset: int) -> tuple[MemoryLevel, ...]:
+        """Each of `resolutions`, finest first, at its place in the packed memory tokens after `offset` tokens."""
+        levels = []
+        for side in sorted(resolutions, reverse=True):
             levels.append(MemoryLevel(side, offset, channels[side]))
             offset += side**2
         return tuple(levels)
+
+    @property
+    def memory_levels(self) -> tuple[MemoryLevel, ...]:
+        """Where each of `memory_resolutions` lies in the packed memory tokens, after the bottleneck's."""
+        return self._memory_levels
 
     @property
     def memory_token_shape(self) -> tuple[int, int]:
@@ -340,7 +344,7 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         """The down path's features at resolution `side`: its level's last res block output (before the
         downsampler). `skips` holds conv_in's output, then per level its res blocks' and downsampler's."""
         per_level = self.config.layers_per_block + 1
-        level = [self.config.sample_size // 2**i for i in range(len(self.config.block_out_channels))].index(side)
+        level = self._level_sides.index(side)
         return skips[1 + level * per_level + self.config.layers_per_block - 1]
 
     def forward(

@@ -114,12 +114,33 @@ def judge_accuracy(judge, judge_bank, generations: Generations) -> float:
 OWN_IMAGE_BANDS = ((0, 100), (100, 300), (300, 1000))
 
 
+def own_image_groups(pipe) -> tuple[list[list[str]], list[list[str]]]:
+    """For every memory item, what it reads with its own image and without it: its class's memory (the
+    paper's readout), or for a pipeline that reads anchors the item and its nearest items of the class
+    against its nearest others (`default_memory_size` items each)."""
+    bank = pipe.memory_bank
+    ids, labels = bank.ids, bank.labels.tolist()
+    if pipe.config.default_memory_retrieval != "anchor":
+        members = {c: [i for i, lab in zip(ids, labels) if lab == c] for c in set(labels)}
+        with_own = [members[c] for c in labels]
+        return with_own, [[m for m in members[c] if m != i] for i, c in zip(ids, labels)]
+    k = pipe.config.default_memory_size
+    images = bank.get_images()
+    with_own, without_own = [], []
+    for j, (i, c) in enumerate(zip(ids, labels)):
+        others = [m for m in bank.nearest_images(images[j : j + 1], k + 1, label=c).ids[0] if m != i]
+        with_own.append([i, *others[: k - 1]])
+        without_own.append(others[:k])
+    return with_own, without_own
+
+
 @torch.no_grad()
 def own_image_effect(pipe, num_train_timesteps: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
     """Does the trained SPM use a training image's own copy in memory? For every memory item, the noise
-    prediction error (MSE) at a timestep drawn in each band of `OWN_IMAGE_BANDS`, once reading its class's
-    memory with the item itself and once without it (the same noise and timestep). Equal errors: the memory
-    path carries the class, not the instance, so instance detail comes from the weights."""
+    prediction error (MSE) at a timestep drawn in each band of `OWN_IMAGE_BANDS`, once reading what it reads
+    with the item itself and once without it (`own_image_groups`; the same noise and timestep), all items in
+    one batch. Equal errors: the memory path carries the class, not the instance, so instance detail comes
+    from the weights."""
     from diffusers import DDPMScheduler
 
     from ..memory.readout import MemoryReadout
@@ -129,20 +150,19 @@ def own_image_effect(pipe, num_train_timesteps: int = 1000, seed: int = 0) -> di
     unet, bank = pipe.unet.eval(), pipe.memory_bank
     images, labels = bank.get_images().cpu(), bank.labels
     tokens = unet.encode_memory(images, labels)
+    position = {item: j for j, item in enumerate(bank.ids)}
     generator = torch.Generator().manual_seed(seed)
+    groups = dict(zip(("with_own", "without_own"), own_image_groups(pipe)))
     out = {}
     for low, high in OWN_IMAGE_BANDS:
         t = torch.randint(low, high, (len(images),), generator=generator)
         noise = torch.randn(images.shape, generator=generator)
         noisy = scheduler.add_noise(to_model_range(images), noise, t)
-        errors = {"with_own": 0.0, "without_own": 0.0}
-        for i in range(len(images)):
-            for mode in errors:
-                owner = torch.full((len(images),), -1)
-                if mode == "without_own":
-                    owner[i] = 1  # private to a query that does not exist: nobody reads it
-                readout = MemoryReadout.from_labels(labels[i : i + 1], labels, owner)
-                eps = unet(noisy[i : i + 1], t[i : i + 1], labels[i : i + 1], tokens, readout).sample
-                errors[mode] += float(((eps - noise[i : i + 1]) ** 2).mean()) / len(images)
+        errors = {}
+        for mode, read in groups.items():
+            readout = MemoryReadout.from_id_groups(read, torch.arange(len(read)), read)
+            order = torch.tensor([position[i] for i in readout.ids])
+            eps = unet(noisy, t, labels, tokens[order], readout).sample
+            errors[mode] = float(((eps - noise) ** 2).mean())
         out[f"t {low}-{high}"] = errors
     return out
