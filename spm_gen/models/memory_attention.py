@@ -45,13 +45,26 @@ class MemoryLevel:
         return memory_tokens[:, self.offset : self.offset + self.length, : self.channels]
 
 
+def anchor_images(pixels: torch.Tensor, readout: MemoryReadout, side: int) -> torch.Tensor:
+    """`(B, C, side, side)`: for each query of `readout` (all its rows, in query order), the pixels of the first
+    item of the group it reads (`pixels`: `(M, side**2, C)` in readout order): an anchor readout's anchor, or in
+    nearest-support training the query's own image where it reads it, else its nearest neighbour."""
+    rows = sum(len(s.rows) for s in readout.sets)
+    first = torch.empty(rows, dtype=torch.long, device=pixels.device)
+    for groups in readout.sets:
+        first[groups.rows] = groups.items[groups.group, 0].to(pixels.device)
+    return pixels[first].transpose(1, 2).reshape(rows, pixels.shape[-1], side, side)
+
+
 @dataclass(frozen=True)
 class LayeredMemory:
-    """The memory side of a unet with memory at several resolutions, prepared once per readout: the
-    bottleneck fusion's, and each memory attention's by resolution."""
+    """The memory side of a unet with memory at several resolutions or anchor pixels, prepared once per
+    readout: the bottleneck fusion's, each memory attention's by resolution, and with `anchor_pixels` each
+    query's anchor image `(B, C, H, W)` in the model's range (its group's first item)."""
 
     bottleneck: FusionMemory
     levels: dict[int, FusionMemory]
+    anchors: torch.Tensor | None = None
 
     @property
     def readout(self) -> MemoryReadout:

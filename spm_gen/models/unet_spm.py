@@ -35,7 +35,7 @@ from ..choices import MemoryEncoding, SkipBypass, UNetFusionType, check_choice
 from ..memory.readout import MemoryReadout
 from ..utils.images import to_model_range
 from .fusion import FusionMemory, MemoryFusion
-from .memory_attention import LayeredMemory, MemoryAttention, MemoryLevel
+from .memory_attention import LayeredMemory, MemoryAttention, MemoryLevel, anchor_images
 
 
 class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
@@ -59,6 +59,10 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         skip_bypass: the query's skip connections at `memory_resolutions`: `"keep"`, `"drop"` (zeroed) or
             `"drop_low_noise"` (zeroed for samples with t < `skip_bypass_timestep`).
         skip_bypass_timestep: see `skip_bypass`.
+        anchor_pixels: the input also holds, beside the noisy image, the pixels of the first memory item each
+            query reads (an anchor readout's anchor: `memory_retrieval="anchor"`; in nearest-support training the
+            query's own image where self-support gives it, else its nearest neighbour), so that content reaches
+            the output spatially (RetrieveGAN-style), by a path as short as the query's own.
     """
 
     @register_to_config
@@ -80,6 +84,7 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         memory_resolutions: Sequence[int] = (),
         skip_bypass: SkipBypass = "keep",
         skip_bypass_timestep: int = 100,
+        anchor_pixels: bool = False,
     ) -> None:
         super().__init__()
         check_choice("fusion_type", fusion_type, UNetFusionType)
@@ -95,6 +100,8 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             raise ValueError("memory_resolutions needs a fusion_type other than 'none' (the twin reads no memory)")
         if skip_bypass != "keep" and not memory_resolutions:
             raise ValueError(f"skip_bypass={skip_bypass!r} needs memory_resolutions (the levels whose skips it drops)")
+        if anchor_pixels and fusion_type == "none":
+            raise ValueError("anchor_pixels needs a fusion_type other than 'none' (the twin reads no memory)")
         if not 0 < skip_bypass_timestep:
             raise ValueError(f"skip_bypass_timestep must be positive, got {skip_bypass_timestep}")
         if num_class_embeds < 1:
@@ -106,7 +113,7 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
                 f"levels), smaller than fusion_pool_size={fusion_pool_size}"
             )
         channels0, time_dim = block_out_channels[0], block_out_channels[0] * 4
-        self.conv_in = nn.Conv2d(in_channels, channels0, kernel_size=3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels * (2 if anchor_pixels else 1), channels0, kernel_size=3, padding=1)
         self.time_proj = Timesteps(channels0, flip_sin_to_cos=False, downscale_freq_shift=1)
         self.time_embedding = TimestepEmbedding(channels0, time_dim)
         self.class_embedding = nn.Embedding(num_class_embeds + 1, time_dim)  # last row: the null label
@@ -209,9 +216,14 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
     @property
     def memory_token_shape(self) -> tuple[int, int]:
         """`(tokens per memory item, channels)`: the bottleneck's pooled tokens, then the features of each of
-        `memory_levels` (zero-padded to the bottleneck's channels)."""
-        extra = sum(level.length for level in self.memory_levels)
+        `memory_levels`, then with `anchor_pixels` the image's pixels (zero-padded to the bottleneck's
+        channels)."""
+        extra = sum(level.length for level in self.memory_levels) + self._pixel_tokens
         return self.config.fusion_pool_size**2 + extra, self.config.block_out_channels[-1]
+
+    @property
+    def _pixel_tokens(self) -> int:
+        return self.config.sample_size**2 if self.config.anchor_pixels else 0
 
     def _embedding(self, timestep: torch.Tensor | float | int, labels: torch.Tensor, batch: int) -> torch.Tensor:
         device = labels.device
@@ -291,13 +303,18 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             )
         memory_tokens = memory_tokens.to(self.dtype).detach()
         levels = self.memory_levels
-        if not levels:
+        if not levels and not self.config.anchor_pixels:
             return self.fusion.prepare(memory_tokens, readout)
         bottleneck = self.fusion.prepare(memory_tokens[:, : self.config.fusion_pool_size**2], readout)
         layers = self.memory_attentions
+        anchors = None
+        if self.config.anchor_pixels:
+            pixels = memory_tokens[:, -self._pixel_tokens :, : self.config.in_channels]
+            anchors = anchor_images(pixels, readout, self.config.sample_size)
         return LayeredMemory(
             bottleneck,
             {lvl.resolution: layers[str(lvl.resolution)].prepare(lvl.take(memory_tokens), readout) for lvl in levels},
+            anchors,
         )
 
     @torch.no_grad()
@@ -329,15 +346,19 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"expected {len(images)} memory labels, got {len(labels)}")
         self._check_labels(labels, "memory labels")
         emb = self._embedding(0 if timestep is None else timestep, labels, len(images))
-        h, skips = self._encode(to_model_range(images).to(self.dtype), emb)
+        pixels = to_model_range(images).to(self.dtype)
+        # a memory item is encoded as a query reading itself as its anchor
+        h, skips = self._encode(torch.cat([pixels, pixels], 1) if self.config.anchor_pixels else pixels, emb)
         tokens = self._tokens(h)
-        if not self.memory_levels:
+        if not self.memory_levels and not self.config.anchor_pixels:
             return tokens.detach()
         packed = tokens.new_zeros((len(images), *self.memory_token_shape))
         packed[:, : tokens.shape[1]] = tokens
         for level in self.memory_levels:
             features = self._level_features(skips, level.resolution).flatten(2).transpose(1, 2)
             packed[:, level.offset : level.offset + level.length, : level.channels] = features
+        if self.config.anchor_pixels:
+            packed[:, -self._pixel_tokens :, : pixels.shape[1]] = pixels.flatten(2).transpose(1, 2)
         return packed.detach()
 
     def _level_features(self, skips: tuple[torch.Tensor, ...], side: int) -> torch.Tensor:
@@ -376,17 +397,27 @@ class SPMUNet2DModel(AttentionMixin, ModelMixin, ConfigMixin):
         class_labels = torch.as_tensor(class_labels, device=sample.device).reshape(-1).expand(batch)
         self._check_labels(class_labels, "class_labels")
         emb = self._embedding(timestep, class_labels, batch)
-        h, skips = self._encode(sample, emb)
         levels: dict[int, FusionMemory] = {}
         if self.uses_memory:
             if fusion_memory is None:
                 fusion_memory = self.prepare_memory(memory_tokens, readout)
+            anchors = None
             if isinstance(fusion_memory, LayeredMemory):
-                fusion_memory, levels = fusion_memory.bottleneck, fusion_memory.levels
+                fusion_memory, levels, anchors = fusion_memory.bottleneck, fusion_memory.levels, fusion_memory.anchors
             if set(levels) != set(self.config.memory_resolutions):
                 raise ValueError(
                     f"fusion_memory has levels {sorted(levels)}, this unet reads {list(self.config.memory_resolutions)}"
                 )
+            if (anchors is not None) != self.config.anchor_pixels:
+                raise ValueError(
+                    f"fusion_memory was prepared for another unet (anchor_pixels={self.config.anchor_pixels})"
+                )
+            if anchors is not None:
+                if anchors.shape[0] != batch:
+                    raise ValueError(f"the readout has {anchors.shape[0]} queries, the sample {batch}")
+                sample = torch.cat([sample, anchors.to(sample.dtype)], 1)
+        h, skips = self._encode(sample, emb)
+        if self.uses_memory:
             fused = self.fusion(self._tokens(h), memory=fusion_memory)
             pool = self.config.fusion_pool_size
             fused = fused.transpose(1, 2).reshape(batch, -1, pool, pool)

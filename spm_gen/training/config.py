@@ -201,7 +201,9 @@ class TrainConfig(RunConfig):
             "self_support": self.self_support in choices_of(SelfSupport),
             "self_support_timestep": 0 < self.self_support_timestep <= self.num_train_timesteps,
             "self_support_probability": 0.0 < self.self_support_probability <= 1.0,
-            "support": self.support in choices_of(SupportMode),
+            # a query's anchor (model.anchor_pixels) is its group's first item: meaningful with nearest support only
+            "support": self.support in choices_of(SupportMode)
+            and (not self.model.get("anchor_pixels") or self.support == "nearest"),
             "support_neighbours": self.support_neighbours > 0,
             "num_train_timesteps": self.num_train_timesteps > 1,
             "beta_start": 0 < self.beta_start < self.beta_end,
@@ -221,7 +223,8 @@ class TrainConfig(RunConfig):
 
     def hints(self) -> dict[str, str]:
         hint = f" (one of {sorted(TRACKER_PACKAGES)}, with its package installed: pip install {self.log_with})"
-        return {**super().hints(), "log_with": hint}
+        anchor = f" (one of {list(choices_of(SupportMode))}; model.anchor_pixels needs 'nearest')"
+        return {**super().hints(), "log_with": hint, "support": anchor}
 
 
 @dataclass

@@ -46,12 +46,16 @@ def self_support(timesteps: torch.Tensor, generator: torch.Generator, options: L
 
 def nearest_readout(groups: torch.Tensor, own: torch.Tensor | None, num_shared: int, num_items: int) -> MemoryReadout:
     """Nearest-support training: query q reads its neighbours `groups[q]` (positions in the support), and,
-    where `own[q]`, its own image (appended to the support after the `num_shared` neighbours, in query order)."""
+    where `own[q]`, its own image (appended to the support after the `num_shared` neighbours, in query order),
+    first in its group (the anchor of `anchor_pixels`), as an anchor readout puts the anchor first."""
     valid = torch.ones_like(groups, dtype=torch.bool)
     if own is not None:
-        own_column = torch.zeros((len(groups), 1), dtype=groups.dtype, device=groups.device)
-        own_column[own, 0] = num_shared + torch.arange(int(own.sum()), device=groups.device)
-        groups, valid = torch.cat([groups, own_column], 1), torch.cat([valid, own[:, None]], 1)
+        own_index = torch.zeros((len(groups), 1), dtype=groups.dtype, device=groups.device)
+        own_index[own, 0] = num_shared + torch.arange(int(own.sum()), device=groups.device)
+        pad = torch.zeros_like(own_index)
+        mine = own[:, None]
+        groups = torch.where(mine, torch.cat([own_index, groups], 1), torch.cat([groups, pad], 1))
+        valid = torch.cat([valid, own[:, None]], 1)  # the last column: a neighbour where own, else padding
     query_group = torch.arange(len(groups), device=groups.device)
     return MemoryReadout.from_groups(groups, valid, query_group, num_items)
 

@@ -1,4 +1,5 @@
-"""Memory at several resolutions, the skip bypass, and the anchor readout of nearest-support models."""
+"""Memory at several resolutions, the skip bypass, anchor pixels, and the anchor readout of nearest-support
+models."""
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from tests.conftest import make_images
 from tests.tiny import read_items, sample, tiny_memory, tiny_pipeline, tiny_unet
 
 MULTI = {"memory_resolutions": (8, 4)}
+ANCHOR = {"anchor_pixels": True}
 
 
 def test_without_the_options_the_unet_is_the_papers_and_with_them_it_starts_from_the_same_weights():
@@ -82,7 +84,7 @@ def test_all_resolutions_in_a_config_and_the_training_options(tmp_path):
         load_config("configs/tiny.yaml", parse_overrides(["--support_neighbours", "0"]))
 
 
-@pytest.mark.parametrize("options", [MULTI, {**MULTI, "skip_bypass": "drop"}])
+@pytest.mark.parametrize("options", [MULTI, {**MULTI, "skip_bypass": "drop"}, ANCHOR])
 def test_deletion_is_exact_batches_independent_and_guidance_reads_the_class(tmp_path, options):
     images, labels = tiny_memory()
     ids = [str(i) for i in range(len(labels))]
@@ -116,7 +118,8 @@ def test_deletion_is_exact_batches_independent_and_guidance_reads_the_class(tmp_
     loaded = SPMDiffusionPipeline.from_pretrained(tmp_path / "pipe")
     loaded.set_progress_bar_config(disable=True)
     assert loaded.unet.config.skip_bypass == pipe.unet.config.skip_bypass
-    assert list(loaded.unet.config.memory_resolutions) == [8, 4]
+    assert loaded.unet.config.anchor_pixels == pipe.unet.config.anchor_pixels
+    assert list(loaded.unet.config.memory_resolutions) == list(options.get("memory_resolutions", ()))
     assert torch.equal(sample(loaded), sample(pipe))
 
 
@@ -146,10 +149,11 @@ def readout_seed(generator):
     return derived_seed(generator)
 
 
-def test_an_anchor_model_samples_its_default_and_deletion_is_exact(tmp_path):
+@pytest.mark.parametrize("options", [MULTI, ANCHOR])
+def test_an_anchor_model_samples_its_default_and_deletion_is_exact(tmp_path, options):
     images, labels = tiny_memory(count=32)
     ids = [str(i) for i in range(len(labels))]
-    pipe = tiny_pipeline(MemoryBank.from_images(images, labels, ids), **MULTI)
+    pipe = tiny_pipeline(MemoryBank.from_images(images, labels, ids), **options)
     anchor = SPMDiffusionPipeline(
         pipe.unet, pipe.scheduler, pipe.memory_bank, default_memory_retrieval="anchor", default_memory_size=3
     )
@@ -172,3 +176,33 @@ def test_an_anchor_model_samples_its_default_and_deletion_is_exact(tmp_path):
     assert SPMDiffusionPipeline.from_pretrained(tmp_path / "anchor").config.default_memory_size == 3
     with pytest.raises(ValueError, match="default_memory_retrieval"):
         SPMDiffusionPipeline(pipe.unet, pipe.scheduler, pipe.memory_bank, default_memory_retrieval="nearest")
+
+
+def test_anchor_pixels_are_each_querys_first_item_and_reach_the_output():
+    unet = tiny_unet(**ANCHOR)
+    assert unet.conv_in.in_channels == 2 and unet.memory_token_shape == (16 + 64, 16)
+    images, labels = tiny_memory()
+    tokens = unet.encode_memory(images, labels)
+    # query 0 reads items (5, 1), queries 1 and 2 read (2, 6); guided batches route rows the same way
+    readout = MemoryReadout.from_groups(
+        torch.tensor([[5, 1], [2, 6]]), torch.ones(2, 2, dtype=bool), torch.tensor([0, 1, 1]), 24
+    )
+    memory = unet.prepare_memory(tokens, readout)
+    assert torch.equal(memory.anchors, images[[5, 2, 2]] * 2 - 1)
+    noisy = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    base = unet(noisy, 5, torch.tensor([1, 2, 2]), fusion_memory=memory).sample
+    # another anchor image moves the prediction of the queries that read it, only those
+    moved_tokens = tokens.clone()
+    moved_tokens[5, 16:, 0] = moved_tokens[5, 16:, 0].flip(0)
+    moved = unet(noisy, 5, torch.tensor([1, 2, 2]), moved_tokens, readout).sample
+    assert not torch.allclose(moved[0], base[0]) and torch.equal(moved[1:], base[1:])
+    with pytest.raises(ValueError, match="anchor_pixels"):
+        tiny_unet(**ANCHOR, fusion_type="none")
+    with pytest.raises(ValueError, match="anchor_pixels"):  # memory prepared for a unet without anchors
+        unet(noisy, 5, torch.tensor([1, 2, 2]), fusion_memory=tiny_unet().prepare_memory(tokens[:, :16], readout))
+    with pytest.raises(ValueError, match="queries"):
+        unet(noisy[:2], 5, torch.tensor([1, 2]), fusion_memory=memory)
+    with pytest.raises(ValueError, match="support"):  # the anchor is a nearest-support group's first item
+        load_config("configs/tiny.yaml", parse_overrides(["--anchor_pixels", "true"]))
+    config = load_config("configs/tiny.yaml", parse_overrides(["--anchor_pixels", "true", "--support", "nearest"]))
+    assert config.model["anchor_pixels"] is True

@@ -158,6 +158,7 @@ def test_the_bank_records_training_targets_and_receipts_say_which_removed_item_w
         ["--memory_only_classes", "3"],
         ["--memory_resolutions", "all", "--skip_bypass", "drop", "--self_support", "probability"],
         ["--support", "nearest", "--memory_resolutions", "all", "--skip_bypass", "drop_low_noise"],
+        ["--support", "nearest", "--anchor_pixels", "true", "--self_support", "probability"],
     ],
 )
 def test_a_run_with_an_option_trains_resumes_and_saves_its_targets(tmp_path, option):
@@ -204,12 +205,15 @@ def test_two_processes_train_content_memory(tmp_path):
         "drop",
         "--support",
         "nearest",
+        "--anchor_pixels",
+        "true",
         "--images_per_class",
         "6",
     ]
     launch_two_cpu_processes("scripts/train.py", "--config", "configs/tiny.yaml", "--output_dir", str(run), *options)
     pipe = SPMDiffusionPipeline.from_pretrained(run / "pipeline")
     assert list(pipe.unet.config.memory_resolutions) == [8, 4] and pipe.unet.config.skip_bypass == "drop"
+    assert pipe.unet.config.anchor_pixels
     assert pipe.config.default_memory_retrieval == "anchor" and pipe.config.default_memory_size == 4
 
 
@@ -228,7 +232,7 @@ def test_nearest_support_reads_each_querys_nearest_items_of_its_class_and_its_ow
     support, groups = nearest_support(queries, table)
     assert [support[g].tolist() for g in groups] == [table[q].tolist() for q in queries.tolist()]
     assert len(set(support.tolist())) == len(support)
-    # in the loss: each query reads its neighbours, and at low noise its own image, appended after them
+    # in the loss: each query reads its neighbours, and at low noise its own image first (the anchor)
     unet, seen = tiny_unet(), {}
     real_forward, real_encode = unet.forward, unet.encode_memory
     monkeypatch.setattr(unet, "forward", lambda *a, **k: seen.update(t=a[1], readout=a[4]) or real_forward(*a, **k))
@@ -239,6 +243,6 @@ def test_nearest_support_reads_each_querys_nearest_items_of_its_class_and_its_ow
     low = torch.nonzero(seen["t"] < 50).flatten().tolist()
     for query, items in enumerate(read_items(seen["readout"])):
         own = [len(support) + low.index(query)] if query in low else []
-        assert items == groups[query].tolist() + own
+        assert items == own + groups[query].tolist()
         for item in own:
             assert torch.equal(seen["memory"][item], images[queries[query]])
