@@ -24,7 +24,7 @@ from .utils.validation import check_values
 
 logger = logging.getLogger(__name__)
 
-RETRAIN_HINT = "retrain without it: spm-gen train --config CONFIG --exclude_ids {item} (README: complete forgetting)"
+RETRAIN_HINT = "retrain without it: spm-gen train --config CONFIG --exclude_ids {item} (docs/forgetting.md)"
 
 
 @dataclass

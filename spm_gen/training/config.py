@@ -102,7 +102,7 @@ class RunConfig:
     permute_labels: bool = True
     flip: bool = False  # random horizontal flips of queries and memory (the official CIFAR-10 training)
     # memory-only items: support images in training, never queries (no parameter is trained to denoise them);
-    # chosen before the exclusions, so an oracle keeps the same split. Off by default (README: complete forgetting)
+    # chosen before the exclusions, so an oracle keeps the same split. Off by default (docs/forgetting.md)
     memory_only_fraction: float = 0.0  # of every class, by seeded rank of the item ids
     memory_only_seed: int = 0
     memory_only_ids_file: str | None = None  # a json list of ids
@@ -158,7 +158,7 @@ class TrainConfig(RunConfig):
     output_dir: str = "runs/digits"
     class_dropout: float = 0.1  # class-label dropout of queries for guidance
     memory_label_dropout: float = 0.1  # of memory items (the official training drops both)
-    # the query's own image in its own support set (README: complete forgetting); "never" is the paper's
+    # the query's own image in its own support set (docs/forgetting.md); "never" is the paper's
     self_support: SelfSupport = "never"
     self_support_timestep: int = 100  # "below_timestep": own image in memory when t < this
     self_support_probability: float = 0.5  # "probability": own image in memory with this probability
