@@ -3,7 +3,7 @@ protocol keeps instance detail in memory, so that deleting an image from memory 
 
 Three parts, each reusing what --out already holds (--reuse):
 
-- regime: every protocol of `spm_gen.reporting.complete_forgetting.PROTOCOLS` trained on the memorization
+- regime: every protocol of `experiments.complete_forgetting.PROTOCOLS` trained on the memorization
   regime (configs/digits_memorization.yaml, 100 images, 4,000 steps; the baseline and the twin are the
   shipped models of assets/memorization). R = 5 removed images, one per class, among those the twin copies
   (for a memory-only protocol, among its memory-only items). Before and after deleting R from memory, and for
@@ -31,17 +31,15 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict
 
 import torch
 
-from spm_gen.memory.bank import MemoryBank
-from spm_gen.metrics.fid import compute_fid, save_images
-from spm_gen.metrics.memorization import near_copies
-from spm_gen.models.classifier_spm import load_classifier
-from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
-from spm_gen.reporting.complete_forgetting import (
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments/
+
+from experiments.complete_forgetting import (
     ORACLE_PROTOCOLS,
     PROTOCOLS,
     choose_protocol_removed,
@@ -50,6 +48,11 @@ from spm_gen.reporting.complete_forgetting import (
     own_image_effect,
     protocol_records,
 )
+from spm_gen.memory.bank import MemoryBank
+from spm_gen.metrics.fid import compute_fid, save_images
+from spm_gen.metrics.memorization import near_copies
+from spm_gen.models.classifier_spm import load_classifier
+from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.generations import sample_generations
 from spm_gen.reporting.markdown import table
 from spm_gen.reporting.memorization_regime import (

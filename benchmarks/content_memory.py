@@ -40,7 +40,7 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import complete_forgetting as cf  # noqa: E402  (the complete-forgetting protocol this benchmark extends)
 
-from spm_gen.reporting.complete_forgetting import Protocol, own_image_effect  # noqa: E402
+from experiments.complete_forgetting import Protocol, own_image_effect  # noqa: E402
 from spm_gen.sampling import load_pipeline  # noqa: E402
 from spm_gen.training import load_config, parse_overrides, train  # noqa: E402
 from spm_gen.utils.benchmarking import describe_machine, write_json  # noqa: E402

@@ -1,5 +1,5 @@
 """The memorization scenario on the digits: near-copies of particular images in samples, before and after
-removal (see spm_gen/reporting/memorization_scenario.py).
+removal (see experiments/memorization_scenario.py).
 
 (a) Trained-on duplicates: `--copies` copies of `--num-targets` training images (one per class) in the
     training data; an SPM and its twin trained on it with configs/digits.yaml for `--steps` steps. The SPM
@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from dataclasses import asdict
 
 import torch
 
-from spm_gen.data import load_digits_dataset
-from spm_gen.reporting.memorization_scenario import (
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments/
+
+from experiments.memorization_scenario import (
     ScenarioSettings,
     duplicates_case,
     memory_only_case,
     write_duplicated_folder,
 )
+from spm_gen.data import load_digits_dataset
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.unlearning.twin import TwinUnlearning

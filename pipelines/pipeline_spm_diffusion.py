@@ -224,9 +224,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
             num_inference_steps (`int`, defaults to 50): denoising steps (the paper: DDIM, 50 steps).
             guidance_scale (`float`, *optional*): w in eps = (1 + w) eps_cond - w eps_uncond (the paper's
                 classifier-free guidance), which is diffusers' and DiT's scale s = 1 + w (the paper's CIFAR-10
-                0.3 is their 1.3); off at 0. None: the pipeline's `default_guidance_scale` (saved with it). On
-                the digits at 50 steps guidance does not measurably improve either SPM's FID (it worsens the
-                twin's, measured at 20 steps; benchmarks/RESULTS.md, quality_parity.py); it doubles the cost.
+                0.3 is their 1.3); off at 0. None: the pipeline's `default_guidance_scale` (saved with it). Guidance
+                runs the unet twice per step.
             memory_size (`int`, *optional*): memory items read per class (or per reference image, or per anchor);
                 None: the pipeline's `default_memory_size`, and when that is None every item of the class.
             memory_retrieval (`str`, *optional*): `"random"` (seeded by `generator`), `"nearest"` (the items

@@ -56,10 +56,11 @@ def _log_report(summary: dict) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_forgetting_demo, run_memory_demo
+    from .demo import check_demo_models, run_forgetting_demo, run_memory_demo
     from .demo_memorization import check_regime_models, run_memorization_demo
 
-    check_regime_models(args.memorization_models)  # before minutes of work
+    check_demo_models(args.models)  # before minutes of work
+    check_regime_models(args.memorization_models)
     log = logging.getLogger("spm_gen")
     summary = run_memory_demo(output_dir=args.output, image_size=args.image_size, seed=args.seed)
     log.info(

@@ -14,7 +14,7 @@ from .data import load_digits_dataset, to_memory_bank
 from .memory import MemoryBank
 from .memory.readout import class_readout
 from .memory.saved_folder import SavedFolder
-from .paths import DIGITS_MODELS, require_entries
+from .paths import DIGITS_MODELS, WHERE_MODELS_ARE, require_entries
 from .utils.images import save_titled_rows
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,13 @@ def individual_removals(bank: MemoryBank, forget_class: int, count: int, seed: i
     return [others[i] for i in sorted(chosen.tolist())]
 
 
+def check_demo_models(models_dir: str) -> None:
+    """Raises FileNotFoundError naming each demo model `models_dir` lacks, and where the shipped ones are."""
+    folders = {f"{name}/": what for name, what in MODEL_FOLDERS.items()}
+    how = f"{WHERE_MODELS_ARE}; or train them with `make demo-train` (bash scripts/train_demo_models.sh DIR)"
+    require_entries(models_dir, folders, how)
+
+
 def run_forgetting_demo(
     models_dir: str = DIGITS_MODELS,
     output_dir: str = "outputs/demo",
@@ -145,9 +152,7 @@ def run_forgetting_demo(
     `num_removed_ids` seeded training images of other classes, and writes `report.md` to `output_dir`."""
     from .reporting import ReportConfig, run_report
 
-    folders = {f"{name}/": what for name, what in MODEL_FOLDERS.items()}
-    how = "train them with `make demo-train` (bash scripts/train_demo_models.sh DIR)"
-    require_entries(models_dir, folders, how)
+    check_demo_models(models_dir)
     bank = SavedFolder(os.path.join(models_dir, "spm")).load_bank()
     config = ReportConfig(
         pipeline_dir=os.path.join(models_dir, "spm"),

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 
-from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, require_entries
+from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, WHERE_MODELS_ARE, require_entries
 from .reporting.markdown import append_memorization_section
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ FORGETTING_ROWS = {
 
 def check_regime_models(models_dir: str) -> None:
     """Raises FileNotFoundError naming what `models_dir` lacks (before any work is done)."""
-    require_entries(models_dir, REGIME_FOLDERS, "make them with benchmarks/memorization_regime.py")
+    require_entries(
+        models_dir, REGIME_FOLDERS, f"{WHERE_MODELS_ARE}; or make them with benchmarks/memorization_regime.py"
+    )
 
 
 def run_memorization_demo(

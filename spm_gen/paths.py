@@ -6,8 +6,16 @@ import json
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIGITS_MODELS = os.path.join(REPO, "assets", "digits")  # shipped: see assets/digits/README.md
-MEMORIZATION_MODELS = os.path.join(REPO, "assets", "memorization")  # shipped: see assets/memorization/README.md
+# The shipped models are not package data (they are 33 MB): a clone has them in assets/; an installed package
+# finds them where $SPM_GEN_ASSETS points (a folder holding digits/ and memorization/, e.g. a clone's assets/)
+ASSETS_ENV = "SPM_GEN_ASSETS"
+ASSETS = os.environ.get(ASSETS_ENV) or os.path.join(REPO, "assets")
+DIGITS_MODELS = os.path.join(ASSETS, "digits")  # shipped: see assets/digits/README.md
+MEMORIZATION_MODELS = os.path.join(ASSETS, "memorization")  # shipped: see assets/memorization/README.md
+WHERE_MODELS_ARE = (
+    f"the shipped models are in the assets/ folder of a clone of the spm-gen repository: set {ASSETS_ENV} to "
+    "that folder, or pass --models / --memorization-models"
+)
 
 
 # the folders a finished training run leaves (`<output_dir>/pipeline`, `<output_dir>/classifier`): what writes

@@ -1,8 +1,8 @@
 """Memory at several resolutions: decoder tokens attend to memory features of the same resolution.
 
 The paper's SPM reads memory at one place, the bottleneck pooled to 4x4 tokens, while the decoder receives
-every skip connection of the query: the weights can do all the work, and measured, they do (a query's own
-image in memory leaves its noise-prediction error as it is). Systems whose retrieved content reaches the
+every skip connection of the query: the weights can do all the work (benchmarks/content_memory.py measures
+whether a query's own image in memory changes its noise-prediction error). Systems whose retrieved content reaches the
 output inject it at several scales (retrieval-augmented diffusion, Blattmann et al. 2022: cross-attention to
 neighbours at three resolutions; IC-GAN: every generator block). Here, at each resolution named in the
 unet's `memory_resolutions`, the up path's feature map, every position a token (not pooled), attends over the

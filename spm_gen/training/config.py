@@ -167,8 +167,8 @@ class TrainConfig(RunConfig):
     # class and its neighbours (memory_retrieval="anchor", memory_size=support_neighbours)
     support: SupportMode = "class"
     support_neighbours: int = 4
-    # the additive score and its online softmax as torch.compile'd kernels: 1.34x the twin's step against 1.95x
-    # eager, the same loss and gradients to 2e-7 (benchmarks/training_step.py); additive fusion only
+    # the additive score and its online softmax as torch.compile'd kernels (the same loss and gradients as eager,
+    # faster: benchmarks/training_step.py); additive fusion only
     compile_fusion: bool = True
     # diffusion
     num_train_timesteps: int = 1000

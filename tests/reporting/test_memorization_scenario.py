@@ -3,14 +3,14 @@ import os
 import pytest
 import torch
 
-from spm_gen import MemoryBank, SPMDiffusionPipeline
-from spm_gen.data import load_digits_dataset, load_image_folder
-from spm_gen.reporting.memorization_scenario import (
+from experiments.memorization_scenario import (
     ScenarioSettings,
     duplicates_case,
     memory_only_case,
     write_duplicated_folder,
 )
+from spm_gen import MemoryBank, SPMDiffusionPipeline
+from spm_gen.data import load_digits_dataset, load_image_folder
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.unlearning.twin import TwinUnlearning
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..memory.bank import MemoryBank
-from .generations import Generations
-from .memorization_regime import RegimeSettings, choose_removed
+from spm_gen.memory.bank import MemoryBank
+from spm_gen.reporting.generations import Generations
+from spm_gen.reporting.memorization_regime import RegimeSettings, choose_removed
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def protocol_records(protocol: str, records: list[dict], seconds: dict[tuple[str
 def copying_measures(generations: Generations, training: MemoryBank, threshold: float) -> dict:
     """Does a model copy its training images? Gu's rate, and how many samples are near-copies of some training
     image (within `threshold` RMS) and of how many distinct images."""
-    from ..metrics.memorization import memorization
+    from spm_gen.metrics.memorization import memorization
 
     report = memorization(generations.images, training)
     near = report.nearest_distance <= threshold
@@ -143,8 +143,8 @@ def own_image_effect(pipe, num_train_timesteps: int = 1000, seed: int = 0) -> di
     from the weights."""
     from diffusers import DDPMScheduler
 
-    from ..memory.readout import MemoryReadout
-    from ..utils.images import to_model_range
+    from spm_gen.memory.readout import MemoryReadout
+    from spm_gen.utils.images import to_model_range
 
     scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="linear")
     unet, bank = pipe.unet.eval(), pipe.memory_bank

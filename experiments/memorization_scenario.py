@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from ..data import ImageDataset
-from ..memory.bank import MemoryBank
-from ..metrics.memorization import rms_distances
-from ..unlearning.twin import TwinUnlearning, forget_and_remain
-from .comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
-from .pictures import save_removed_gallery
-from .report_rows import RemovedData
+from spm_gen.data import ImageDataset
+from spm_gen.memory.bank import MemoryBank
+from spm_gen.metrics.memorization import rms_distances
+from spm_gen.reporting.comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
+from spm_gen.reporting.pictures import save_removed_gallery
+from spm_gen.reporting.report_rows import RemovedData
+from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 
 DUPLICATES_NAMES = {"spm_before": "SPM before", "spm_after": "SPM after removal", "twin_before": "twin before"}
 MEMORY_ONLY_NAMES = {
