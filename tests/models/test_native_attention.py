@@ -80,11 +80,12 @@ def test_memory_prepared_for_the_native_kernel_is_not_used_with_gradients():
 def test_the_kernel_is_built_once_into_the_cache(fresh_kernel, monkeypatch, tmp_path):
     monkeypatch.setenv("SPM_GEN_CACHE", str(tmp_path))
     assert native_attention.native_kernel() is not None
-    (built,) = (tmp_path / "kernels").iterdir()
+    (built,) = (tmp_path / "kernels").glob("*.so")
     stamp = built.stat().st_mtime_ns
     native_attention.native_kernel.cache_clear()  # a new process
     assert native_attention.native_kernel() is not None and built.stat().st_mtime_ns == stamp
-    assert list((tmp_path / "kernels").iterdir()) == [built]  # nothing left aside
+    assert list((tmp_path / "kernels").glob("*.so")) == [built]  # nothing left aside (beside the build lock)
+    assert [p.name for p in (tmp_path / "kernels").iterdir() if p != built] == [built.name + ".lock"]
 
 
 def test_without_a_working_compiler_fusion_stays_compiled(fresh_kernel, monkeypatch, tmp_path, caplog):
@@ -104,7 +105,77 @@ def test_without_a_working_compiler_fusion_stays_compiled(fresh_kernel, monkeypa
         fusion = MemoryFusion(8)
         fusion.compile_scores(dynamic=True)
     assert "did not build" in caplog.text and "broken.cpp" in caplog.text and not fusion.has_native_kernel
-    assert list((tmp_path / "kernels").iterdir()) == []  # no half-built library left
+    assert list((tmp_path / "kernels").glob("*.so")) == []  # no half-built library left
+    (marker,) = (tmp_path / "kernels").glob("*.failed")
+    # a new process does not retry the failed build: it says so and names the marker that would let it
+    native_attention.native_kernel.cache_clear()
+    runs = []
+    real_run = native_attention.subprocess.run
+    monkeypatch.setattr(native_attention.subprocess, "run", lambda c, **k: runs.append(c) or real_run(c, **k))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert native_attention.native_kernel() is None
+    assert "failed before" in caplog.text and str(marker) in caplog.text
+    assert all("-o" not in command for command in runs)  # only `c++ --version`, for the cache key
+
+
+def test_a_hanging_compiler_is_given_up_on(fresh_kernel, monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("SPM_GEN_CACHE", str(tmp_path))
+    slow = tmp_path / "slow-c++"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    monkeypatch.setenv("CXX", str(slow))
+    monkeypatch.setattr(native_attention, "BUILD_TIMEOUT_S", 1)
+    monkeypatch.setattr(native_attention, "_compiler_version", lambda compiler: "slow 1.0")
+    with caplog.at_level(logging.WARNING):
+        assert native_attention.native_kernel() is None
+    assert "took longer than 1 s" in caplog.text
+
+
+def test_the_kernel_is_a_torch_op_with_a_fake_implementation():
+    fusion = native_fusion(8)
+    s, readout = torch.randn(6, 4, 8), MemoryReadout.from_labels(torch.tensor([0, 1]), torch.tensor([0, 1] * 3))
+    with torch.no_grad():
+        memory = fusion.prepare(s, readout).kernel[0]
+    library = native_attention.native_kernel()
+    alpha = torch.randn(2, library.query_block(), 8)
+    args = (alpha, memory.keys, memory.values, memory.channels.order, memory.channels.npos)
+    torch.library.opcheck(torch.ops.spm_gen.additive_attention.default, args)
+
+
+@pytest.mark.slow  # torch.compile of a whole unet (seconds of compiling)
+def test_compiled_fusion_inside_a_compiled_unet_samples_as_eager():
+    """diffusers' speed-up recipe on top of the native kernel: `compile_fusion()` then `torch.compile(unet)`
+    (before the kernel was a torch op this sampled NaN, or 0.18 from eager)."""
+    from diffusers import DDIMScheduler
+
+    from spm_gen import MemoryBank, SPMDiffusionPipeline
+    from spm_gen.models.unet_spm import SPMUNet2DModel
+
+    torch.manual_seed(0)
+    unet = SPMUNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_resolutions=(),
+        norm_num_groups=8,
+        num_class_embeds=3,
+    ).eval()
+    bank = MemoryBank.from_images(torch.rand(30, 1, 8, 8), torch.arange(30) % 3)
+    pipe = SPMDiffusionPipeline(unet, DDIMScheduler(num_train_timesteps=100), bank)
+    pipe.set_progress_bar_config(disable=True)
+
+    def sample():
+        generators = [torch.Generator().manual_seed(s) for s in (0, 1)]
+        return pipe(class_labels=[0, 1], num_inference_steps=3, generator=generators, output_type="pt").images
+
+    eager = sample()
+    pipe.unet.compile_fusion()
+    assert pipe.unet.fusion.has_native_kernel
+    pipe.unet = torch.compile(pipe.unet)
+    torch.testing.assert_close(sample(), eager, atol=1e-5, rtol=0)
 
 
 def test_a_unet_with_compiled_fusion_deep_copies_and_the_copy_samples_the_same():
