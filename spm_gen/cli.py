@@ -277,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--dry-run", action="store_true", help="print the resolved config as json and exit")
     train.set_defaults(func=_train, takes_overrides=True)
+    check = sub.add_parser(
+        "check",
+        help="verify a saved pipeline, classifier or memory bank folder; list every problem (exit 0: none, 1: some)",
+        description="Reads the folder and changes nothing: file kinds and links, json files, the bank's commit, "
+        "shards, digests and content hashes, files a killed save left, the receipt log and the receipts/ files.",
+    )
+    check.add_argument("folder", help="a saved pipeline, classifier or memory bank folder")
+    check.add_argument("--json", action="store_true", help="print the problems as json")
+    check.set_defaults(func=_check)
     remove = sub.add_parser(
         "remove",
         help="remove images from a saved pipeline's or classifier's memory",
@@ -338,6 +347,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--protect-generate", action="store_true", help="generation needs the token too")
     serve.set_defaults(func=_serve)
     return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .memory.folder_check import check_folder
+
+    problems = check_folder(args.folder)
+    if args.json:
+        lines = [json.dumps({"folder": args.folder, "problems": [p.to_dict() for p in problems]}, indent=2)]
+    else:
+        summary = f"{len(problems)} problem(s) in {args.folder}" if problems else f"ok: no problem in {args.folder}"
+        lines = [*map(str, problems), summary]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 1 if problems else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -64,6 +64,10 @@ def check_pipeline_folder(folder: str, flag: str) -> None:
 
 def _is_memory_bank(folder: str) -> bool:
     """A folder written by `MemoryBank.save_pretrained` (its config.json is a commit record)."""
+    from .utils.file_kinds import special_kind
+
+    if special_kind(os.path.join(folder, "config.json")):
+        return False  # not read here (it could block): the load that follows names it
     try:
         with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
             return "_num_items" in json.load(f)
@@ -77,14 +81,19 @@ def check_labels_in_folder(folder: str, labels: list[int]) -> None:
     the first format, or one this cannot read, is left to the bank's own check."""
     from safetensors import safe_open
 
+    from .utils.file_kinds import special_kind
     from .utils.messages import check_labels_known
 
     bank_dir = os.path.join(folder, "memory_bank")
     try:
+        if special_kind(os.path.join(bank_dir, "config.json")):
+            return
         with open(os.path.join(bank_dir, "config.json"), encoding="utf-8") as f:
             shards = json.load(f)["_shards"]
         present: set[int] = set()
         for entry in shards:
+            if special_kind(os.path.join(bank_dir, entry["file"])):
+                return  # not read here (it could block): the bank's load names it
             with safe_open(os.path.join(bank_dir, entry["file"]), framework="numpy") as f:
                 present.update(f.get_tensor("labels").tolist())
     except Exception:  # unreadable here (safetensors has its own error types): the bank's own check decides

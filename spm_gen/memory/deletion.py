@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..utils.images import load_image
+from ..utils.locks import check_wait
 from .bank import MemoryBank
 from .items import ItemSelection, content_hashes
 from .receipts import RemovalReceipt
@@ -143,6 +144,7 @@ def delete_from_folder(
     is concerned: both work on a read-only folder.
     """
     start = time.perf_counter()
+    check_wait(wait, "--wait")
     request.check(verify=keep_images)
     source = SavedFolder(folder).require_bank()
     if dry_run:  # a reader: sees one commit (the bank's load retries on a moved commit), writes nothing

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+import re
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 
 
@@ -59,3 +61,46 @@ class RemovalReceipt:
     @classmethod
     def from_dict(cls, data: dict) -> RemovalReceipt:
         return cls(**data)
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def receipt_problem(record: object) -> str | None:
+    """What is wrong with `record` as a receipt read from disk (None: nothing): the fields a removal writes,
+    each of its type, the per-item lists aligned, hashes sha256 hex digests, numbers finite."""
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, not an object"
+    names = {f.name for f in fields(RemovalReceipt)}
+    required = ("removed_ids", "labels", "hashes", "version_before", "version_after", "time_utc")
+    missing = [name for name in required if name not in record]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    unknown = sorted(set(record) - names)
+    if unknown:
+        return f"unknown fields {unknown}"
+    ids, labels, hashes = record["removed_ids"], record["labels"], record["hashes"]
+    if not _strings(ids) or not ids:
+        return "removed_ids must be a non-empty list of strings"
+    if not isinstance(labels, list) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels):
+        return "labels must be a list of non-negative integers"
+    if not _strings(hashes) or any(not _HASH.fullmatch(h) for h in hashes):
+        return "hashes must be sha256 hex digests"
+    if not len(ids) == len(labels) == len(hashes):
+        return f"removed_ids, labels and hashes differ in length ({len(ids)}, {len(labels)}, {len(hashes)})"
+    for name in ("version_before", "version_after", "time_utc", "reason"):
+        if name in record and not isinstance(record[name], str):
+            return f"{name} must be a string"
+    duration = record.get("duration_s", 0.0)
+    if isinstance(duration, bool) or not isinstance(duration, int | float) or not math.isfinite(duration):
+        return "duration_s must be a finite number"
+    targets = record.get("was_training_target")
+    if targets is not None and (
+        not isinstance(targets, list) or len(targets) != len(ids) or any(not isinstance(t, bool) for t in targets)
+    ):
+        return "was_training_target must be null or one boolean per removed id"
+    return None

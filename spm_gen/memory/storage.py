@@ -43,6 +43,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from ..utils.atomic import atomic_write, atomic_write_text, fsync_dir
+from ..utils.file_kinds import special_kind
 from ..utils.locks import LockBusy, folder_lock
 from ..utils.messages import check_labels_known
 from .ranking import id_keys
@@ -52,10 +53,12 @@ from .storage_checks import (
     check_embeddings,
     check_ids,
     check_labels,
+    check_regular_file,
     check_tensors,
     corrupted,
     embeddings_digest,
     items_digest,
+    parse_json,
     read_receipts,
     verify_hashes,
 )
@@ -263,13 +266,15 @@ def _clean_after_load(directory: str, config: dict) -> None:
 
 def _read_config(directory: str) -> dict:
     config_path = os.path.join(directory, CONFIG_NAME)
+    check_regular_file(directory, CONFIG_NAME)
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"No memory bank at '{directory}': {CONFIG_NAME} is missing")
     try:
         with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            text = f.read()
+    except UnicodeDecodeError as e:
         raise corrupted(directory, f"unreadable {CONFIG_NAME} ({e})") from e
+    config = parse_json(directory, CONFIG_NAME, text)
     if not isinstance(config, dict):
         raise corrupted(directory, f"{CONFIG_NAME} is not an object")
     _check_commit(directory, config)
@@ -314,12 +319,13 @@ def _check_commit(directory: str, config: dict) -> None:
 def _read_shard(directory: str, entry: dict, image_shape: tuple) -> ShardData:
     """One shard's columns, ids and hashes, checked against its commit entry."""
     name = entry["file"]
+    check_regular_file(directory, name)
     try:
         with safe_open(os.path.join(directory, name), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         ids, hashes = json.loads(metadata["ids"]), json.loads(metadata["hashes"])
-    except (FileNotFoundError, SafetensorError, OSError, RuntimeError, KeyError, json.JSONDecodeError) as e:
+    except (FileNotFoundError, SafetensorError, OSError, RuntimeError, KeyError, ValueError, RecursionError) as e:
         raise corrupted(directory, f"cannot read {name} ({e!r})") from e
     check_ids(directory, ids, hashes)
     check_tensors(directory, name, tensors, {"commit": entry["count"], "ids": len(ids), "hashes": len(hashes)})
@@ -341,6 +347,7 @@ def shards_holding(directory: str, ids: set[str], labels: set[int]) -> set[int] 
     wanted = torch.tensor(sorted(labels), dtype=torch.int64)
     found, present = set(), set()
     for index, entry in enumerate(config["_shards"]):
+        check_regular_file(directory, entry["file"])
         try:
             with safe_open(os.path.join(directory, entry["file"]), framework="pt") as f:
                 shard_ids = json.loads((f.metadata() or {})["ids"]) if ids else []
@@ -377,6 +384,10 @@ def load_bank(directory: str, verify: bool = True, shards: set[int] | None = Non
 
 
 def _commit_text(directory: str) -> str | None:
+    """The commit record's text, or None when there is none to read (missing, or not a regular file: the load
+    names it)."""
+    if special_kind(os.path.join(directory, CONFIG_NAME)):
+        return None
     try:
         with open(os.path.join(directory, CONFIG_NAME), encoding="utf-8") as f:
             return f.read()

@@ -10,12 +10,32 @@ from dataclasses import dataclass
 
 import torch
 
+from ..utils.file_kinds import special_kind
 from ..utils.messages import preview
 from .items import content_hashes, nonfinite_rows
+from .receipts import receipt_problem
 
 
 def corrupted(directory: str, problem: str) -> ValueError:
-    return ValueError(f"Corrupted memory bank at '{directory}': {problem}")
+    hint = "`spm-gen check` on the folder lists every problem"
+    return ValueError(f"Corrupted memory bank at '{directory}': {problem} ({hint})")
+
+
+def check_regular_file(directory: str, name: str) -> None:
+    """Raises `corrupted` when `directory/name` exists but is not a regular file (following links): nothing of
+    the folder is opened before this check. A missing file is left to the open that follows (its own message)."""
+    kind = special_kind(os.path.join(directory, name))
+    if kind:
+        raise corrupted(directory, f"{name} is {kind}, not a regular file")
+
+
+def parse_json(directory: str, name: str, text: str, where: str = "") -> object:
+    """`json.loads(text)`, any failure (bad syntax, nesting deep enough to exhaust the parser) `corrupted`."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        problem = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise corrupted(directory, f"{name}{where} is not valid json ({problem})") from None
 
 
 def items_digest(ids: list[str], labels: torch.Tensor) -> str:
@@ -79,13 +99,24 @@ def verify_hashes(directory: str, ids: list[str], hashes: list[str], images: tor
 
 
 def read_receipts(directory: str, receipts_file: str) -> list[dict]:
+    """The bank's receipt log, every line checked against the receipt's schema (`receipt_problem`): a damaged
+    line refuses the load, naming the line and what is wrong (the log is the record of what was deleted; a bank
+    whose record cannot be trusted is not used)."""
+    check_regular_file(directory, receipts_file)
     try:
         with open(os.path.join(directory, receipts_file), encoding="utf-8") as f:
-            receipts = [json.loads(line) for line in f.read().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
         raise corrupted(directory, f"cannot read {receipts_file} ({e!r})") from e
-    if any(not isinstance(r, dict) or not isinstance(r.get("removed_ids"), list) for r in receipts):
-        raise corrupted(directory, f"{receipts_file} has a line that is not a removal receipt")
+    receipts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        record = parse_json(directory, receipts_file, line, f" line {number}")
+        problem = receipt_problem(record)
+        if problem:
+            raise corrupted(directory, f"{receipts_file} line {number} is not a removal receipt: {problem}")
+        receipts.append(record)
     return receipts
 
 

@@ -12,7 +12,7 @@ import re
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .storage_checks import ShardData, check_ids, check_labels, check_tensors, corrupted
+from .storage_checks import ShardData, check_ids, check_labels, check_regular_file, check_tensors, corrupted
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ def read_v1(directory: str, config: dict) -> ShardData:
         if not isinstance(name, str) or not _FILES.match(name):
             raise corrupted(directory, f"config.json field {key}={name!r} is not a data file of this folder")
     data_file, items_file = config["_data_file"], config["_items_file"]
+    check_regular_file(directory, data_file)
+    check_regular_file(directory, items_file)
     try:
         tensors = load_file(os.path.join(directory, data_file))
     except (FileNotFoundError, SafetensorError, OSError) as e:
@@ -35,7 +37,7 @@ def read_v1(directory: str, config: dict) -> ShardData:
         with open(os.path.join(directory, items_file), encoding="utf-8") as f:
             items = json.load(f)
         ids, hashes = items["ids"], items["hashes"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
         raise corrupted(directory, f"cannot read {items_file} ({e!r})") from e
     check_ids(directory, ids, hashes)
     check_tensors(

@@ -9,6 +9,7 @@ here, by the lock file's real path.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import threading
 import time
@@ -46,10 +47,19 @@ def _held_here(path: str) -> bool:
         return path in _held
 
 
+def check_wait(seconds: object, name: str = "wait") -> None:
+    """Raises ValueError unless `seconds` is a finite number >= 0 (not a bool)."""
+    ok = isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds)
+    if not ok or seconds < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds!r}")
+
+
 @contextmanager
 def folder_lock(folder: str, timeout: float) -> Iterator[None]:
     """Holds an exclusive lock on `<folder>/.spm-gen.lock` for the block. Waits up to `timeout` seconds
-    (0: one try) for another holder (process or thread), then raises `LockBusy`."""
+    (0: one try) for another holder (process or thread), then raises `LockBusy`; a timeout that is not a finite
+    number >= 0 (NaN would wait forever) raises ValueError naming it."""
+    check_wait(timeout)
     path = os.path.realpath(os.path.join(folder, LOCK_NAME))
     if _enter_reentrant(path):
         try:

@@ -111,11 +111,11 @@ def _edit_labels(path, change):
 @pytest.mark.parametrize(
     "damage, match",
     [
-        (lambda p: open(os.path.join(p, "config.json"), "w").write("{not json"), "unreadable config.json"),
+        (lambda p: open(os.path.join(p, "config.json"), "w").write("{not json"), "config.json is not valid json"),
         (lambda p: os.remove(os.path.join(p, "config.json")), "config.json is missing"),
         (lambda p: open(_shard_file(p), "wb").write(b"\x00" * 10), "cannot read shard-"),
         (lambda p: os.remove(_shard_file(p)), "cannot read shard-"),
-        (lambda p: open(_committed_file(p, "_receipts_file"), "w").write("{bad"), "cannot read receipts-"),
+        (lambda p: open(_committed_file(p, "_receipts_file"), "w").write("{bad"), "line 1 is not valid json"),
         (lambda p: open(_committed_file(p, "_receipts_file"), "w").write("[1, 2]\n"), "not a removal receipt"),
         (
             lambda p: _edit_config(p, _shards=[{"file": "../elsewhere.safetensors", "count": 11, "digest": ""}]),
