@@ -345,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--classifier", help="a classifier folder: the judge of removals with verify")
     serve.add_argument("--token-file", help="a file whose first line is the bearer token (else $SPM_GEN_TOKEN)")
     serve.add_argument("--protect-generate", action="store_true", help="generation needs the token too")
+    serve.add_argument(
+        "--max-upload-bytes", type=int, default=8 * 2**20, help="uploads per /remove request (default: 8 MiB)"
+    )
+    serve.add_argument(
+        "--max-image-pixels", type=int, default=2**20, help="pixels per uploaded image, before decoding (default: 2^20)"
+    )
+    serve.add_argument("--max-concurrent-generations", type=int, default=2, help="generations run at once (default: 2)")
+    serve.add_argument(
+        "--generation-queue", type=int, default=8, help="generations that may wait; beyond, 503 (default: 8)"
+    )
     serve.set_defaults(func=_serve)
     return parser
 
@@ -375,7 +385,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .serving.app import ServeSettings, create_app, read_token
 
-    settings = ServeSettings(args.folder, read_token(args.token_file), args.protect_generate, args.classifier)
+    settings = ServeSettings(
+        args.folder,
+        read_token(args.token_file),
+        args.protect_generate,
+        args.classifier,
+        max_upload_bytes=args.max_upload_bytes,
+        max_image_pixels=args.max_image_pixels,
+        max_concurrent_generations=args.max_concurrent_generations,
+        generation_queue=args.generation_queue,
+    )
     if settings.token is None:
         logging.getLogger("spm_gen").warning("no token configured: /remove and /receipts are refused")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")

@@ -24,6 +24,9 @@ import json
 import logging
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -34,6 +37,7 @@ from pydantic import BaseModel, Field
 
 from ..memory.deletion import DeletionRequest
 from ..utils.images import grid_image
+from ..utils.validation import check_positive_int
 from .served_model import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -50,6 +54,41 @@ class ServeSettings:
     protect_generate: bool = False
     classifier: str | None = None  # the judge of `verify` (feature-space distances)
     max_images: int = 256  # per /generate request
+    max_upload_bytes: int = 8 * 2**20  # all uploaded files of one /remove request together
+    max_image_pixels: int = 2**20  # per uploaded image, read from its header before any decoding
+    max_concurrent_generations: int = 2  # generations run at once; more wait in the queue
+    generation_queue: int = 8  # generations that may wait; beyond, 503 with Retry-After
+
+    def __post_init__(self) -> None:
+        for name in ("max_images", "max_upload_bytes", "max_image_pixels", "max_concurrent_generations"):
+            check_positive_int(name, getattr(self, name))
+        if isinstance(self.generation_queue, bool) or not isinstance(self.generation_queue, int):
+            raise ValueError(f"generation_queue must be an integer >= 0, got {self.generation_queue!r}")
+        if self.generation_queue < 0:
+            raise ValueError(f"generation_queue must be an integer >= 0, got {self.generation_queue!r}")
+
+
+class GenerationGate:
+    """At most `running` generations at once and `waiting` more queued; a request beyond both is refused at
+    once (503 with Retry-After), so a flood of generations never holds the threads removals and /health use."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self._slots = threading.BoundedSemaphore(running)
+        self._admitted, self._limit = 0, running + waiting
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        with self._lock:
+            if self._admitted >= self._limit:
+                raise HTTPException(503, "busy: too many generations queued; retry later", {"Retry-After": "1"})
+            self._admitted += 1
+        try:
+            with self._slots:
+                yield
+        finally:
+            with self._lock:
+                self._admitted -= 1
 
 
 def read_token(token_file: str | None) -> str | None:
@@ -84,6 +123,7 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
         judge = load_classifier(settings.classifier)[0]
     app = FastAPI(title="spm-gen", description=__doc__.split("\n\n")[0], version="0.1.0")
     app.state.served = served
+    gate = GenerationGate(settings.max_concurrent_generations, settings.generation_queue)
 
     def authorized(request: Request) -> None:
         if settings.token is None:
@@ -105,7 +145,7 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
 
     @app.exception_handler(HTTPException)
     async def one_line_http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
@@ -127,13 +167,14 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
             raise ValueError(f"class_labels: at most {settings.max_images} samples per request, got {count}")
         import torch
 
-        out = served.generate(
-            class_labels=body.class_labels,
-            num_inference_steps=body.num_inference_steps,
-            guidance_scale=body.guidance_scale,
-            memory_size=body.memory_size,
-            generator=torch.Generator(served.pipe.unet.device).manual_seed(body.seed),
-        )
+        with gate.admit():
+            out = served.generate(
+                class_labels=body.class_labels,
+                num_inference_steps=body.num_inference_steps,
+                guidance_scale=body.guidance_scale,
+                memory_size=body.memory_size,
+                generator=torch.Generator(served.pipe.unet.device).manual_seed(body.seed),
+            )
         if body.format == "png":
             headers = {"X-Memory-Ids": json.dumps(out.memory_ids), "X-Bank-Version": str(out.bank_version)}
             return Response(_png(grid_image(out.images)), media_type="image/png", headers=headers)
@@ -153,11 +194,12 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
         verify_samples: Annotated[int, Form(ge=1)] = 64,
     ) -> dict:
         with tempfile.TemporaryDirectory() as uploads:
+            budget = _UploadBudget(settings.max_upload_bytes, settings.max_image_pixels)
             request = DeletionRequest(
                 ids=ids or [],
                 labels=[] if label is None else [label],
-                image_files=_saved(images or [], uploads, "image"),
-                similar_files=_saved(similar_to or [], uploads, "similar"),
+                image_files=budget.save(images or [], uploads, "image"),
+                similar_files=budget.save(similar_to or [], uploads, "similar"),
                 threshold=threshold,
                 reason=reason,
             )
@@ -193,15 +235,41 @@ def _png(image) -> bytes:
     return buffer.getvalue()
 
 
-def _saved(uploads: list[UploadFile], folder: str, kind: str) -> list[str]:
-    """The uploaded files written into `folder` (their names are the client's: not used for paths)."""
-    paths = []
-    for i, upload in enumerate(uploads):
-        path = os.path.join(folder, f"{kind}-{i}.png")
-        with open(path, "wb") as f:
-            f.write(upload.file.read())
-        paths.append(path)
-    return paths
+@dataclass
+class _UploadBudget:
+    """The uploads of one request, written to disk in chunks while their total stays within `max_bytes` (413
+    beyond), each image's pixel count read from its header and refused above `max_pixels` before any decoding
+    (a decompression bomb is a small file of a huge image)."""
+
+    max_bytes: int
+    max_pixels: int
+    used: int = 0
+
+    def save(self, uploads: list[UploadFile], folder: str, kind: str) -> list[str]:
+        """The uploaded files written into `folder` (their names are the client's: not used for paths)."""
+        paths = []
+        for i, upload in enumerate(uploads):
+            path = os.path.join(folder, f"{kind}-{i}.png")
+            with open(path, "wb") as f:
+                while chunk := upload.file.read(2**16):
+                    self.used += len(chunk)
+                    if self.used > self.max_bytes:
+                        raise HTTPException(413, f"uploads exceed {self.max_bytes} bytes per request")
+                    f.write(chunk)
+            self._check_pixels(path, upload.filename or f"{kind} {i}")
+            paths.append(path)
+        return paths
+
+    def _check_pixels(self, path: str, name: str) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+            raise HTTPException(400, f"upload {name!r} is not an image this server reads ({e})") from None
+        if width * height > self.max_pixels:
+            raise HTTPException(413, f"upload {name!r} is {width}x{height} pixels, above {self.max_pixels} per image")
 
 
 def _name(path: str | None) -> str | None:
