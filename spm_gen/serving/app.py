@@ -113,6 +113,43 @@ class GenerateRequest(BaseModel):
     format: Literal["json", "png"] = "json"
 
 
+class RemoveRequest(BaseModel):
+    """The json body of `POST /remove` (uploads go as multipart form fields instead)."""
+
+    model_config = {"extra": "forbid", "populate_by_name": True}
+    ids: list[str] = Field(default_factory=list)
+    label: int | None = Field(None, alias="class", ge=0)
+    reason: str = ""
+    dry_run: bool = False
+    verify: bool = False
+    verify_samples: int = Field(64, ge=1)
+
+
+EXPECTED_BODY = (
+    'POST /remove expects json ({"ids": [...], "class": 3, "reason": "...", "dry_run": false, "verify": false}) '
+    "or form fields (ids, class, images, similar_to, threshold, reason, dry_run, verify, verify_samples)"
+)
+
+
+async def json_removal(request: Request) -> RemoveRequest | None:
+    """The removal a json body asks for; None for a form body. A body of another type, or json that is not
+    a removal, is refused saying what is expected."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return None
+    body = await request.body()
+    if kind != "application/json":
+        if not body:
+            return None  # no body at all: the form path says there is nothing to remove
+        raise HTTPException(415, f"unreadable body of type {kind or 'none'!r}: {EXPECTED_BODY}")
+    try:
+        return RemoveRequest.model_validate_json(body)
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        first = getattr(e, "errors", lambda: [{}])()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise HTTPException(422, f"{where}: {first.get('msg', 'invalid json')}; {EXPECTED_BODY}") from None
+
+
 def create_app(settings: ServeSettings, model: ServedModel | None = None) -> FastAPI:
     """The FastAPI app serving `settings.folder` (`model`: an already loaded one)."""
     served = model if model is not None else ServedModel(settings.folder)
@@ -192,7 +229,11 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
         dry_run: Annotated[bool, Form()] = False,
         verify: Annotated[bool, Form()] = False,
         verify_samples: Annotated[int, Form(ge=1)] = 64,
+        body: Annotated[RemoveRequest | None, Depends(json_removal)] = None,
     ) -> dict:
+        if body is not None:
+            ids, label, reason, dry_run = body.ids, body.label, body.reason, body.dry_run
+            verify, verify_samples = body.verify, body.verify_samples
         with tempfile.TemporaryDirectory() as uploads:
             budget = _UploadBudget(settings.max_upload_bytes, settings.max_image_pixels)
             request = DeletionRequest(

@@ -126,3 +126,26 @@ def test_the_server_answers_503_with_retry_after_when_its_queue_is_full(app_for,
     assert removed.status_code == 200 and time.monotonic() - start < 10  # not behind the generation
     release.set()
     first.join(30)
+
+
+def test_remove_takes_json_and_an_unreadable_body_says_what_it_expects(app_for):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(app_for())
+    dry = client.post("/remove", headers=AUTH, json={"ids": ["3", "7"], "dry_run": True})
+    assert dry.status_code == 200 and dry.json()["would_remove"] == ["3", "7"]
+    done = client.post("/remove", headers=AUTH, json={"class": 2, "reason": "json"})
+    assert done.status_code == 200 and done.json()["receipt"]["reason"] == "json"
+    assert set(done.json()["receipt"]["labels"]) == {2}
+    for body, headers, status in (
+        ("ids=3", {"content-type": "text/plain"}, 415),
+        ("{not json", {"content-type": "application/json"}, 422),
+        ('{"idz": ["3"]}', {"content-type": "application/json"}, 422),
+        ('{"ids": "3"}', {"content-type": "application/json"}, 422),
+    ):
+        response = client.post("/remove", headers={**AUTH, **headers}, content=body)
+        assert response.status_code == status, response.text
+        assert "expects json" in response.json()["error"] and "nothing to remove" not in response.json()["error"]
+    assert client.get("/health").json()["items"] == 24 - 6  # class 2's six items, nothing else
+    form = client.post("/remove", headers=AUTH, data={"ids": ["5"]})  # form fields still work
+    assert form.status_code == 200 and form.json()["receipt"]["removed_ids"] == ["5"]
