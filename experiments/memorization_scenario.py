@@ -20,7 +20,7 @@ from PIL import Image
 
 from spm_gen.data import ImageDataset
 from spm_gen.memory.bank import MemoryBank
-from spm_gen.metrics.memorization import rms_distances
+from spm_gen.metrics.memorization import NEAR_COPY_RMS, count_within, rms_distances
 from spm_gen.reporting.comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
 from spm_gen.reporting.pictures import save_removed_gallery
 from spm_gen.reporting.report_rows import RemovedData
@@ -37,7 +37,7 @@ MEMORY_ONLY_NAMES = {
 @dataclass
 class ScenarioSettings:
     per_target: int = 50  # samples of each target's class
-    threshold: float = 0.04  # near-copy RMS pixel distance
+    threshold: float = NEAR_COPY_RMS
     num_inference_steps: int = 50
     guidance_scale: float = 0.0
     memory_size: int | None = 64
@@ -80,7 +80,7 @@ def count_near_copies(result: ComparisonResult, targets: torch.Tensor, threshold
     counts: dict = {"nearest_distance": {}}
     for role, run in result.runs.items():
         distances = rms_distances(targets, run.generations.images)
-        counts[role] = (distances <= threshold).sum(dim=1).tolist()
+        counts[role] = count_within(distances, threshold).tolist()
         counts["nearest_distance"][role] = distances.min(dim=1).values.tolist()
     return counts
 

@@ -179,7 +179,8 @@ def _verification_settings(args: argparse.Namespace):
     if args.judge and not os.path.isfile(os.path.join(args.judge, "config.json")):
         raise ValueError(f"--judge '{args.judge}' is not a saved classifier folder (no config.json)")
     samples = 64 if args.verify_samples is None else args.verify_samples
-    settings = VerificationSettings(samples=samples, threshold=0.04 if args.threshold is None else args.threshold)
+    threshold = VerificationSettings.threshold if args.threshold is None else args.threshold
+    settings = VerificationSettings(samples=samples, threshold=threshold)
     settings.check()
     return settings
 

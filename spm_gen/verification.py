@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .metrics.fid import domain_features
-from .metrics.memorization import rms_distances
+from .metrics.memorization import NEAR_COPY_RMS, count_within, rms_distances
 from .utils.progress import progress
 from .utils.validation import check_values
 
@@ -30,7 +30,7 @@ RETRAIN_HINT = "retrain without it: spm-gen train --config CONFIG --exclude_ids 
 @dataclass
 class VerificationSettings:
     samples: int = 64  # generations per class that lost items
-    threshold: float = 0.04  # near-copy RMS pixel distance
+    threshold: float = NEAR_COPY_RMS
     num_inference_steps: int = 50
     seed: int = 0  # class c is sampled with torch.Generator().manual_seed(seed * 1_000_003 + c)
     batch_size: int = 64
@@ -103,7 +103,7 @@ def verify_removal(
     items = []
     for i, (item, label) in enumerate(zip(removed_ids, removed_labels)):
         d = rms_distances(removed_images[i : i + 1], generated[label])[0]
-        near = int((d <= settings.threshold).sum())
+        near = int(count_within(d.flatten(), settings.threshold))
         entry = {
             "id": item,
             "label": int(label),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..metrics.near_copy import rms_scale
 from ..utils.images import to_unit_range
 from ..utils.validation import check_positive_int
 from .encoders import ImageEncoder
@@ -170,7 +171,7 @@ def image_space(
     device = store.device
     index = (torch.arange(store.n) if rows is None else torch.from_numpy(rows)).to(device)
     if encoder is None:
-        scale = 255.0 * math.sqrt(math.prod(store.image_shape))
+        scale = 255.0 * rms_scale(store.image_shape)
 
         def vectors(idx: torch.Tensor) -> torch.Tensor:
             return store.images[index[idx.to(device)]].flatten(1).float() / scale

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..memory.bank import MemoryBank
+from .near_copy import NEAR_COPY_RMS, rms_scale
 
 
 @dataclass
@@ -48,14 +49,19 @@ def rms_distances(targets: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
     """Exact RMS pixel distances `(T, S)` between target images `(T, C, H, W)` and samples `(S, C, H, W)`."""
     if samples.shape[1:] != targets.shape[1:]:
         raise ValueError(f"samples {tuple(samples.shape[1:])} and targets {tuple(targets.shape[1:])} differ in shape")
-    scale = samples[0].numel() ** 0.5
+    scale = rms_scale(samples.shape[1:])
     d = torch.cdist(targets.flatten(1).float(), samples.flatten(1).float(), compute_mode="donot_use_mm_for_euclid_dist")
     return d / scale
 
 
-def near_copies(samples: torch.Tensor, targets: torch.Tensor, threshold: float) -> torch.Tensor:
+def count_within(distances: torch.Tensor, threshold: float = NEAR_COPY_RMS) -> torch.Tensor:
+    """The near-copy rule on distances `(..., S)`: how many of the last dimension lie within `threshold`."""
+    return (distances <= threshold).sum(dim=-1)
+
+
+def near_copies(samples: torch.Tensor, targets: torch.Tensor, threshold: float = NEAR_COPY_RMS) -> torch.Tensor:
     """For each target image `(T, C, H, W)`, the number of samples `(S, C, H, W)` within `threshold` of it."""
-    return (rms_distances(targets, samples) <= threshold).sum(dim=1)
+    return count_within(rms_distances(targets, samples), threshold)
 
 
 def save_distance_histogram(

@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from ..choices import EmptyMemory, check_choice
+from ..metrics.near_copy import NEAR_COPY_RMS
 from ..unlearning.twin import TwinUnlearning
 from ..utils.dataclass_options import option
 from ..utils.validation import check_values, is_guidance_scale
@@ -37,9 +38,7 @@ class ReportConfig:
     empty_memory: EmptyMemory = option(
         "all", help="what samples of a class with no memory left read: all memory, or an error"
     )
-    near_copy_threshold: float = option(  # digits: 99.9% of training images are farther apart
-        0.04, help="near-copy RMS pixel distance", flag="--threshold"
-    )
+    near_copy_threshold: float = option(NEAR_COPY_RMS, help="near-copy RMS pixel distance", flag="--threshold")
     twin: TwinUnlearning = field(default_factory=TwinUnlearning)  # its options: --twin-method, --twin-steps, ...
     compile_fusion: bool = option(False, help="compile the SPM's additive fusion (on a CPU: the native kernel)")
     gallery_size: int = option(6, help="removed images each gallery shows")

@@ -23,7 +23,14 @@ import torch
 
 from ..memory.bank import MemoryBank
 from ..metrics.fid import compute_fid, save_images
-from ..metrics.memorization import memorization, near_copies, rms_distances, save_distance_histogram
+from ..metrics.memorization import (
+    NEAR_COPY_RMS,
+    count_within,
+    memorization,
+    near_copies,
+    rms_distances,
+    save_distance_histogram,
+)
 from ..models.classifier_spm import SPMClassifier
 from ..utils.images import save_titled_rows
 from ..utils.validation import check_values, is_guidance_scale
@@ -49,7 +56,7 @@ EXTRACTION_RATIO = 1 / 3  # a sample counts as extracted below this ratio (our t
 @dataclass
 class RegimeSettings:
     per_class: int = 50  # samples of every class, per model and phase
-    threshold: float = 0.04  # near-copy RMS pixel distance
+    threshold: float = NEAR_COPY_RMS
     num_removed: int = 5  # removed images, one per class, among those the twin copies
     num_inference_steps: int = 50
     guidance_scale: float = 0.0
@@ -106,7 +113,7 @@ def choose_removed(generations: Generations, training: MemoryBank, settings: Reg
     within the threshold of each: every class's most copied image (ties: the one with the closest sample),
     classes in the same order. A count of 0 means the twin made no near-copy of that image."""
     distances = rms_distances(training.get_images().cpu(), generations.images)
-    counts, closest = (distances <= settings.threshold).sum(dim=1).tolist(), distances.min(dim=1).values.tolist()
+    counts, closest = count_within(distances, settings.threshold).tolist(), distances.min(dim=1).values.tolist()
     best: dict[int, tuple[int, float, str]] = {}
     for item, label, count, near in zip(training.ids, training.labels.tolist(), counts, closest):
         key = (-count, near, item)
@@ -152,7 +159,7 @@ def regime_record(model: str, phase: str, generations: Generations, reference: R
     record = {
         "model": model,
         "phase": phase,
-        "near_copies_of_removed": int((to_removed <= settings.threshold).sum()),
+        "near_copies_of_removed": int(count_within(to_removed.flatten(), settings.threshold)),
         "memorization_rate": report.memorization_rate,
         "extraction_share": float((report.extraction_ratio < EXTRACTION_RATIO).float().mean()),
         "fid_remaining": fid,

@@ -18,7 +18,7 @@ import torch
 
 from ..memory.bank import MemoryBank
 from ..metrics.fid import compute_fid, save_images
-from ..metrics.memorization import memorization, rms_distances
+from ..metrics.memorization import count_within, memorization, rms_distances
 from ..metrics.unlearning import generation_unlearning_accuracy
 from ..models.classifier_spm import SPMClassifier
 from .generations import Generations
@@ -88,7 +88,7 @@ def report_row(
         "fid_oracle": None,
         "ua": None,
         "memorization_rate": report.memorization_rate,
-        "near_copies": int((to_removed <= threshold).sum()) if to_removed is not None else 0,
+        "near_copies": int(count_within(to_removed.flatten(), threshold)) if to_removed is not None else 0,
         "sampling_s": generations.seconds,
     }
     if judge is not None and len(remaining) and references:
