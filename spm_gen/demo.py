@@ -15,6 +15,7 @@ from .memory import MemoryBank
 from .memory.readout import class_readout
 from .memory.saved_folder import SavedFolder
 from .paths import DIGITS_MODELS, WHERE_MODELS_ARE, require_entries
+from .utils.atomic import atomic_write_text
 from .utils.images import save_titled_rows
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,7 @@ def run_memory_demo(
         raise RuntimeError(f"reloaded memory bank at {saved.bank_dir} differs from the saved one")
 
     receipts = [r.to_dict() for r in reloaded.receipts]
-    with open(os.path.join(output_dir, "receipts.json"), "w") as f:
-        json.dump(receipts, f, indent=2)
+    atomic_write_text(os.path.join(output_dir, "receipts.json"), json.dumps(receipts, indent=2))
     picture = save_titled_rows(
         {
             **before_images,
@@ -110,8 +110,7 @@ def run_memory_demo(
         "reload_identical": reload_ok,
         "picture": picture,
     }
-    with open(os.path.join(output_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2))
     return summary
 
 

@@ -10,6 +10,7 @@ import os
 
 from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, WHERE_MODELS_ARE, require_entries
 from .reporting.markdown import append_memorization_section
+from .utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,7 @@ def run_memorization_demo(
     }
     forgetting = complete_forgetting_section(models_dir, result["twin_before"], plan, settings, reference.judge)
     summary["complete_forgetting"] = forgetting
-    with open(os.path.join(work, "memorization.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_text(os.path.join(work, "memorization.json"), json.dumps(summary, indent=2))
     report = os.path.join(output_dir, "report.md")
     append_memorization_section(report, summary)
     append_memorization_section(report, forgetting, title="Complete forgetting: the memory-only split")

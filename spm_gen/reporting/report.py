@@ -13,6 +13,7 @@ from ..metrics.memorization import save_distance_histogram
 from ..models.classifier_spm import load_classifier
 from ..sampling import load_pipeline
 from ..unlearning.twin import forget_and_remain
+from ..utils.atomic import atomic_write_text
 from ..utils.benchmarking import describe_machine
 from ..utils.processes import process_state
 from .comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
@@ -85,8 +86,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
     }
     for warning in summary["warnings"]:
         logger.warning("warning: %s", warning)
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_text(os.path.join(out, "report.json"), json.dumps(summary, indent=2))
     pictures = save_pictures(result, removed, distances, config, out)
     write_report(os.path.join(out, "report.md"), summary, pictures)
     logger.info("report: %s", os.path.join(out, "report.md"))

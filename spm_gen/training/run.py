@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset
+from ..utils.atomic import atomic_write_text
 from ..utils.progress import progress
 from .config import RunConfig
 from .data import TrainingSet, load_training_set
@@ -87,8 +88,7 @@ class TrainingRun:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
         if accelerator.is_main_process:
             os.makedirs(config.output_dir, exist_ok=True)
-            with open(os.path.join(config.output_dir, "config.json"), "w") as f:
-                f.write(config.to_json())
+            atomic_write_text(os.path.join(config.output_dir, "config.json"), config.to_json())
         accelerator.wait_for_everyone()
         training_set = load_training_set(config, model_shape, num_classes)
         memory_only = len(training_set.memory_only_ids)
