@@ -59,6 +59,11 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import check_demo_models, run_forgetting_demo, run_memory_demo
     from .demo_memorization import check_regime_models, run_memorization_demo
 
+    for flag, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--image-size", args.image_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be a positive integer, got {value}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     check_demo_models(args.models)  # before minutes of work
     check_regime_models(args.memorization_models)
     log = logging.getLogger("spm_gen")

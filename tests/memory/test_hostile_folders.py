@@ -210,3 +210,21 @@ def test_generated_numbers_for_numeric_options_are_one_line(model, capsys, value
         assert status in (0, 2) and "Traceback" not in said
         assert status == 0 or option in said.splitlines()[-1], said  # the last line names the option
     assert snapshot(model) == before
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["demo", "--seed", "-1"], "--seed"),
+        (["demo", "--num-images", "-5"], "--num-images"),
+        (["demo", "--steps", "0"], "--steps"),
+        (["demo", "--image-size", "0"], "--image-size"),
+        (["train", "--config", "configs/tiny.yaml", "--learning_rate", "nan", "--dry-run"], "learning_rate"),
+        (["train", "--config", "configs/tiny.yaml", "--max_train_steps", "1e5", "--dry-run"], "max_train_steps"),
+    ],
+)
+def test_bad_numbers_of_other_subcommands_are_one_line_naming_the_option(capsys, tmp_path, argv, named):
+    assert main([*argv, *(["--output", str(tmp_path / "out")] if argv[0] == "demo" else [])]) == 2
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and named in out
+    assert not (tmp_path / "out").exists()
