@@ -56,7 +56,12 @@ def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
     print(f"twin: {twin_s:.2f} s, peak {twin_mb:.0f} MB")
     rows.append({"model": "twin", "seconds": twin_s, "peak_mb": twin_mb})
     for fusion_type in args.fusion_types:
-        unet = build_unet(args.config, fusion_type=fusion_type, memory_resolutions=tuple(args.memory_resolutions))
+        unet = build_unet(
+            args.config,
+            fusion_type=fusion_type,
+            memory_resolutions=tuple(args.memory_resolutions),
+            anchor_pixels=args.anchor_pixels,
+        )
         if fusion_type == "additive" and not args.eager:
             unet.compile_fusion(dynamic=True, native=not args.no_native)
         kernel = {"dot": "sdpa", "additive": "eager" if args.eager else "compiled"}[fusion_type]
@@ -203,6 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--memory-retrieval", default="random", choices=["random", "anchor"], help="what the SPM reads (part 1)"
+    )
+    parser.add_argument(
+        "--anchor-pixels", action="store_true", help="the SPM reads its anchor's pixels (content memory)"
     )
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-fusion", action="store_true")
