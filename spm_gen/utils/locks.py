@@ -9,12 +9,13 @@ here, by the lock file's real path.
 from __future__ import annotations
 
 import fcntl
-import math
 import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from .validation import is_finite_nonnegative
 
 LOCK_NAME = ".spm-gen.lock"
 
@@ -48,9 +49,8 @@ def _held_here(path: str) -> bool:
 
 
 def check_wait(seconds: object, name: str = "wait") -> None:
-    """Raises ValueError unless `seconds` is a finite number >= 0 (not a bool)."""
-    ok = isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds)
-    if not ok or seconds < 0:
+    """Raises ValueError unless `seconds` is a finite number >= 0 (not a bool; NaN would wait forever)."""
+    if not is_finite_nonnegative(seconds):
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds!r}")
 
 

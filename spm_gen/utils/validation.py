@@ -27,10 +27,15 @@ def check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def is_guidance_scale(value: object) -> bool:
-    """A finite number >= 0, not a bool (NaN would switch guidance off)."""
+def is_finite_nonnegative(value: object) -> bool:
+    """A finite number >= 0, not a bool."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     return number and math.isfinite(value) and value >= 0
+
+
+def is_guidance_scale(value: object) -> bool:
+    """A finite number >= 0, not a bool (NaN would switch guidance off)."""
+    return is_finite_nonnegative(value)
 
 
 def check_guidance_scale(name: str, value: object) -> None:
