@@ -58,10 +58,10 @@ def _log_report(summary: dict) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import check_demo_models, run_forgetting_demo, run_memory_demo
     from .demo_memorization import check_regime_models, run_memorization_demo
+    from .utils.validation import check_positive_int
 
     for flag, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--image-size", args.image_size)):
-        if value < 1:
-            raise ValueError(f"{flag} must be a positive integer, got {value}")
+        check_positive_int(flag, value)
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     check_demo_models(args.models)  # before minutes of work

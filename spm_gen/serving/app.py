@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 
 from ..memory.deletion import DeletionRequest
 from ..utils.images import grid_image
-from ..utils.validation import check_positive_int
+from ..utils.validation import check_positive_int, is_integer
 from .served_model import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -62,9 +62,7 @@ class ServeSettings:
     def __post_init__(self) -> None:
         for name in ("max_images", "max_upload_bytes", "max_image_pixels", "max_concurrent_generations"):
             check_positive_int(name, getattr(self, name))
-        if isinstance(self.generation_queue, bool) or not isinstance(self.generation_queue, int):
-            raise ValueError(f"generation_queue must be an integer >= 0, got {self.generation_queue!r}")
-        if self.generation_queue < 0:
+        if not is_integer(self.generation_queue) or self.generation_queue < 0:
             raise ValueError(f"generation_queue must be an integer >= 0, got {self.generation_queue!r}")
 
 
