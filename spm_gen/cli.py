@@ -361,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--generation-queue", type=int, default=8, help="generations that may wait; beyond, 503 (default: 8)"
     )
+    serve.add_argument(
+        "--max-generations-per-client",
+        type=int,
+        default=4,
+        help="generations running or queued from one client address; beyond, 429 (default: 4; behind a proxy "
+        "every client shares its address)",
+    )
     serve.set_defaults(func=_serve)
     return parser
 
@@ -400,6 +407,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_image_pixels=args.max_image_pixels,
         max_concurrent_generations=args.max_concurrent_generations,
         generation_queue=args.generation_queue,
+        max_generations_per_client=args.max_generations_per_client,
     )
     if settings.token is None:
         logging.getLogger("spm_gen").warning("no token configured: /remove and /receipts are refused")

@@ -12,7 +12,8 @@ Endpoints (OpenAPI docs at /docs):
 
 Removal and receipts need `Authorization: Bearer <token>` (the token from the environment variable
 `SPM_GEN_TOKEN` or a file, never the command line); without a configured token they are refused.
-Generation is open unless `protect_generate`. Bad input is a 4xx with one line naming the value.
+Generation is open unless `protect_generate`. Bad input is a 4xx with one line naming the value. What one
+request or client can ask is bounded (`limits.py`): body bytes, upload pixels, generations at once.
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -38,6 +36,7 @@ from pydantic import BaseModel, Field
 from ..memory.deletion import DeletionRequest
 from ..utils.images import grid_image
 from ..utils.validation import check_positive_int, is_integer
+from .limits import BodyLimit, GenerationGate, UploadBudget
 from .served_model import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -58,35 +57,14 @@ class ServeSettings:
     max_image_pixels: int = 2**20  # per uploaded image, read from its header before any decoding
     max_concurrent_generations: int = 2  # generations run at once; more wait in the queue
     generation_queue: int = 8  # generations that may wait; beyond, 503 with Retry-After
+    max_generations_per_client: int = 4  # running or queued from one client address; beyond, 429 with Retry-After
 
     def __post_init__(self) -> None:
-        for name in ("max_images", "max_upload_bytes", "max_image_pixels", "max_concurrent_generations"):
+        positive = ("max_images", "max_upload_bytes", "max_image_pixels", "max_concurrent_generations")
+        for name in (*positive, "max_generations_per_client"):
             check_positive_int(name, getattr(self, name))
         if not is_integer(self.generation_queue) or self.generation_queue < 0:
             raise ValueError(f"generation_queue must be an integer >= 0, got {self.generation_queue!r}")
-
-
-class GenerationGate:
-    """At most `running` generations at once and `waiting` more queued; a request beyond both is refused at
-    once (503 with Retry-After), so a flood of generations never holds the threads removals and /health use."""
-
-    def __init__(self, running: int, waiting: int) -> None:
-        self._slots = threading.BoundedSemaphore(running)
-        self._admitted, self._limit = 0, running + waiting
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        with self._lock:
-            if self._admitted >= self._limit:
-                raise HTTPException(503, "busy: too many generations queued; retry later", {"Retry-After": "1"})
-            self._admitted += 1
-        try:
-            with self._slots:
-                yield
-        finally:
-            with self._lock:
-                self._admitted -= 1
 
 
 def read_token(token_file: str | None) -> str | None:
@@ -158,7 +136,10 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
         judge = load_classifier(settings.classifier)[0]
     app = FastAPI(title="spm-gen", description=__doc__.split("\n\n")[0], version="0.1.0")
     app.state.served = served
-    gate = GenerationGate(settings.max_concurrent_generations, settings.generation_queue)
+    app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
+    gate = GenerationGate(
+        settings.max_concurrent_generations, settings.generation_queue, settings.max_generations_per_client
+    )
 
     def authorized(request: Request) -> None:
         if settings.token is None:
@@ -196,13 +177,13 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
         return served.health()
 
     @app.post("/generate", dependencies=[Depends(generation_allowed)])
-    def generate(body: GenerateRequest):
+    def generate(body: GenerateRequest, request: Request):
         if len(body.class_labels) > settings.max_images:
             count = len(body.class_labels)
             raise ValueError(f"class_labels: at most {settings.max_images} samples per request, got {count}")
         import torch
 
-        with gate.admit():
+        with gate.admit(request.client.host if request.client else ""):
             out = served.generate(
                 class_labels=body.class_labels,
                 num_inference_steps=body.num_inference_steps,
@@ -233,7 +214,7 @@ def create_app(settings: ServeSettings, model: ServedModel | None = None) -> Fas
             ids, label, reason, dry_run = body.ids, body.label, body.reason, body.dry_run
             verify, verify_samples = body.verify, body.verify_samples
         with tempfile.TemporaryDirectory() as uploads:
-            budget = _UploadBudget(settings.max_upload_bytes, settings.max_image_pixels)
+            budget = UploadBudget(settings.max_upload_bytes, settings.max_image_pixels)
             request = DeletionRequest(
                 ids=ids or [],
                 labels=[] if label is None else [label],
@@ -272,43 +253,6 @@ def _png(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@dataclass
-class _UploadBudget:
-    """The uploads of one request, written to disk in chunks while their total stays within `max_bytes` (413
-    beyond), each image's pixel count read from its header and refused above `max_pixels` before any decoding
-    (a decompression bomb is a small file of a huge image)."""
-
-    max_bytes: int
-    max_pixels: int
-    used: int = 0
-
-    def save(self, uploads: list[UploadFile], folder: str, kind: str) -> list[str]:
-        """The uploaded files written into `folder` (their names are the client's: not used for paths)."""
-        paths = []
-        for i, upload in enumerate(uploads):
-            path = os.path.join(folder, f"{kind}-{i}.png")
-            with open(path, "wb") as f:
-                while chunk := upload.file.read(2**16):
-                    self.used += len(chunk)
-                    if self.used > self.max_bytes:
-                        raise HTTPException(413, f"uploads exceed {self.max_bytes} bytes per request")
-                    f.write(chunk)
-            self._check_pixels(path, upload.filename or f"{kind} {i}")
-            paths.append(path)
-        return paths
-
-    def _check_pixels(self, path: str, name: str) -> None:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as image:  # reads the header only
-                width, height = image.size
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            raise HTTPException(400, f"upload {name!r} is not an image this server reads ({e})") from None
-        if width * height > self.max_pixels:
-            raise HTTPException(413, f"upload {name!r} is {width}x{height} pixels, above {self.max_pixels} per image")
 
 
 def _name(path: str | None) -> str | None:

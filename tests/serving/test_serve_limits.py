@@ -1,5 +1,6 @@
-"""What one client can make `spm-gen serve` do is bounded: upload bytes, image pixels before decoding, and
-generations at once (a queue, then 503 with Retry-After), while removals and /health stay fast."""
+"""What one client can make `spm-gen serve` do is bounded: body bytes before they are read, image pixels before
+decoding, and generations at once (a queue, then 503; per client, then 429; both with Retry-After), while
+removals and /health stay fast."""
 
 import io
 import threading
@@ -61,7 +62,8 @@ def test_an_image_above_the_pixel_limit_is_refused_from_its_header(app_for):
 def test_bad_limits_are_named():
     from spm_gen.serving.app import ServeSettings
 
-    for name, value in (("max_upload_bytes", 0), ("max_concurrent_generations", -1), ("generation_queue", -1)):
+    bad = (("max_upload_bytes", 0), ("max_concurrent_generations", -1), ("generation_queue", -1))
+    for name, value in (*bad, ("max_generations_per_client", 0)):
         with pytest.raises(ValueError, match=name):
             ServeSettings("x", **{name: value})
 
@@ -70,7 +72,7 @@ def test_generations_beyond_the_queue_get_503_and_removals_and_health_stay_fast(
     """The gate alone, with real threads: 1 running, 1 waiting; the third is refused at once."""
     from fastapi import HTTPException
 
-    from spm_gen.serving.app import GenerationGate
+    from spm_gen.serving.limits import GenerationGate
 
     gate, release, inside = GenerationGate(1, 1), threading.Event(), []
 
@@ -149,3 +151,45 @@ def test_remove_takes_json_and_an_unreadable_body_says_what_it_expects(app_for):
     assert client.get("/health").json()["items"] == 24 - 6  # class 2's six items, nothing else
     form = client.post("/remove", headers=AUTH, data={"ids": ["5"]})  # form fields still work
     assert form.status_code == 200 and form.json()["receipt"]["removed_ids"] == ["5"]
+
+
+def test_a_body_above_its_limit_is_refused_before_it_is_read_and_chunked_bodies_too(app_for):
+    """From Content-Length at once; a chunked body (no length) as soon as its bytes pass the limit."""
+    from fastapi.testclient import TestClient
+
+    from spm_gen.serving.limits import MAX_JSON_BYTES, MULTIPART_ENVELOPE
+
+    client = TestClient(app_for(max_upload_bytes=1000))
+    labels = {"class_labels": [1] * (MAX_JSON_BYTES // 2), "num_inference_steps": 1}
+    huge = client.post("/generate", json=labels)
+    assert huge.status_code == 413 and f"above {MAX_JSON_BYTES} bytes" in huge.json()["error"]
+
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 2**12
+
+    body = {"content-type": "multipart/form-data; boundary=b"}
+    streamed = client.post("/remove", headers={**AUTH, **body}, content=chunks())
+    assert streamed.status_code == 413 and f"above {1000 + MULTIPART_ENVELOPE} bytes" in streamed.json()["error"]
+    bad = client.post("/remove", headers={**AUTH, "content-length": "12x"}, content=b"{}")
+    assert bad.status_code in (400, 413)
+    assert client.get("/health").json()["items"] == 24
+    small = client.post("/generate", json={"class_labels": [1], "num_inference_steps": 1})
+    assert small.status_code == 200
+
+
+def test_one_client_gets_429_beyond_its_share_while_another_is_admitted():
+    from fastapi import HTTPException
+
+    from spm_gen.serving.limits import GenerationGate
+
+    gate = GenerationGate(running=4, waiting=4, per_client=1)
+    with gate.admit("10.0.0.1"):
+        with pytest.raises(HTTPException) as refused:
+            with gate.admit("10.0.0.1"):
+                pass
+        assert refused.value.status_code == 429 and refused.value.headers == {"Retry-After": "1"}
+        with gate.admit("10.0.0.2"):  # another address is not refused
+            pass
+    with gate.admit("10.0.0.1"):  # its share is back once its generation ended
+        pass
