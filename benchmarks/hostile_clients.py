@@ -63,9 +63,9 @@ class HostileMix:
         flooders = [threading.Thread(target=self._flood, args=(stop,)) for _ in range(flood)]
         return [*flooders, threading.Thread(target=self._cycle, args=(stop,))]
 
-    def _send(self, kind: str, request: Callable[[], httpx.Response]) -> int | str:
+    def _send(self, kind: str, request: Callable[[httpx.Client], httpx.Response], http: httpx.Client) -> int | str:
         try:
-            answer: int | str = request().status_code
+            answer: int | str = request(http).status_code
         except (httpx.RemoteProtocolError, httpx.WriteError, httpx.ReadError) as e:
             answer, error = "closed", e
         else:
@@ -79,7 +79,7 @@ class HostileMix:
     def _flood(self, stop: threading.Event) -> None:
         http, body = self.connect(FLOOD_ADDRESS), {"class_labels": [3] * 4, "num_inference_steps": 5}
         while not stop.is_set():
-            self._send("flood", lambda: http.post("/generate", json=body))
+            self._send("flood", lambda h: h.post("/generate", json=body), http)
 
     def _cycle(self, stop: threading.Event) -> None:
         auth, wrong = {"Authorization": f"Bearer {self.token}"}, {"Authorization": "Bearer not-the-token"}
@@ -99,7 +99,7 @@ class HostileMix:
             for kind, request in requests.items():
                 if stop.wait(0.05):
                     return
-                if self._send(kind, lambda: request(http)) == "closed":
+                if self._send(kind, request, http) == "closed":
                     http = self.connect(OTHER_ADDRESS)  # a fresh connection after a closed one
 
     def _bomb(self, http: httpx.Client, auth: dict, side: int) -> httpx.Response:

@@ -141,7 +141,11 @@ def hostile_part(args: argparse.Namespace, folder: str, plain: dict) -> dict:
         "peak_memory_growth_mb": result["peak_memory_growth_mb"],
     }
     result["targets"] = {
-        name: {"target": bound, "measured": measured[name], "met": measured[name] is not None and measured[name] <= bound}
+        name: {
+            "target": bound,
+            "measured": measured[name],
+            "met": measured[name] is not None and measured[name] <= bound,
+        }
         for name, bound in TARGETS.items()
     }
     return result
