@@ -19,6 +19,7 @@ from .paths import (
 )
 from .reporting.config import ReportConfig
 from .utils.dataclass_options import add_options, from_options
+from .utils.validation import int_option
 
 VERSION = "0.1.0"
 
@@ -41,6 +42,13 @@ def guarded(run: Callable[[], int]) -> int:
         path = f": '{e.filename}'" if e.filename else ""
         _error(f"error: {e.strerror or e}{path} (nothing was committed unless a line above says so)")
         return EXIT_OS_ERROR
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose refusal is one line naming the option and the value (and where help is), exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _error(line: str) -> None:
@@ -248,10 +256,10 @@ class _TrainHelp(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spm-gen", description="Deep semi-parametric image models that forget.")
+    parser = OneLineParser(prog="spm-gen", description="Deep semi-parametric image models that forget.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     demo = sub.add_parser(
         "demo",
         help="the forgetting demo on the digits: a memory bank, then the removal report on trained models",
@@ -347,23 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("folder", help="a saved SPMDiffusionPipeline folder (with memory)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--port", type=int_option(1), default=8000, help="port (default: 8000)")
     serve.add_argument("--classifier", help="a classifier folder: the judge of removals with verify")
     serve.add_argument("--token-file", help="a file whose first line is the bearer token (else $SPM_GEN_TOKEN)")
     serve.add_argument("--protect-generate", action="store_true", help="generation needs the token too")
     serve.add_argument(
-        "--max-upload-bytes", type=int, default=8 * 2**20, help="uploads per /remove request (default: 8 MiB)"
+        "--max-upload-bytes", type=int_option(1), default=8 * 2**20, help="uploads per /remove request (default: 8 MiB)"
     )
     serve.add_argument(
-        "--max-image-pixels", type=int, default=2**20, help="pixels per uploaded image, before decoding (default: 2^20)"
+        "--max-image-pixels",
+        type=int_option(1),
+        default=2**20,
+        help="pixels per uploaded image, before decoding (default: 2^20)",
     )
-    serve.add_argument("--max-concurrent-generations", type=int, default=2, help="generations run at once (default: 2)")
     serve.add_argument(
-        "--generation-queue", type=int, default=8, help="generations that may wait; beyond, 503 (default: 8)"
+        "--max-concurrent-generations", type=int_option(1), default=2, help="generations run at once (default: 2)"
+    )
+    serve.add_argument(
+        "--generation-queue", type=int_option(0), default=8, help="generations that may wait; beyond, 503 (default: 8)"
     )
     serve.add_argument(
         "--max-generations-per-client",
-        type=int,
+        type=int_option(1),
         default=4,
         help="generations running or queued from one client address; beyond, 429 (default: 4; behind a proxy "
         "every client shares its address)",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,3 +44,24 @@ def check_guidance_scale(name: str, value: object) -> None:
     """Raises ValueError naming `name` unless `value` is a guidance scale (`is_guidance_scale`)."""
     if not is_guidance_scale(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _shown(text: str) -> str:
+    """`text` for an error line: its repr, shortened beyond 40 characters (a 5,000-digit number stays one line)."""
+    return repr(text) if len(text) <= 40 else f"{text[:37]!r}... ({len(text)} characters)"
+
+
+def int_option(minimum: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer >= `minimum`, else argparse's one line naming the option and the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # also a number beyond Python's digit limit
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {_shown(text)}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
