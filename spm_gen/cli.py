@@ -18,7 +18,7 @@ from .paths import (
     suggestion,
 )
 from .reporting.config import ReportConfig
-from .utils.dataclass_options import add_options, from_options
+from .utils.dataclass_options import add_options, from_options, named_as_options
 from .utils.validation import int_option
 
 VERSION = "0.1.0"
@@ -238,6 +238,8 @@ def _report(args: argparse.Namespace) -> int:
     config = from_options(ReportConfig, args)
     if args.remove_ids_file:
         config.remove_ids += read_ids_file(args.remove_ids_file)
+    with named_as_options(ReportConfig):
+        config.check()
     _log_report(run_report(config))
     return 0
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 
@@ -50,10 +53,37 @@ def _type_kwargs(hint: Any) -> dict[str, Any]:
     return {"type": hint}
 
 
+def _flag(dest: str, f: dataclasses.Field) -> str:
+    return f.metadata["flag"] or "--" + dest.replace("_", "-")
+
+
+def flags_of(cls: type) -> dict[str, str]:
+    """The flag of every option field of `cls` by field name (nested settings' too; an outer field wins a name
+    both have)."""
+    flags: dict[str, str] = {}
+    for dest, f, _ in _fields(cls):
+        flags.setdefault(f.name, _flag(dest, f))
+    return flags
+
+
+@contextmanager
+def named_as_options(cls: type) -> Iterator[None]:
+    """A `check_values` error inside names the option a user typed (`bad value --num-images=-1`), not the
+    field of `cls` behind it."""
+    try:
+        yield
+    except ValueError as e:
+        found = re.match(r"bad config value (\w+)=", str(e))
+        flag = found and flags_of(cls).get(found.group(1))
+        if not flag:
+            raise
+        raise ValueError(str(e).replace(found.group(0), f"bad value {flag}=", 1)) from None
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """One option per `option(...)` field of `cls` (and of its nested settings); the help says the default."""
     for dest, f, hint in _fields(cls):
-        flag = f.metadata["flag"] or "--" + dest.replace("_", "-")
+        flag = _flag(dest, f)
         default = _default(f)
         shown = "" if default in (None, False, [], dataclasses.MISSING) else f" (default: {default})"
         kwargs = {**_type_kwargs(hint), **f.metadata["argparse"]}

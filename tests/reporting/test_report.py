@@ -133,7 +133,9 @@ def test_bad_requests_fail_before_sampling(tiny_models, tmp_path, capsys):
     assert code == 2 and "42" in capsys.readouterr().out
     assert not out.exists()  # the folder it made for the report is gone again, being empty
     code = main(["report", tiny_models["spm"], "--remove-class", "3", "--output", str(out), "--guidance-scale", "-1"])
-    assert code == 2 and "guidance_scale=-1" in capsys.readouterr().out and not out.exists()
+    assert code == 2 and "--guidance-scale=-1" in capsys.readouterr().out and not out.exists()  # the flag typed
+    code = main(["report", tiny_models["spm"], "--remove-class", "3", "--output", str(out), "--twin-steps", "0"])
+    assert code == 2 and "--twin-steps=0" in capsys.readouterr().out and not out.exists()
     with pytest.raises(ValueError, match="give the SPM pipeline"):
         run_report(ReportConfig(tiny_models["twin"], str(out), remove_classes=[3]))
     assert not out.exists()
