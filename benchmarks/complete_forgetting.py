@@ -51,6 +51,7 @@ from experiments.complete_forgetting import (
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.metrics.fid import compute_fid, save_images
 from spm_gen.metrics.memorization import near_copies
+from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.generations import sample_generations
@@ -105,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
     parser.add_argument("--per-class", type=int, default=50, help="samples of every class, per model")
     parser.add_argument("--num-removed", type=int, default=5)
-    parser.add_argument("--threshold", type=float, default=0.04, help="near-copy RMS pixel distance")
+    parser.add_argument("--threshold", type=float, default=NEAR_COPY_RMS, help="near-copy RMS pixel distance")
     parser.add_argument("--inference-steps", type=int, default=50)
     parser.add_argument("--judge", default="assets/digits/judge", help="the classifier whose features FID uses")
     parser.add_argument("--reuse", action="store_true", help="reuse models (and removed ids) found in --out")

@@ -32,6 +32,7 @@ import torch
 
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.metrics.memorization import memorization, near_copies
+from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.markdown import REGIME_COLUMNS, table
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
     parser.add_argument("--per-class", type=int, default=50, help="samples of every class, per model")
     parser.add_argument("--num-removed", type=int, default=5)
-    parser.add_argument("--threshold", type=float, default=0.04, help="near-copy RMS pixel distance")
+    parser.add_argument("--threshold", type=float, default=NEAR_COPY_RMS, help="near-copy RMS pixel distance")
     parser.add_argument("--inference-steps", type=int, default=50)
     parser.add_argument("--twin-steps", type=int, default=100, help="SalUn / gradient ascent steps on the twin")
     parser.add_argument("--judge", default="assets/digits/judge", help="the classifier whose features FID uses")

@@ -29,6 +29,7 @@ from experiments.memorization_scenario import (
     write_duplicated_folder,
 )
 from spm_gen.data import load_digits_dataset
+from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.unlearning.twin import TwinUnlearning
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, nargs="+", default=[0, 2, 5, 7], help="one target per class")
     parser.add_argument("--per-target", type=int, default=50, help="samples of each target's class")
     parser.add_argument("--inference-steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--threshold", type=float, default=0.04)
+    parser.add_argument("--threshold", type=float, default=NEAR_COPY_RMS)
     parser.add_argument("--memory-size", type=int, default=64)
     parser.add_argument("--pipeline", default="assets/digits/spm", help="the trained SPM for case (b) (--tiny: (a)'s)")
     parser.add_argument("--reuse", action="store_true", help="reuse the case (a) models already trained in --out")

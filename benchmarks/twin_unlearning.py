@@ -14,6 +14,7 @@ import os
 
 from spm_gen.demo import individual_removals
 from spm_gen.memory.saved_folder import SavedFolder
+from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.paths import DIGITS_MODELS
 from spm_gen.reporting.generations import sample_generations
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         pipe, seconds = (twin, 0.0) if method == "none" else unlearning.apply(twin, forget, remain, seed=0)
         folder = os.path.join(args.out, f"{method}_{steps}_{lr}_{weight}")
         gen = sample_generations(method, pipe, labels, folder, 0, num_inference_steps=args.inference_steps)
-        row, _ = report_row(gen, training, removed, os.path.join(args.out, "fid"), 0.04, judge, references)
+        row, _ = report_row(gen, training, removed, os.path.join(args.out, "fid"), NEAR_COPY_RMS, judge, references)
         rows.append(
             {
                 "method": method,
