@@ -57,6 +57,8 @@ class ReportConfig:
                 "memory_size": self.memory_size is None or self.memory_size > 0,
                 "near_copy_threshold": 0 < self.near_copy_threshold <= 1,
                 "batch_size": self.batch_size > 0,
+                "gallery_size": self.gallery_size > 0,
+                "seed": 0 <= self.seed < 2**63,  # a torch generator's seed
             },
             {
                 "remove_classes": ": give classes and/or ids to remove",

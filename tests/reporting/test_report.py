@@ -136,6 +136,9 @@ def test_bad_requests_fail_before_sampling(tiny_models, tmp_path, capsys):
     assert code == 2 and "--guidance-scale=-1" in capsys.readouterr().out and not out.exists()  # the flag typed
     code = main(["report", tiny_models["spm"], "--remove-class", "3", "--output", str(out), "--twin-steps", "0"])
     assert code == 2 and "--twin-steps=0" in capsys.readouterr().out and not out.exists()
+    for flag, value in (("--seed", str(2**70)), ("--gallery-size", "0")):
+        code = main(["report", tiny_models["spm"], "--remove-class", "3", "--output", str(out), flag, value])
+        assert code == 2 and f"{flag}={value}" in capsys.readouterr().out and not out.exists()
     with pytest.raises(ValueError, match="give the SPM pipeline"):
         run_report(ReportConfig(tiny_models["twin"], str(out), remove_classes=[3]))
     assert not out.exists()
