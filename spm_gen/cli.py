@@ -70,8 +70,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     for flag, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--image-size", args.image_size)):
         check_positive_int(flag, value)
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.seed < 2**63:  # a torch generator's range
+        raise ValueError(f"--seed must be in [0, 2^63), got {args.seed}")
     check_demo_models(args.models)  # before minutes of work
     check_regime_models(args.memorization_models)
     log = logging.getLogger("spm_gen")

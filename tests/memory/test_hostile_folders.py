@@ -226,6 +226,7 @@ def test_generated_numbers_for_numeric_options_are_one_line(model, capsys, value
     "argv, named",
     [
         (["demo", "--seed", "-1"], "--seed"),
+        (["demo", "--seed", str(2**70)], "--seed"),
         (["demo", "--num-images", "-5"], "--num-images"),
         (["demo", "--steps", "0"], "--steps"),
         (["demo", "--image-size", "0"], "--image-size"),
