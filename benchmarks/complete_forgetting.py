@@ -179,9 +179,7 @@ def removed_ids(args: argparse.Namespace, protocol: str) -> list[str]:
     dataset = training_set.dataset
     training = MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)
     chosen = choose_protocol_removed(probe, training, training_set.memory_only_ids if memory_only else None, settings)
-    os.makedirs(args.out, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(chosen, f, indent=2)
+    write_json(path, chosen)
     logger.info("R for %s: %s (twin near-copies each)", protocol, chosen)
     return list(chosen)
 

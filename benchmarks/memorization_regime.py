@@ -121,8 +121,7 @@ def removed_ids(args: argparse.Namespace, twin, training: MemoryBank, settings: 
         len(training),
         chosen,
     )
-    with open(path, "w") as f:
-        json.dump(chosen, f, indent=2)
+    write_json(path, chosen)
     return chosen
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from ..utils.atomic import atomic_write_text
+
 COLUMNS = [
     ("model", "model"),
     ("guidance_scale", "guidance w"),
@@ -123,8 +125,7 @@ def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> st
         lines += [f"![{os.path.basename(f)}]({os.path.relpath(f, base)})" for f in files]
     lines += ["", "## Metrics", "", METRICS.format(threshold=summary["config"]["near_copy_threshold"])]
     lines += ["Numbers and settings: `report.json`. Machine: " + summary["machine"], ""]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

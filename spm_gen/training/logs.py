@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from ..utils.atomic import atomic_write_text
+
 
 def append_loss(path: str, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
@@ -21,8 +23,7 @@ def read_losses(path: str) -> list[dict]:
 def truncate_losses(path: str, last_step: int) -> None:
     """Drops records after `last_step` (a resumed run repeats those steps)."""
     kept = [r for r in read_losses(path) if r["step"] <= last_step]
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def plot_losses(path: str, out_png: str, title: str = "training loss") -> str | None:
