@@ -9,10 +9,11 @@ import torch
 
 from .data import load_digits_dataset
 from .metrics.fid import compute_fid, save_images
-from .metrics.memorization import memorization, save_distance_histogram
+from .metrics.memorization import memorization
 from .models.classifier_spm import load_classifier
 from .sampling import load_pipeline, read_sample_folder, sample_to_folder
 from .utils.benchmarking import write_json
+from .utils.charts import save_distance_histogram
 from .utils.images import to_unit_range
 from .utils.processes import process_state
 

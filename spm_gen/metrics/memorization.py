@@ -13,7 +13,6 @@ differences), computed exactly with the memory bank's chunked nearest-neighbour 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -62,35 +61,3 @@ def count_within(distances: torch.Tensor, threshold: float = NEAR_COPY_RMS) -> t
 def near_copies(samples: torch.Tensor, targets: torch.Tensor, threshold: float = NEAR_COPY_RMS) -> torch.Tensor:
     """For each target image `(T, C, H, W)`, the number of samples `(S, C, H, W)` within `threshold` of it."""
     return count_within(rms_distances(targets, samples), threshold)
-
-
-def save_distance_histogram(
-    distances: dict[str, torch.Tensor],
-    path: str,
-    title: str = "",
-    xlabel: str = "distance to the nearest training image (RMS pixel difference)",
-    threshold: float | None = None,
-) -> str:
-    """Overlaid histograms of nearest-neighbour distances (one per entry), as a PNG; `threshold` draws a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    values = [v.flatten().float() for v in distances.values()]
-    top = max(float(v.max()) for v in values if len(v)) if any(len(v) for v in values) else 1.0
-    bins = torch.linspace(0, top, 41).tolist()
-    for name, v in zip(distances, values):
-        ax.hist(v.tolist(), bins=bins, histtype="step", linewidth=1.5, label=name)
-    if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"near-copy threshold {threshold}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("count")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

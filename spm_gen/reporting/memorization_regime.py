@@ -29,9 +29,9 @@ from ..metrics.memorization import (
     memorization,
     near_copies,
     rms_distances,
-    save_distance_histogram,
 )
 from ..models.classifier_spm import SPMClassifier
+from ..utils.charts import save_distance_histogram
 from ..utils.images import save_titled_rows
 from ..utils.validation import check_values, is_guidance_scale
 from .comparison import ComparisonResult, ModelRun, SamplingPlan

@@ -9,12 +9,12 @@ import os
 
 from ..memory.bank import MemoryBank
 from ..memory.saved_folder import SavedFolder
-from ..metrics.memorization import save_distance_histogram
 from ..models.classifier_spm import load_classifier
 from ..sampling import load_pipeline
 from ..unlearning.twin import forget_and_remain
 from ..utils.atomic import atomic_write_text
 from ..utils.benchmarking import describe_machine
+from ..utils.charts import save_distance_histogram
 from ..utils.processes import process_state
 from .comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
 from .config import ReportConfig

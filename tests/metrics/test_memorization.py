@@ -1,7 +1,8 @@
 import torch
 
 from spm_gen import MemoryBank
-from spm_gen.metrics.memorization import memorization, near_copies, save_distance_histogram
+from spm_gen.metrics.memorization import memorization, near_copies
+from spm_gen.utils.charts import save_distance_histogram
 from tests.conftest import make_images
 
 
