@@ -75,6 +75,22 @@ def test_a_special_file_where_a_file_belongs_is_refused_at_once(model, capsys, w
         assert len(out.splitlines()) == 1 and "not a regular file" in out
 
 
+def test_a_fifo_shard_does_not_block_a_real_spm_gen_process(model):
+    """The same case in its own process (a blocked open would hang it, not only a thread): killed at 120 s."""
+    import subprocess
+    import sys
+
+    path = committed(model, "_shards")
+    os.remove(path)
+    os.mkfifo(path)
+    for args in (["--ids", "3", "--dry-run"], ["--class", "1"], ["--ids", "3", "--output", str(model) + "_out"]):
+        command = [sys.executable, "-m", "spm_gen.cli", "remove", str(model), *args]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        said = (done.stdout + done.stderr).strip()
+        assert done.returncode == 2 and said.count("\n") == 0 and "not a regular file" in said, said
+    assert not os.path.exists(str(model) + "_out")
+
+
 GOOD = {
     "removed_ids": ["0"],
     "labels": [0],
