@@ -9,7 +9,7 @@
    every 0.25 s); the server's peak resident memory.
 2. Hostile: the same load beside a hostile mix from other addresses (`--flood` threads generating without
    pause and ignoring Retry-After from one address; one thread cycling through oversized uploads with and
-   without the token, a batch of 100,000 labels, a 2 MiB json body, decompression bombs of 8,192^2 and
+   without the token, a batch of 100,000 labels, a json body above 1 MiB, decompression bombs of 8,192^2 and
    16,384^2 pixels, wrong tokens), on a server started with `--max-upload-bytes 1 MiB` and
    `--max-generations-per-client 2`. Every hostile answer is checked against the statuses it may get
    (`HOSTILE_EXPECTED`); the targets (`TARGETS`, fixed before the first hostile run) are 0 errors and 0 stale

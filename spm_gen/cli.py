@@ -19,7 +19,7 @@ from .paths import (
 )
 from .reporting.config import ReportConfig
 from .utils.dataclass_options import add_options, from_options, named_as_options
-from .utils.validation import int_option
+from .utils.validation import check_positive_int, int_option
 
 VERSION = "0.1.0"
 
@@ -66,7 +66,6 @@ def _log_report(summary: dict) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import check_demo_models, run_forgetting_demo, run_memory_demo
     from .demo_memorization import check_regime_models, run_memorization_demo
-    from .utils.validation import check_positive_int
 
     for flag, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--image-size", args.image_size)):
         check_positive_int(flag, value)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import types
 import typing
 from collections.abc import Iterator
@@ -70,14 +69,15 @@ def flags_of(cls: type) -> dict[str, str]:
 def named_as_options(cls: type) -> Iterator[None]:
     """A `check_values` error inside names the option a user typed (`bad value --num-images=-1`), not the
     field of `cls` behind it."""
+    from .validation import BadValue
+
     try:
         yield
-    except ValueError as e:
-        found = re.match(r"bad config value (\w+)=", str(e))
-        flag = found and flags_of(cls).get(found.group(1))
-        if not flag:
+    except BadValue as e:
+        flag = flags_of(cls).get(e.key)
+        if flag is None:
             raise
-        raise ValueError(str(e).replace(found.group(0), f"bad value {flag}=", 1)) from None
+        raise ValueError(f"bad value {flag}={e.value!r}{e.hint}") from None
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type) -> None:

@@ -10,12 +10,19 @@ from typing import Any
 import numpy as np
 
 
+class BadValue(ValueError):
+    """A settings value that failed its check: `key` names the field (a command line renames it its flag)."""
+
+    def __init__(self, key: str, value: Any, hint: str = "") -> None:
+        self.key, self.value, self.hint = key, value, hint
+        super().__init__(f"bad config value {key}={value!r}{hint}")
+
+
 def check_values(config: Any, checks: dict[str, bool], hints: dict[str, str] | None = None) -> None:
-    """Raises ValueError naming the first key whose check failed (with `hints[key]` appended)."""
+    """Raises `BadValue` naming the first key whose check failed (with `hints[key]` appended)."""
     for key, ok in checks.items():
         if not ok:
-            hint = (hints or {}).get(key, "")
-            raise ValueError(f"bad config value {key}={getattr(config, key)!r}{hint}")
+            raise BadValue(key, getattr(config, key), (hints or {}).get(key, ""))
 
 
 def is_integer(value: object) -> bool:
