@@ -89,11 +89,12 @@ def judge_for(args: argparse.Namespace, image_size: int):
     if args.judge:
         return load_classifier(args.judge)
     folder = os.path.join(args.out, "judge")
-    save_classifier(
-        SPMClassifier(image_size=image_size, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6, head="linear"),
-        None,
-        folder,
-    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the same untrained judge every run: --tiny numbers repeat
+        judge = SPMClassifier(
+            image_size=image_size, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6, head="linear"
+        )
+    save_classifier(judge, None, folder)
     return load_classifier(folder)
 
 

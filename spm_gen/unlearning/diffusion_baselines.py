@@ -74,21 +74,24 @@ def _unlearn(
     def denoising(data: TrainingBatch, g: torch.Generator) -> torch.Tensor:
         return diffusion_loss(model, scheduler, data, g)
 
-    masks = saliency_masks(model, lambda: denoising(*batch(forget)), budget.saliency) if budget.saliency else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.0)  # masked weights stay put
-    remain = budget.remain
-    for _ in progress(range(budget.steps), budget.desc, disable=not process_state().is_local_main_process):
-        loss = forget_loss(model, *batch(forget))
-        if remain is not None and len(remain) and budget.remain_weight:
-            loss = loss + budget.remain_weight * denoising(*batch(remain))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if masks is not None:
-            for p, m in zip(model.parameters(), masks):
-                if p.grad is not None:
-                    p.grad.mul_(m)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+    # dropout draws its masks from torch's global generator: seeded here, and restored afterwards
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(budget.seed)
+        masks = saliency_masks(model, lambda: denoising(*batch(forget)), budget.saliency) if budget.saliency else None
+        optimizer = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.0)  # masked weights stay put
+        remain = budget.remain
+        for _ in progress(range(budget.steps), budget.desc, disable=not process_state().is_local_main_process):
+            loss = forget_loss(model, *batch(forget))
+            if remain is not None and len(remain) and budget.remain_weight:
+                loss = loss + budget.remain_weight * denoising(*batch(remain))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if masks is not None:
+                for p, m in zip(model.parameters(), masks):
+                    if p.grad is not None:
+                        p.grad.mul_(m)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
     return model.eval(), time.perf_counter() - start
 
 

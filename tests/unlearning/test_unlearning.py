@@ -147,3 +147,31 @@ def test_diffusion_random_label_moves_only_salient_weights_towards_other_labels(
     assert 0 < changed <= 0.2 * total + 10  # only the salient fifth of the weights moved
     with pytest.raises(ValueError, match="saliency"):
         diffusion_random_label(twin, scheduler, forget, UnlearningBudget(1, 1e-4, saliency=1.5))
+
+
+def test_diffusion_unlearning_with_dropout_repeats_for_a_seed():
+    """Dropout's masks come from torch's global generator: the budget's seed fixes them too, so the same seed
+    gives the same weights (the global generator's state is left as it was), and another seed other weights."""
+    from diffusers import DDPMScheduler
+
+    from spm_gen.training.config import build_unet
+    from spm_gen.unlearning.diffusion_baselines import UnlearningBudget, diffusion_gradient_ascent
+
+    torch.manual_seed(0)
+    twin = build_unet("configs/tiny.yaml", fusion_type="none", dropout=0.5)
+    scheduler = DDPMScheduler(num_train_timesteps=100)
+    data = load_digits_dataset(image_size=8, split="train")
+    forget = data.subset(data.labels == 3)
+
+    def weights(seed: int) -> torch.Tensor:
+        unet, _ = diffusion_gradient_ascent(twin, scheduler, forget, UnlearningBudget(steps=2, lr=1e-3, seed=seed))
+        return torch.cat([p.detach().flatten() for p in unet.parameters()])
+
+    state = torch.get_rng_state()
+    first = weights(0)
+    torch.rand(7)  # the global generator moves between the runs
+    assert torch.equal(weights(0), first)
+    assert not torch.equal(weights(1), first)
+    torch.set_rng_state(state)
+    weights(0)
+    assert torch.equal(torch.get_rng_state(), state)
