@@ -26,7 +26,7 @@ import torch
 from spm_gen.data import load_digits_dataset
 from spm_gen.metrics.unlearning import probabilities, unlearning_metrics
 from spm_gen.models.classifier_spm import load_classifier
-from spm_gen.reporting.markdown import table
+from spm_gen.reporting.measures import Measure, table
 from spm_gen.training import ClassifierTrainConfig, load_config, parse_overrides
 from spm_gen.training.classifier_loop import train_classifier
 from spm_gen.unlearning.baselines import finetune, gradient_ascent
@@ -34,16 +34,16 @@ from spm_gen.unlearning.forget_set import ForgetSet, forget_ids
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 
 COLUMNS = [
-    ("method", "method"),
-    ("UA", "UA ↑", ".2f"),
-    ("RA", "RA ↑", ".2f"),
-    ("TA", "TA ↑ (remaining classes)", ".2f"),
-    ("TA_all", "TA (all)", ".2f"),
-    ("MIA_efficacy", "MIA-efficacy ↑", ".2f"),
-    ("PG_hard", "PG hard ↓", ".2f"),
-    ("PG_soft", "PG soft (KL, nats) ↓", ".2f"),
-    ("PG_soft_TV", "PG soft (100 x TV) ↓", ".2f"),
-    ("seconds", "seconds", ".4f"),
+    Measure("method", "method"),
+    Measure("UA", "UA", better="higher", fmt=".2f"),
+    Measure("RA", "RA", better="higher", fmt=".2f"),
+    Measure("TA", "TA (remaining classes)", better="higher", fmt=".2f"),
+    Measure("TA_all", "TA (all)", fmt=".2f"),
+    Measure("MIA_efficacy", "MIA-efficacy", better="higher", fmt=".2f"),
+    Measure("PG_hard", "PG hard", better="lower", fmt=".2f"),
+    Measure("PG_soft", "PG soft (KL)", "nats", "lower", ".2f"),
+    Measure("PG_soft_TV", "PG soft (100 x TV)", better="lower", fmt=".2f"),
+    Measure("seconds", "time", "s", fmt=".4f"),
 ]
 PARAMETRIC = ("Retrain (parametric)", "Fine-tune (parametric)", "Gradient ascent (parametric)")
 

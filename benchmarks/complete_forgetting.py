@@ -55,7 +55,7 @@ from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.generations import sample_generations
-from spm_gen.reporting.markdown import table
+from spm_gen.reporting.measures import PROTOCOL, REGIME_TABLE, SECONDS, plain, table
 from spm_gen.reporting.memorization_regime import (
     RegimeMeasurements,
     RegimeSettings,
@@ -64,6 +64,7 @@ from spm_gen.reporting.memorization_regime import (
     sampling_plan,
     settings_from_args,
 )
+from spm_gen.reporting.roles import Role
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.data import load_training_set
@@ -84,10 +85,10 @@ CLASS_DELETED = 7
 DATA_RICH_CONFIG = "configs/digits.yaml"
 # the regime's rows of every protocol, in order: role -> (model, phase); protocols with an oracle add its row
 ROWS = {
-    "twin_before": ("twin", "before"),
-    "spm_before": ("spm", "before"),
-    "spm_after": ("spm", "after"),
-    "never_held": ("spm never held R", "after"),
+    Role.TWIN_BEFORE: ("twin", "before"),
+    Role.SPM_BEFORE: ("spm", "before"),
+    Role.SPM_AFTER: ("spm", "after"),
+    Role.NEVER_HELD: ("spm never held R", "after"),
 }
 
 
@@ -174,7 +175,7 @@ def removed_ids(args: argparse.Namespace, protocol: str) -> list[str]:
             return list(json.load(f))
     settings = settings_from_args(args)
     twin = load_pipeline(train_model(args, "twin"))
-    probe = sampling_plan(settings, 10, args.out).run("twin (choosing)", "choose", twin).generations
+    probe = sampling_plan(settings, 10, args.out).run("twin (choosing)", Role.CHOOSING, twin).generations
     training_set = training_set_of(args, protocol)
     dataset = training_set.dataset
     training = MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)
@@ -205,12 +206,12 @@ def measure_protocol(args: argparse.Namespace, protocol: str, training, judge, s
     targets = spm.memory_bank.training_targets
     never = spm.with_memory_bank(reference.remaining)  # the same defaults (an anchor model reads anchors)
     never.set_progress_bar_config(disable=True)
-    oracles = {"never_held": never}
+    oracles = {Role.NEVER_HELD: never}
     rows = dict(ROWS)
     if protocol in ORACLE_PROTOCOLS:
         oracle_dir = train_model(args, f"{protocol}_oracle")
-        oracles["oracle"] = load_pipeline(oracle_dir)
-        rows["oracle"] = ("oracle", "after")
+        oracles[Role.ORACLE] = load_pipeline(oracle_dir)
+        rows[Role.ORACLE] = ("oracle", "after")
     twin = TwinBaseline(load_pipeline(train_model(args, "twin")))  # sampled, not unlearned
     comparison = Comparison(
         spm, {"ids": removed}, f"complete forgetting: {protocol}", twin, oracles, names=run_names(rows)
@@ -218,7 +219,7 @@ def measure_protocol(args: argparse.Namespace, protocol: str, training, judge, s
     result = run_comparison(comparison, sampling_plan(settings, 10, os.path.join(work, "samples")))
     measured.add_rows(result, rows)
     receipt = result.receipt
-    exact = torch.equal(result["spm_after"].generations.images, result["never_held"].generations.images)
+    exact = torch.equal(result[Role.SPM_AFTER].generations.images, result[Role.NEVER_HELD].generations.images)
     seconds = {("spm", "after"): receipt.duration_s}
     if protocol in ORACLE_PROTOCOLS:
         seconds[("oracle", "after")] = training_seconds(oracle_dir)
@@ -423,25 +424,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             earlier = json.load(open(path)) if args.reuse and os.path.isfile(path) else []
             rows = run_data_rich(args, judge, judge_bank, earlier)
             write_json(os.path.splitext(path)[0] + "_settings.json", base)
-            print(table(rows, [(k, k) for k in rows[0]]))
+            print(table(rows, plain(*rows[0])))
         else:
             rows = run_classes(args, judge, judge_bank)
             write_json(path, rows)
             write_json(os.path.splitext(path)[0] + "_settings.json", base)
-            print(table(rows, [(k, k) for k in rows[0]]))
+            print(table(rows, plain(*rows[0])))
     return records
 
 
-REGIME_COLUMNS = [
-    ("protocol", "protocol"),
-    ("model", "model"),
-    ("phase", "phase"),
-    ("near_copies_of_removed", "near-copies of R (500 samples)"),
-    ("memorization_rate", "memorization rate (Gu)"),
-    ("extraction_share", "extraction share"),
-    ("fid_remaining", "FID (remaining)"),
-    ("seconds", "seconds"),
-]
+REGIME_COLUMNS = [PROTOCOL, *REGIME_TABLE, SECONDS]
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from spm_gen.metrics.memorization import memorization, near_copies
 from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
-from spm_gen.reporting.markdown import REGIME_COLUMNS, table
+from spm_gen.reporting.measures import REGIME_TABLE, table
 from spm_gen.reporting.memorization_regime import (
     ROWS,
     TWIN_METHODS,
@@ -50,6 +50,7 @@ from spm_gen.reporting.memorization_regime import (
     settings_from_args,
     variation_samples,
 )
+from spm_gen.reporting.roles import Role
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.data import load_training_dataset
@@ -126,7 +127,7 @@ def removed_ids(args: argparse.Namespace, twin, training: MemoryBank, settings: 
 
 
 def print_table(records: list[dict], extras: dict) -> None:
-    print(table(records, REGIME_COLUMNS))
+    print(table(records, REGIME_TABLE))
     print(f"removed (twin near-copies each): {extras['removed']}; regime reached: {extras['regime_reached']}")
     copies = {k: tuple(v["near_copies_when_memory_holds"].values()) for k, v in extras["memory_influence"].items()}
     print(f"SPM near-copies of each removed image with memory = (itself, another image of its class): {copies}")
@@ -145,7 +146,7 @@ def compare(args, dirs: dict[str, str], spm, twin: TwinBaseline, removed: list[s
         {"ids": removed},
         "memorization regime",
         twin=twin,
-        oracles={role: load_pipeline(dirs[role]) for role in ("oracle_twin", "oracle_spm")},
+        oracles={role: load_pipeline(dirs[role]) for role in (Role.ORACLE_TWIN, Role.ORACLE_SPM)},
         names=run_names(ROWS),
     )
     variations = {"before": variation_samples(spm, reference.removed, settings)}

@@ -30,6 +30,7 @@ from experiments.memorization_scenario import (
 )
 from spm_gen.data import load_digits_dataset
 from spm_gen.metrics.near_copy import NEAR_COPY_RMS
+from spm_gen.reporting.roles import Role
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.unlearning.twin import TwinUnlearning
@@ -88,13 +89,13 @@ def print_results(args: argparse.Namespace, results: dict, settings: ScenarioSet
         f"targets of classes {args.classes}"
     )
     print(f"(a) {args.copies} copies each in the training data")
-    report_counts(results["a"], ("spm_before", "spm_after", "twin_before", "twin_after"))
+    report_counts(results["a"], (Role.SPM_BEFORE, Role.SPM_AFTER, Role.TWIN_BEFORE, Role.TWIN_AFTER))
     print(
         f"    SPM removal of {results['a']['copies_removed']} copies: {1e3 * results['a']['removal_s']:.2f} ms; "
         f"twin {settings.twin.title}: {results['a']['twin_unlearning_s']:.1f} s"
     )
     print(f"(b) {args.memory_copies} copies each added to the memory after training")
-    report_counts(results["b"], ("spm_before", "spm_after", "never_added"))
+    report_counts(results["b"], (Role.SPM_BEFORE, Role.SPM_AFTER, Role.NEVER_ADDED))
     print(f"    after removal == never added, sample for sample: {results['b']['after_equals_never_added']}")
 
 

@@ -23,7 +23,7 @@ from spm_gen.data import load_digits_dataset
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.metrics.fid import fid_terms, folder_features, save_images, save_png
 from spm_gen.models.classifier_spm import load_classifier
-from spm_gen.reporting.markdown import table
+from spm_gen.reporting.measures import Measure, table
 from spm_gen.sampling import read_sample_folder
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.images import to_unit_range
@@ -39,12 +39,12 @@ def class_spread(features: np.ndarray, labels: np.ndarray) -> float:
 
 
 COLUMNS = [
-    ("setting", "setting"),
-    ("fid", "FID", ".3f"),
-    ("mean", "mean term", ".3f"),
-    ("covariance", "covariance term", ".3f"),
-    ("spread", "spread (vs training)", ".3f"),
-    ("nearest", "nearest training (RMS)", ".4f"),
+    Measure("setting", "setting"),
+    Measure("fid", "FID", better="lower", fmt=".3f"),
+    Measure("mean", "mean term", fmt=".3f"),
+    Measure("covariance", "covariance term", fmt=".3f"),
+    Measure("spread", "spread (vs training)", fmt=".3f"),
+    Measure("nearest", "nearest training", "RMS", fmt=".4f"),
 ]
 
 

@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 
 from spm_gen import SPMDiffusionPipeline
 from spm_gen.data import load_digits_dataset, to_memory_bank
-from spm_gen.reporting.markdown import table
+from spm_gen.reporting.measures import GUIDANCE, MODEL, Measure, table
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.logs import read_losses
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
@@ -47,13 +47,13 @@ def digits_judge(image_size: int, seed: int) -> tuple[LogisticRegression, float]
 
 
 COLUMNS = [
-    ("model", "model"),
-    ("guidance_scale", "guidance w"),
-    ("class_consistency", "class consistency"),
-    ("mean_nn_distance", "mean NN distance to train"),
-    ("final_loss", "final loss"),
-    ("train_s", "train s"),
-    ("sample_s", "sample s"),
+    MODEL,
+    GUIDANCE,
+    Measure("class_consistency", "class consistency", better="higher"),
+    Measure("mean_nn_distance", "mean NN distance to train"),
+    Measure("final_loss", "final loss"),
+    Measure("train_s", "training time", "s"),
+    Measure("sample_s", "sampling time", "s"),
 ]
 
 

@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from diffusers import DDPMScheduler
 
 from spm_gen.models.unet_spm import SPMUNet2DModel
-from spm_gen.reporting.markdown import table
+from spm_gen.reporting.measures import Measure, table
 from spm_gen.training import load_config, parse_overrides
 from spm_gen.training.config import TrainConfig
 from spm_gen.training.losses import LossOptions, diffusion_loss
@@ -37,10 +37,10 @@ SETTINGS = {  # name -> overrides
 }
 
 COLUMNS = [
-    ("setting", "setting"),
-    ("seconds_per_step", "s / step"),
-    ("ratio_to_twin", "x twin"),
-    ("peak_mb", "peak MB"),
+    Measure("setting", "setting"),
+    Measure("seconds_per_step", "time per step", "s", "lower"),
+    Measure("ratio_to_twin", "x twin", better="lower"),
+    Measure("peak_mb", "peak memory", "MB", "lower"),
 ]
 
 

@@ -18,7 +18,7 @@ from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.paths import DIGITS_MODELS
 from spm_gen.reporting.generations import sample_generations
-from spm_gen.reporting.markdown import table
+from spm_gen.reporting.measures import plain, table
 from spm_gen.reporting.report_rows import Judge, RemovedData, fid_references, report_row
 from spm_gen.sampling import load_pipeline
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
@@ -37,7 +37,7 @@ SETTINGS = [
 ]
 
 
-COLUMNS = [(key, key) for key in ("method", "steps", "lr", "remain_weight", "seconds", "ua", "fid_remaining")]
+COLUMNS = plain("method", "steps", "lr", "remain_weight", "seconds", "ua", "fid_remaining")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

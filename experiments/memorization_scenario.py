@@ -24,26 +24,25 @@ from spm_gen.metrics.memorization import NEAR_COPY_RMS, count_within, rms_distan
 from spm_gen.reporting.comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
 from spm_gen.reporting.pictures import save_removed_gallery
 from spm_gen.reporting.report_rows import RemovedData
+from spm_gen.reporting.roles import BEFORE_AFTER, Role
+from spm_gen.reporting.sampling_settings import SamplingSettings
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 
-DUPLICATES_NAMES = {"spm_before": "SPM before", "spm_after": "SPM after removal", "twin_before": "twin before"}
+DUPLICATES_NAMES = {Role.SPM_BEFORE: "SPM before", Role.SPM_AFTER: "SPM after removal", Role.TWIN_BEFORE: "twin before"}
 MEMORY_ONLY_NAMES = {
-    "spm_before": "SPM with them in memory",
-    "spm_after": "SPM after removal",
-    "never_added": "SPM that never held them",
+    Role.SPM_BEFORE: "SPM with them in memory",
+    Role.SPM_AFTER: "SPM after removal",
+    Role.NEVER_ADDED: "SPM that never held them",
 }
 
 
 @dataclass
-class ScenarioSettings:
+class ScenarioSettings(SamplingSettings):
     per_target: int = 50  # samples of each target's class
     threshold: float = NEAR_COPY_RMS
-    num_inference_steps: int = 50
-    guidance_scale: float = 0.0
-    memory_size: int | None = 64
+    guidance_scale: float = field(default=0.0, kw_only=True)
+    memory_size: int | None = field(default=64, kw_only=True)
     twin: TwinUnlearning = field(default_factory=TwinUnlearning)  # as in the report
-    batch_size: int = 100
-    seed: int = 0
 
 
 def write_duplicated_folder(dataset: ImageDataset, ids: list[str], copies: int, root: str) -> list[str]:
@@ -69,9 +68,7 @@ def write_duplicated_folder(dataset: ImageDataset, ids: list[str], copies: int, 
 
 def sampling_plan(labels: torch.Tensor, settings: ScenarioSettings, folder: str) -> SamplingPlan:
     """`per_target` samples of each target's class; model `role`'s samples go to `folder/<role>`."""
-    return SamplingPlan.from_settings(
-        settings, [int(label) for label in labels for _ in range(settings.per_target)], folder
-    )
+    return SamplingPlan([int(label) for label in labels for _ in range(settings.per_target)], folder, settings)
 
 
 def count_near_copies(result: ComparisonResult, targets: torch.Tensor, threshold: float) -> dict:
@@ -97,8 +94,8 @@ def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings
         spm,
         {"hashes": hashes},
         "memorization scenario (a)",
-        twin=TwinBaseline(twin, forget, remain, {"twin_after": settings.twin}),
-        names={**DUPLICATES_NAMES, "twin_after": f"twin after {settings.twin.title}"},
+        twin=TwinBaseline(twin, forget, remain, {Role.TWIN_AFTER: settings.twin}),
+        names={**DUPLICATES_NAMES, Role.TWIN_AFTER: f"twin after {settings.twin.title}"},
     )
     compared = run_comparison(comparison, sampling_plan(labels, settings, out))
     result = {
@@ -107,10 +104,10 @@ def duplicates_case(spm, twin, target_ids: list[str], settings: ScenarioSettings
         **count_near_copies(compared, targets, settings.threshold),
     }
     result["copies_removed"], result["removal_s"] = len(compared.receipt.removed_ids), compared.receipt.duration_s
-    result["twin_unlearning_s"] = compared["twin_after"].seconds
+    result["twin_unlearning_s"] = compared[Role.TWIN_AFTER].seconds
     removed = RemovedData(target_ids, targets, labels, [])
-    for tag in ("spm", "twin"):
-        before, after = compared[f"{tag}_before"].generations, compared[f"{tag}_after"].generations
+    for tag, (before_role, after_role) in BEFORE_AFTER.items():
+        before, after = compared[before_role].generations, compared[after_role].generations
         save_removed_gallery(removed, before, after, os.path.join(out, f"gallery_{tag}.png"), count=len(target_ids))
     return result
 
@@ -122,7 +119,7 @@ def memory_only_case(
     then removed. `never` is the same pipeline, loaded separately, whose memory never held them."""
     ids = spm.memory_bank.add(images.repeat_interleave(copies, 0), labels.repeat_interleave(copies))
     comparison = Comparison(
-        spm, {"ids": ids}, "memorization scenario (b)", oracles={"never_added": never}, names=MEMORY_ONLY_NAMES
+        spm, {"ids": ids}, "memorization scenario (b)", oracles={Role.NEVER_ADDED: never}, names=MEMORY_ONLY_NAMES
     )
     compared = run_comparison(comparison, sampling_plan(labels, settings, out))
     result = {
@@ -131,9 +128,9 @@ def memory_only_case(
         **count_near_copies(compared, images, settings.threshold),
     }
     result["removal_s"] = compared.receipt.duration_s
-    after, never_gen = compared["spm_after"].generations, compared["never_added"].generations
+    after, never_gen = compared[Role.SPM_AFTER].generations, compared[Role.NEVER_ADDED].generations
     result["after_equals_never_added"] = torch.equal(after.images, never_gen.images)
     removed = RemovedData([f"memory-only {i}" for i in range(len(images))], images, labels, [])
-    before = compared["spm_before"].generations
+    before = compared[Role.SPM_BEFORE].generations
     save_removed_gallery(removed, before, after, os.path.join(out, "gallery_memory_only.png"), count=len(images))
     return result

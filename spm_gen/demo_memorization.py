@@ -10,6 +10,7 @@ import os
 
 from .paths import DIGITS_MODELS, MEMORIZATION_MODELS, WHERE_MODELS_ARE, require_entries
 from .reporting.markdown import append_memorization_section
+from .reporting.roles import Role
 from .utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -26,10 +27,10 @@ REGIME_FOLDERS = {
 }
 FORGETTING_NAME = "spm, memory-only half"
 FORGETTING_ROWS = {
-    "twin_before": ("twin", "before"),  # the baseline's generations: they do not depend on what is removed
-    "spm_before": (FORGETTING_NAME, "before"),
-    "spm_after": (FORGETTING_NAME, "after"),
-    "oracle_spm": (f"oracle ({FORGETTING_NAME})", "after"),
+    Role.TWIN_BEFORE: ("twin", "before"),  # the baseline's generations: they do not depend on what is removed
+    Role.SPM_BEFORE: (FORGETTING_NAME, "before"),
+    Role.SPM_AFTER: (FORGETTING_NAME, "after"),
+    Role.ORACLE_SPM: (f"oracle ({FORGETTING_NAME})", "after"),
 }
 
 
@@ -89,7 +90,7 @@ def run_memorization_demo(
         {"ids": removed},
         "demo: the memorization regime",
         twin=TwinBaseline(load_pipeline(os.path.join(models_dir, "twin"))),  # sampled, not unlearned
-        oracles={role: load_pipeline(os.path.join(models_dir, role)) for role in ("oracle_twin", "oracle_spm")},
+        oracles={role: load_pipeline(os.path.join(models_dir, role)) for role in (Role.ORACLE_TWIN, Role.ORACLE_SPM)},
         names=run_names(rows),
     )
     plan = sampling_plan(settings, spm.unet.config.num_class_embeds, os.path.join(work, "samples"))
@@ -105,7 +106,7 @@ def run_memorization_demo(
         "records": measured.records,
         "pictures": measured.save_pictures(titles, os.path.join(work, "pictures")),
     }
-    forgetting = complete_forgetting_section(models_dir, result["twin_before"], plan, settings, reference.judge)
+    forgetting = complete_forgetting_section(models_dir, result[Role.TWIN_BEFORE], plan, settings, reference.judge)
     summary["complete_forgetting"] = forgetting
     atomic_write_text(os.path.join(work, "memorization.json"), json.dumps(summary, indent=2))
     report = os.path.join(output_dir, "report.md")
@@ -138,11 +139,11 @@ def complete_forgetting_section(models_dir: str, twin, plan, settings, judge) ->
         spm,
         {"ids": removed},
         "demo: complete forgetting",
-        oracles={"oracle_spm": load_pipeline(os.path.join(folder, "oracle_spm"))},
+        oracles={Role.ORACLE_SPM: load_pipeline(os.path.join(folder, "oracle_spm"))},
         names=run_names(FORGETTING_ROWS),
     )
     result = run_comparison(comparison, replace(plan, folder=os.path.join(cf_work, "samples")))
-    measured.add_rows({"twin_before": twin, **result.runs}, FORGETTING_ROWS)
+    measured.add_rows({Role.TWIN_BEFORE: twin, **result.runs}, FORGETTING_ROWS)
     receipt = result.receipt
     titles = [f"memory-only half: removed id {item} (class {label})" for item, label in zip(removed, labels)]
     return {

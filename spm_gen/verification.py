@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from .metrics.fid import domain_features
 from .metrics.memorization import NEAR_COPY_RMS, count_within, rms_distances
+from .reporting.sampling_settings import SamplingSettings
 from .utils.progress import progress
 from .utils.validation import check_values
 
@@ -28,23 +29,20 @@ RETRAIN_HINT = "retrain without it: spm-gen train --config CONFIG --exclude_ids 
 
 
 @dataclass
-class VerificationSettings:
+class VerificationSettings(SamplingSettings):
+    """Class c is sampled with torch.Generator().manual_seed(seed * 1_000_003 + c), with the pipeline's own
+    guidance and memory size unless set."""
+
     samples: int = 64  # generations per class that lost items
     threshold: float = NEAR_COPY_RMS
-    num_inference_steps: int = 50
-    seed: int = 0  # class c is sampled with torch.Generator().manual_seed(seed * 1_000_003 + c)
-    batch_size: int = 64
+    batch_size: int = field(default=64, kw_only=True)
 
     def check(self) -> None:
         check_values(
             self,
-            {
-                "samples": isinstance(self.samples, int) and self.samples > 0,
-                "threshold": 0 < self.threshold <= 1,
-                "num_inference_steps": isinstance(self.num_inference_steps, int) and self.num_inference_steps > 0,
-                "batch_size": isinstance(self.batch_size, int) and self.batch_size > 0,
-            },
+            {"samples": isinstance(self.samples, int) and self.samples > 0, "threshold": 0 < self.threshold <= 1},
         )
+        self.check_sampling()
 
     def class_seed(self, label: int) -> int:
         return self.seed * 1_000_003 + int(label)
@@ -58,8 +56,8 @@ def sample_class(pipe, label: int, settings: VerificationSettings) -> torch.Tens
         count = min(settings.batch_size, settings.samples - start)
         images = pipe(
             class_labels=[label] * count,
-            num_inference_steps=settings.num_inference_steps,
             generator=generator,
+            **settings.pipeline_kwargs(pipe),
             output_type="pt",
         ).images
         out.append(images.float().cpu())

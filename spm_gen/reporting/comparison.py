@@ -1,7 +1,7 @@
 """One experiment protocol for the report, the demo and the benchmarks: sample the SPM, delete from its memory,
 sample it again, unlearn the same data from the parametric twin, sample the oracles retrained without it; every
-model with the same labels and seeds (`SamplingPlan`). Each sampled model is a `ModelRun`, keyed by its role;
-what is measured, tabled and drawn is the driver's (`report.py`, `memorization_regime.py`, ...).
+model with the same labels, seeds and `SamplingSettings` (`SamplingPlan`). Each sampled model is a `ModelRun`,
+keyed by its `Role`; what is measured, tabled and drawn is the driver's (`report.py`, `memorization_regime.py`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..choices import EmptyMemory
 from ..data import ImageDataset
 from ..memory.receipts import RemovalReceipt
 from ..unlearning.twin import TwinUnlearning
 from .generations import Generations, sample_generations
+from .roles import Role
+from .sampling_settings import SamplingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class ModelRun:
     """One sampled model of a comparison."""
 
     name: str  # shown in tables and pictures, e.g. "SPM after removal"
-    role: str  # its key in the comparison ("spm_before", "spm_after", "twin_before", a twin method's, an oracle's)
+    role: Role  # its key in the comparison
     pipe: Any
     guidance_scale: float
     generations: Generations
@@ -38,46 +39,22 @@ class ModelRun:
 
 @dataclass
 class SamplingPlan:
-    """How every model of a comparison is sampled: one image per entry of `labels`, the same seeds for every
-    model; run `role` writes its samples to `folder/<role>`."""
+    """How every model of a comparison is sampled: one image per entry of `labels`, the same seeds and settings
+    for every model; run `role` writes its samples to `folder/<role>`."""
 
     labels: list[int]
     folder: str
-    seed: int = 0
-    batch_size: int = 100
-    num_inference_steps: int = 50
-    guidance_scale: float | None = None  # None: each model's own (its saved default_guidance_scale)
-    memory_size: int | None = 64  # memory items each class reads (SPMs only; None: all)
-    empty_memory: EmptyMemory | None = None  # what a class with no memory left reads (SPMs only; None: the default)
+    settings: SamplingSettings
 
-    @classmethod
-    def from_settings(cls, settings, labels: list[int], folder: str) -> SamplingPlan:
-        """A plan with the sampling fields of a benchmark's settings dataclass: `seed`, `batch_size`,
-        `num_inference_steps`, `guidance_scale` and `memory_size`."""
-        fields = ("seed", "batch_size", "num_inference_steps", "guidance_scale", "memory_size")
-        return cls(labels, folder, **{name: getattr(settings, name) for name in fields})
-
-    def run(self, name: str, role: str, pipe, seconds: float | None = None) -> ModelRun:
+    def run(self, name: str, role: Role, pipe, seconds: float | None = None) -> ModelRun:
         """Samples `pipe` as model `name`."""
-        w = pipe.config.default_guidance_scale if self.guidance_scale is None else self.guidance_scale
-        logger.info("sampling %d images: %s (guidance %s)", len(self.labels), name, w)
-        extra = {}
-        if pipe.memory_bank is not None:
-            extra["memory_size"] = self.memory_size
-            if self.empty_memory is not None:
-                extra["empty_memory"] = self.empty_memory
+        kwargs = self.settings.pipeline_kwargs(pipe)
+        logger.info("sampling %d images: %s (guidance %s)", len(self.labels), name, kwargs["guidance_scale"])
+        folder = os.path.join(self.folder, role)
         generations = sample_generations(
-            name,
-            pipe,
-            self.labels,
-            os.path.join(self.folder, role),
-            self.seed,
-            self.batch_size,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=w,
-            **extra,
+            name, pipe, self.labels, folder, self.settings.seed, self.settings.batch_size, **kwargs
         )
-        return ModelRun(name, role, pipe, w, generations, seconds)
+        return ModelRun(name, role, pipe, kwargs["guidance_scale"], generations, seconds)
 
 
 @dataclass
@@ -87,7 +64,7 @@ class TwinBaseline:
     pipe: Any
     forget: ImageDataset | None = None  # what the twin unlearns (needed with methods)
     remain: ImageDataset | None = None  # what it keeps (descent on it during unlearning)
-    methods: dict[str, TwinUnlearning] = field(default_factory=dict)  # role -> method; none: sampled only
+    methods: dict[Role, TwinUnlearning] = field(default_factory=dict)  # role -> method; none: sampled only
 
     def __post_init__(self) -> None:
         if self.methods and (self.forget is None or self.remain is None):
@@ -104,43 +81,43 @@ class Comparison:
     removal: dict[str, list]  # `MemoryBank.remove`'s selection: ids=, labels= and/or hashes=
     reason: str
     twin: TwinBaseline | None = None
-    oracles: dict[str, Any] = field(default_factory=dict)  # role -> pipeline (retrained without, or never held)
-    names: dict[str, str] = field(default_factory=dict)
+    oracles: dict[Role, Any] = field(default_factory=dict)  # role -> pipeline (retrained without, or never held)
+    names: dict[Role, str] = field(default_factory=dict)
 
-    def name(self, role: str) -> str:
+    def name(self, role: Role) -> str:
         return self.names.get(role, role)
 
 
 @dataclass
 class ComparisonResult:
-    runs: dict[str, ModelRun]  # by role, in the order they were sampled
+    runs: dict[Role, ModelRun]  # by role, in the order they were sampled
     receipt: RemovalReceipt  # the SPM's deletion
 
-    def __getitem__(self, role: str) -> ModelRun:
+    def __getitem__(self, role: Role) -> ModelRun:
         return self.runs[role]
 
-    def get(self, role: str) -> ModelRun | None:
+    def get(self, role: Role) -> ModelRun | None:
         return self.runs.get(role)
 
 
 def run_comparison(comparison: Comparison, plan: SamplingPlan) -> ComparisonResult:
     """Samples every model of `comparison` by `plan`. The SPM's memory is edited in place (after the call
     it holds the removal)."""
-    runs: dict[str, ModelRun] = {}
+    runs: dict[Role, ModelRun] = {}
 
-    def add(role: str, pipe, seconds: float | None = None) -> None:
+    def add(role: Role, pipe, seconds: float | None = None) -> None:
         runs[role] = plan.run(comparison.name(role), role, pipe, seconds)
 
-    add("spm_before", comparison.spm)
+    add(Role.SPM_BEFORE, comparison.spm)
     receipt = comparison.spm.memory_bank.remove(**comparison.removal, reason=comparison.reason)
     logger.info("removed %d memory items in %.2f ms", len(receipt.removed_ids), 1e3 * receipt.duration_s)
-    add("spm_after", comparison.spm, receipt.duration_s)
+    add(Role.SPM_AFTER, comparison.spm, receipt.duration_s)
     twin = comparison.twin
     if twin is not None:
-        add("twin_before", twin.pipe)
+        add(Role.TWIN_BEFORE, twin.pipe)
         for role, method in twin.methods.items():
             logger.info("unlearning the twin: %s, %d steps", method.title, method.steps)
-            unlearned, seconds = method.apply(twin.pipe, twin.forget, twin.remain, plan.seed)
+            unlearned, seconds = method.apply(twin.pipe, twin.forget, twin.remain, plan.settings.seed)
             add(role, unlearned, seconds)
     for role, pipe in comparison.oracles.items():
         add(role, pipe)

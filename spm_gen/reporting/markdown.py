@@ -5,17 +5,8 @@ from __future__ import annotations
 import os
 
 from ..utils.atomic import atomic_write_text
-
-COLUMNS = [
-    ("model", "model"),
-    ("guidance_scale", "guidance w"),
-    ("fid_remaining", "FID (remaining classes) ↓"),
-    ("fid_oracle", "FID_O ↓"),
-    ("ua", "UA (%) ↑"),
-    ("memorization_rate", "memorization rate"),
-    ("near_copies", "near-copies of removed"),
-    ("removal_s", "removal time (s)"),
-]
+from .measures import REGIME_TABLE, REPORT_TABLE, table
+from .roles import Role
 
 METRICS = """\
 - **FID (remaining classes)**: Fréchet distance between generations of the classes that were not removed and
@@ -29,23 +20,6 @@ METRICS = """\
 - **Near-copies of removed**: generations within {threshold} RMS pixel distance of some removed image.
 - **Removal time**: memory deletion for the SPM; the unlearning method's run time for the twin.
 """
-
-
-def _cell(value, fmt: str = ".4g") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:{fmt}}"
-    return str(value)
-
-
-def table(rows: list[dict], columns: list[tuple[str, ...]] = COLUMNS) -> str:
-    """A markdown table: one column per `(key, title)` or `(key, title, float format)` of `columns` (floats:
-    ".4g" by default), one line per row."""
-    lines = ["| " + " | ".join(column[1] for column in columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(key), *fmt) for key, _, *fmt in columns) + " |")
-    return "\n".join(lines)
 
 
 def sanity_warnings(rows: list[dict]) -> list[str]:
@@ -69,7 +43,7 @@ def conclusion(rows: list[dict]) -> str:
     """The report in one line: what deleting from memory changed for the SPM, beside the oracle and the twin's
     unlearning (rows by their `role`; a number the report did not measure is left out)."""
     by_role = {row["role"]: row for row in rows}
-    before, after = by_role["spm_before"], by_role["spm_after"]
+    before, after = by_role[Role.SPM_BEFORE], by_role[Role.SPM_AFTER]
 
     def change(key: str, title: str, fmt: str) -> str | None:
         if before.get(key) is None or after.get(key) is None:
@@ -82,10 +56,10 @@ def conclusion(rows: list[dict]) -> str:
         change("near_copies", "near-copies of removed images", "d"),
     ]
     line = f"Deleting from the SPM's memory took {1e3 * after['removal_s']:.3g} ms: " + ", ".join(p for p in parts if p)
-    oracle = by_role.get("oracle")
+    oracle = by_role.get(Role.ORACLE)
     if oracle is not None and oracle.get("ua") is not None:
         line += f" (the oracle: UA {oracle['ua']:.1f})"
-    twin = by_role.get("twin_after")
+    twin = by_role.get(Role.TWIN_AFTER)
     if twin is not None:
         numbers = [
             f"{title} {twin[key]:{fmt}}"
@@ -112,7 +86,7 @@ def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> st
         "",
         f"**In one line:** {conclusion(summary['rows'])}",
         "",
-        table(summary["rows"]),
+        table(summary["rows"], REPORT_TABLE),
         "",
         *[f"**Warning:** {warning}\n" for warning in summary.get("warnings", [])],
         f"<details><summary>The {len(removal['ids'])} removed ids</summary>\n\n{', '.join(removal['ids'])}\n",
@@ -127,16 +101,6 @@ def write_report(path: str, summary: dict, pictures: dict[str, list[str]]) -> st
     lines += ["Numbers and settings: `report.json`. Machine: " + summary["machine"], ""]
     atomic_write_text(path, "\n".join(lines))
     return path
-
-
-REGIME_COLUMNS = [
-    ("model", "model"),
-    ("phase", "phase"),
-    ("near_copies_of_removed", "near-copies of removed"),
-    ("memorization_rate", "memorization rate"),
-    ("extraction_share", "extraction share"),
-    ("fid_remaining", "FID (remaining images) ↓"),
-]
 
 
 def append_memorization_section(path: str, summary: dict, title: str = "Memorization regime") -> str:
@@ -157,7 +121,7 @@ def append_memorization_section(path: str, summary: dict, title: str = "Memoriza
         f"the same seeds for every model; near-copy: within {settings['threshold']} RMS pixel distance; the SPM "
         f"deleted them from its memory in {1e3 * summary['spm_deletion_s']:.2f} ms.",
         "",
-        table(summary["records"], REGIME_COLUMNS),
+        table(summary["records"], REGIME_TABLE),
         "",
         "- **Extraction share**: generations whose Carlini et al. ratio (the distance to the nearest remaining "
         "training image over half the mean distance to the 50 nearest) is below 1/3.",

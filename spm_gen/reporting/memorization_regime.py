@@ -33,37 +33,38 @@ from ..metrics.memorization import (
 from ..models.classifier_spm import SPMClassifier
 from ..utils.charts import save_distance_histogram
 from ..utils.images import save_titled_rows
-from ..utils.validation import check_values, is_guidance_scale
+from ..utils.validation import check_values
 from .comparison import ComparisonResult, ModelRun, SamplingPlan
 from .generations import Generations
+from .roles import Role
+from .sampling_settings import SamplingSettings
 
 logger = logging.getLogger(__name__)
 
 # the regime's rows, in order: role -> (model, phase); the demo shows those that do not unlearn the twin
 ROWS = {
-    "twin_before": ("twin", "before"),
-    "spm_before": ("spm", "before"),
-    "spm_after": ("spm deletion", "after"),
-    "twin_salun": ("twin + SalUn", "after"),
-    "twin_gradient_ascent": ("twin + gradient ascent", "after"),
-    "oracle_twin": ("oracle twin", "after"),
-    "oracle_spm": ("oracle spm", "after"),
+    Role.TWIN_BEFORE: ("twin", "before"),
+    Role.SPM_BEFORE: ("spm", "before"),
+    Role.SPM_AFTER: ("spm deletion", "after"),
+    Role.TWIN_SALUN: ("twin + SalUn", "after"),
+    Role.TWIN_GRADIENT_ASCENT: ("twin + gradient ascent", "after"),
+    Role.ORACLE_TWIN: ("oracle twin", "after"),
+    Role.ORACLE_SPM: ("oracle spm", "after"),
 }
-TWIN_METHODS = {"twin_salun": "random_label", "twin_gradient_ascent": "gradient_ascent"}  # role -> method
+TWIN_METHODS = {Role.TWIN_SALUN: "random_label", Role.TWIN_GRADIENT_ASCENT: "gradient_ascent"}  # role -> method
 EXTRACTION_RATIO = 1 / 3  # a sample counts as extracted below this ratio (our threshold, stated in RESULTS)
 
 
 @dataclass
-class RegimeSettings:
+class RegimeSettings(SamplingSettings):
+    """The regime's sampling (no guidance; the SPM reads its class's whole memory, 10 items per class here) and
+    what it measures."""
+
     per_class: int = 50  # samples of every class, per model and phase
     threshold: float = NEAR_COPY_RMS
     num_removed: int = 5  # removed images, one per class, among those the twin copies
-    num_inference_steps: int = 50
-    guidance_scale: float = 0.0
-    memory_size: int | None = None  # the SPM reads its class's whole memory (10 items per class here)
+    guidance_scale: float = field(default=0.0, kw_only=True)
     variations: int = 8  # image-variation samples per removed image
-    batch_size: int = 100
-    seed: int = 0
 
     def check(self) -> None:
         """Raises ValueError naming the first bad value."""
@@ -73,13 +74,10 @@ class RegimeSettings:
                 "per_class": self.per_class > 0,
                 "threshold": 0 < self.threshold <= 1,
                 "num_removed": self.num_removed > 0,
-                "num_inference_steps": self.num_inference_steps > 0,
-                "guidance_scale": is_guidance_scale(self.guidance_scale),
-                "memory_size": self.memory_size is None or self.memory_size > 0,
                 "variations": self.variations > 0,
-                "batch_size": self.batch_size > 0,
             },
         )
+        self.check_sampling()
 
 
 def settings_from_args(args) -> RegimeSettings:
@@ -98,12 +96,10 @@ def settings_from_args(args) -> RegimeSettings:
 def sampling_plan(settings: RegimeSettings, num_classes: int, folder: str) -> SamplingPlan:
     """`per_class` samples of every class (classes in blocks), seeded by `settings.seed`; model `role`'s samples
     go to `folder/<role>`."""
-    return SamplingPlan.from_settings(
-        settings, [c for c in range(num_classes) for _ in range(settings.per_class)], folder
-    )
+    return SamplingPlan([c for c in range(num_classes) for _ in range(settings.per_class)], folder, settings)
 
 
-def run_names(rows: dict[str, tuple[str, str]]) -> dict[str, str]:
+def run_names(rows: dict[Role, tuple[str, str]]) -> dict[Role, str]:
     """The shown name of each role of a regime's rows (role -> (model, phase)): "model (phase)"."""
     return {role: f"{model} ({phase})" for role, (model, phase) in rows.items()}
 
@@ -189,7 +185,7 @@ class RegimeMeasurements:
         logger.info("%s", record)
         return record
 
-    def add_rows(self, result: ComparisonResult | dict[str, ModelRun], rows: dict[str, tuple[str, str]]) -> None:
+    def add_rows(self, result: ComparisonResult | dict[Role, ModelRun], rows: dict[Role, tuple[str, str]]) -> None:
         """Measures the runs of `rows` (role -> (model, phase)), in that order."""
         for role, (model, phase) in rows.items():
             self.add(result[role], model, phase)

@@ -19,16 +19,18 @@ from ..utils.processes import process_state
 from .comparison import Comparison, ComparisonResult, SamplingPlan, TwinBaseline, run_comparison
 from .config import ReportConfig
 from .markdown import sanity_warnings, write_report
+from .measures import REPORT_TABLE, units
 from .pictures import save_class_grids, save_removed_gallery
 from .report_rows import Judge, RemovedData, fid_references, report_row
+from .roles import BEFORE_AFTER, Role
 
 logger = logging.getLogger(__name__)
 
 NAMES = {  # each model's name in the table and the pictures
-    "spm_before": "SPM before removal",
-    "spm_after": "SPM after removal",
-    "twin_before": "twin before",
-    "oracle": "oracle (retrained without)",
+    Role.SPM_BEFORE: "SPM before removal",
+    Role.SPM_AFTER: "SPM after removal",
+    Role.TWIN_BEFORE: "twin before",
+    Role.ORACLE: "oracle (retrained without)",
 }
 
 
@@ -73,6 +75,7 @@ def _run_report(config: ReportConfig, out: str) -> dict:
     rows, distances = measure_runs(result, training, removed, judge, config, os.path.join(out, "fid_inputs"))
     summary = {
         "rows": rows,
+        "units": units(REPORT_TABLE),
         "removal": {
             "num_items": len(removed.ids),
             "classes": removed.classes,
@@ -97,15 +100,15 @@ def report_comparison(config: ReportConfig, spm, training: MemoryBank, removed: 
     """The report's models: the SPM, the twin unlearned by `config.twin`, the oracle (those given)."""
     twin = None
     if config.twin_dir:
-        methods = {"twin_after": config.twin}
+        methods = {Role.TWIN_AFTER: config.twin}
         twin = TwinBaseline(load_pipeline(config.twin_dir), *forget_and_remain(training, removed.ids), methods)
     return Comparison(
         spm,
         {"ids": removed.ids},
         "spm-gen report",
         twin=twin,
-        oracles={"oracle": load_pipeline(config.oracle_dir)} if config.oracle_dir else {},
-        names={**NAMES, "twin_after": f"twin after {config.twin.title}"},
+        oracles={Role.ORACLE: load_pipeline(config.oracle_dir)} if config.oracle_dir else {},
+        names={**NAMES, Role.TWIN_AFTER: f"twin after {config.twin.title}"},
     )
 
 
@@ -113,18 +116,16 @@ def sampling_plan(config: ReportConfig, spm, out: str) -> SamplingPlan:
     """`num_images` generations per model, classes cycling, into `out/samples/<role>`."""
     num_classes = spm.unet.config.num_class_embeds
     labels = [i % num_classes for i in range(config.num_images)]
-    plan = SamplingPlan.from_settings(config, labels, os.path.join(out, "samples"))
-    plan.empty_memory = config.empty_memory
-    return plan
+    return SamplingPlan(labels, os.path.join(out, "samples"), config)
 
 
 def measure_runs(result: ComparisonResult, training, removed, judge, config: ReportConfig, work: str):
     """The table's rows, in the order the models were sampled, and each model's per-sample distances."""
-    oracle = result.get("oracle")
+    oracle = result.get(Role.ORACLE)
     references = fid_references(training, removed, work, oracle.generations if oracle else None) if judge else {}
     rows, distances = [], {}
     for run in result.runs.values():
-        own = {k: v for k, v in references.items() if run.role != "oracle" or k != "oracle"}
+        own = {k: v for k, v in references.items() if run.role != Role.ORACLE or k != "oracle"}
         gen = run.generations
         row, d = report_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
         row.update(removal_s=run.seconds, guidance_scale=run.guidance_scale, role=run.role)
@@ -136,17 +137,17 @@ def measure_runs(result: ComparisonResult, training, removed, judge, config: Rep
 def save_pictures(result: ComparisonResult, removed, distances: dict, config: ReportConfig, out: str) -> dict:
     """The report's pictures by section: class grids, galleries of removed images, distance histograms."""
     generations = [run.generations for run in result.runs.values()]
-    num_classes = result["spm_before"].pipe.unet.config.num_class_embeds
+    num_classes = result[Role.SPM_BEFORE].pipe.unet.config.num_class_embeds
     galleries = [
         save_removed_gallery(
             removed,
-            result[f"{tag}_before"].generations,
-            result[f"{tag}_after"].generations,
+            result[before].generations,
+            result[after].generations,
             os.path.join(out, f"gallery_{tag}.png"),
             count=config.gallery_size,
         )
-        for tag in ("spm", "twin")
-        if f"{tag}_after" in result.runs
+        for tag, (before, after) in BEFORE_AFTER.items()
+        if after in result.runs
     ]
     histograms = [
         save_distance_histogram(

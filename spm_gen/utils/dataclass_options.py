@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, **kwargs: Any) -> Any:
     """A dataclass field that is also an option. `flag`: its name on the command line (`--x`, or a bare name
-    for a positional argument); `kwargs`: extra `dataclasses.field` arguments (`default_factory`) or argparse
-    ones (`action="append"`)."""
-    field_kwargs = {k: kwargs.pop(k) for k in ("default_factory",) if k in kwargs}
+    for a positional argument); `kwargs`: extra `dataclasses.field` arguments (`default_factory`, `kw_only`) or
+    argparse ones (`action="append"`)."""
+    field_kwargs = {k: kwargs.pop(k) for k in ("default_factory", "kw_only") if k in kwargs}
     metadata = {"help": help, "flag": flag, "argparse": kwargs}
     return dataclasses.field(default=default, metadata=metadata, **field_kwargs)
 

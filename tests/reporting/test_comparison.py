@@ -3,6 +3,7 @@ import torch
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.reporting.comparison import Comparison, SamplingPlan, TwinBaseline, run_comparison
+from spm_gen.reporting.sampling_settings import SamplingSettings
 from spm_gen.unlearning.twin import TwinUnlearning
 from tests.tiny import tiny_memory, tiny_pipeline, tiny_unet
 
@@ -22,7 +23,7 @@ def test_every_model_is_sampled_by_role_with_the_same_seeds_and_the_deletion_is_
         oracles={"never_held": never},
         names={"spm_before": "SPM before"},
     )
-    plan = SamplingPlan(labels=[0, 1, 2, 1], folder=str(tmp_path), num_inference_steps=2, memory_size=3)
+    plan = SamplingPlan([0, 1, 2, 1], str(tmp_path), SamplingSettings(num_inference_steps=2, memory_size=3))
     result = run_comparison(comparison, plan)
     assert list(result.runs) == ["spm_before", "spm_after", "twin_before", "never_held"]  # in the order made
     assert result["spm_before"].name == "SPM before" and result["never_held"].name == "never_held"
