@@ -16,7 +16,7 @@ from spm_gen.training.config import TrainConfig, script_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return script_main(argv, "Train an SPM or its parametric twin.", TrainConfig, "configs/digits.yaml")
+    return script_main(argv, "Train an SPM or its parametric twin.", TrainConfig)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from spm_gen.training.config import ClassifierTrainConfig, script_main
 
 def main(argv: list[str] | None = None) -> int:
     description = "Train a classifier SPM or the parametric classifier."
-    return script_main(argv, description, ClassifierTrainConfig, "configs/digits_classifier.yaml")
+    return script_main(argv, description, ClassifierTrainConfig)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
+from .cli_options import CheckOptions, DemoOptions, RemoveOptions, ReportOptions, ServeOptions
 from .paths import (
-    DIGITS_MODELS,
-    MEMORIZATION_MODELS,
     check_labels_in_folder,
     check_model_folder,
     check_pipeline_folder,
     suggestion,
 )
-from .reporting.config import ReportConfig
+from .training.config import TrainOptions  # light: the config is checked before torch loads
 from .utils.dataclass_options import add_options, from_options, named_as_options
-from .utils.validation import check_positive_int, int_option
 
 VERSION = "0.1.0"
 
@@ -63,14 +62,10 @@ def _log_report(summary: dict) -> None:
         log.info("%s", json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: DemoOptions) -> int:
     from .demo import check_demo_models, run_forgetting_demo, run_memory_demo
     from .demo_memorization import check_regime_models, run_memorization_demo
 
-    for flag, value in (("--num-images", args.num_images), ("--steps", args.steps), ("--image-size", args.image_size)):
-        check_positive_int(flag, value)
-    if not 0 <= args.seed < 2**63:  # a torch generator's range
-        raise ValueError(f"--seed must be in [0, 2^63), got {args.seed}")
     check_demo_models(args.models)  # before minutes of work
     check_regime_models(args.memorization_models)
     log = logging.getLogger("spm_gen")
@@ -99,7 +94,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, rest: list[str]) -> int:
+def _train(args: TrainOptions, rest: list[str]) -> int:
     from .training.config import TrainConfig, configure  # light: the config is checked before torch loads
 
     config = configure(args.config, rest, TrainConfig, args.dry_run)
@@ -117,7 +112,7 @@ def _items(count: int) -> str:
     return f"{count} item" + ("" if count == 1 else "s")
 
 
-def _remove(args: argparse.Namespace) -> int:
+def _remove(args: RemoveOptions) -> int:
     check_model_folder(args.folder, require_bank=False)  # before the imports of torch and diffusers (seconds)
     settings = _verification_settings(args)  # the flags, and for --verify what the folder must be
     check_model_folder(args.folder)
@@ -174,7 +169,7 @@ def _remove(args: argparse.Namespace) -> int:
     return _verify(args, outcome, settings)
 
 
-def _verification_settings(args: argparse.Namespace):
+def _verification_settings(args: RemoveOptions):
     """The verification settings of `--verify` (None without it), checked before anything is removed: the
     folder must be a saved SPM pipeline, the judge a classifier folder."""
     if not args.verify:
@@ -197,7 +192,7 @@ def _verification_settings(args: argparse.Namespace):
     return settings
 
 
-def _verify(args: argparse.Namespace, outcome, settings) -> int:
+def _verify(args: RemoveOptions, outcome, settings) -> int:
     """Samples the edited model, writes the verification block into the receipt file; exit 3 with
     --require-verified when a removed image is still produced."""
     from .models.classifier_spm import load_classifier
@@ -224,7 +219,7 @@ def _verify(args: argparse.Namespace, outcome, settings) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
+def _report(args: ReportOptions) -> int:
     if not (args.remove_classes or args.remove_ids or args.remove_ids_file):
         raise ValueError("nothing to remove: give --remove-class, --remove-ids and/or --remove-ids-file")
     check_pipeline_folder(args.pipeline_dir, "PIPELINE")  # before the heavy imports
@@ -234,12 +229,11 @@ def _report(args: argparse.Namespace) -> int:
     from .memory.deletion import read_ids_file
     from .reporting import run_report
 
-    config = from_options(ReportConfig, args)
     if args.remove_ids_file:
-        config.remove_ids += read_ids_file(args.remove_ids_file)
-    with named_as_options(ReportConfig):
-        config.check()
-    _log_report(run_report(config))
+        args.remove_ids += read_ids_file(args.remove_ids_file)
+    with named_as_options(ReportOptions):
+        args.check()
+    _log_report(run_report(args))
     return 0
 
 
@@ -256,137 +250,7 @@ class _TrainHelp(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="spm-gen", description="Deep semi-parametric image models that forget.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    demo = sub.add_parser(
-        "demo",
-        help="the forgetting demo on the digits: a memory bank, then the removal report on trained models",
-        description="Removes class 3 and 20 images from the shipped digits SPM (assets/digits) and writes "
-        "report.md with the twin (random-label unlearning) and the oracle for comparison.",
-    )
-    demo.add_argument("--output", default="outputs/demo", help="output folder (default: outputs/demo)")
-    demo.add_argument("--models", default=DIGITS_MODELS, help="spm/, twin/, oracle/, judge/ (default: assets/digits)")
-    demo.add_argument(
-        "--memorization-models",
-        default=MEMORIZATION_MODELS,
-        help="the memorization regime's twin/, spm/, oracle_twin/, oracle_spm/, removed.json "
-        "(default: assets/memorization)",
-    )
-    demo.add_argument("--image-size", type=int, default=8, help="digit size of the memory-bank part (default: 8)")
-    demo.add_argument("--num-images", type=int, default=300, help="generations per model (default: 300)")
-    demo.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of sampling and of the removed ids (default: 0)")
-    demo.set_defaults(func=_demo)
-    train = sub.add_parser(
-        "train",
-        help="train an SPM or its twin (one process; use `accelerate launch scripts/train.py` for several)",
-        description="Trains from a yaml config; override any key with --key value (e.g. --max_train_steps 200).",
-        add_help=False,
-    )
-    train.add_argument("-h", "--help", action=_TrainHelp, nargs=0, help="show this help and the config keys, and exit")
-    train.add_argument(
-        "--config", required=True, help="a yaml run config, e.g. configs/digits.yaml or configs/tiny.yaml"
-    )
-    train.add_argument("--dry-run", action="store_true", help="print the resolved config as json and exit")
-    train.set_defaults(func=_train, takes_overrides=True)
-    check = sub.add_parser(
-        "check",
-        help="verify a saved pipeline, classifier or memory bank folder; list every problem (exit 0: none, 1: some)",
-        description="Reads the folder and changes nothing: file kinds and links, json files, the bank's commit, "
-        "shards, digests and content hashes, files a killed save left, the receipt log and the receipts/ files.",
-    )
-    check.add_argument("folder", help="a saved pipeline, classifier or memory bank folder")
-    check.add_argument("--json", action="store_true", help="print the problems as json")
-    check.set_defaults(func=_check)
-    remove = sub.add_parser(
-        "remove",
-        help="remove images from a saved pipeline's or classifier's memory",
-        description="Loads FOLDER/memory_bank, removes the requested items, saves atomically and writes the receipt.",
-    )
-    remove.add_argument("folder", help="a saved SPMDiffusionPipeline or classifier folder")
-    what = remove.add_mutually_exclusive_group(required=True)
-    what.add_argument("--ids", nargs="+", help="item ids")
-    what.add_argument("--ids-file", help="a file of ids (one per line, or a json list)")
-    what.add_argument("--class", dest="label", type=int, help="a whole class")
-    what.add_argument("--images", nargs="+", help="image files, matched by content hash")
-    what.add_argument("--similar-to", nargs="+", help="image files; removes items within --threshold of them")
-    remove.add_argument(
-        "--threshold",
-        type=float,
-        help="RMS pixel distance in [0, 1]: the match distance of --similar-to, and the near-copy distance of "
-        "--verify (default 0.04)",
-    )
-    remove.add_argument(
-        "--verify",
-        action="store_true",
-        help="after the removal, sample the classes that lost items and report for each removed image whether "
-        "the model still produces it (written into the receipt)",
-    )
-    remove.add_argument("--verify-samples", type=int, help="generations per affected class for --verify (default 64)")
-    remove.add_argument("--judge", help="a classifier folder: --verify also gives distances in its feature space")
-    remove.add_argument(
-        "--require-verified",
-        action="store_true",
-        help="with --verify: exit with status 3 when a removed image is still produced (the removal stays)",
-    )
-    remove.add_argument("--reason", default="", help="recorded in the receipt")
-    remove.add_argument("--dry-run", action="store_true", help="show what would be removed; change nothing")
-    remove.add_argument("--output", help="write the edited model to this new folder instead of editing in place")
-    remove.add_argument(
-        "--wait", type=float, default=60.0, help="seconds to wait for another removal on the folder (default: 60)"
-    )
-    remove.set_defaults(func=_remove)
-    report = sub.add_parser(
-        "report",
-        help="measure a removal: sample before and after, compare with the twin and the oracle, write report.md",
-        description="Removes from a copy of the pipeline's memory (the folder is not changed) and writes pictures, "
-        "report.json and report.md to --output.",
-    )
-    add_options(report, ReportConfig)  # the options are ReportConfig's fields (and its twin's)
-    report.add_argument("--remove-ids-file", help="a file of ids to remove (one per line, or a json list)")
-    report.set_defaults(func=_report)
-    serve = sub.add_parser(
-        "serve",
-        help="serve a saved SPM over HTTP: generate, remove (taking effect for every later request), receipts",
-        description="Needs `pip install spm-gen[serve]`. Removal and receipts need the bearer token read from "
-        "$SPM_GEN_TOKEN or --token-file (never a command-line value); without one they are refused.",
-    )
-    serve.add_argument("folder", help="a saved SPMDiffusionPipeline folder (with memory)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
-    serve.add_argument("--port", type=int_option(1), default=8000, help="port (default: 8000)")
-    serve.add_argument("--classifier", help="a classifier folder: the judge of removals with verify")
-    serve.add_argument("--token-file", help="a file whose first line is the bearer token (else $SPM_GEN_TOKEN)")
-    serve.add_argument("--protect-generate", action="store_true", help="generation needs the token too")
-    serve.add_argument(
-        "--max-upload-bytes", type=int_option(1), default=8 * 2**20, help="uploads per /remove request (default: 8 MiB)"
-    )
-    serve.add_argument(
-        "--max-image-pixels",
-        type=int_option(1),
-        default=2**20,
-        help="pixels per uploaded image, before decoding (default: 2^20)",
-    )
-    serve.add_argument(
-        "--max-concurrent-generations", type=int_option(1), default=2, help="generations run at once (default: 2)"
-    )
-    serve.add_argument(
-        "--generation-queue", type=int_option(0), default=8, help="generations that may wait; beyond, 503 (default: 8)"
-    )
-    serve.add_argument(
-        "--max-generations-per-client",
-        type=int_option(1),
-        default=4,
-        help="generations running or queued from one client address; beyond, 429 (default: 4; behind a proxy "
-        "every client shares its address)",
-    )
-    serve.set_defaults(func=_serve)
-    return parser
-
-
-def _check(args: argparse.Namespace) -> int:
+def _check(args: CheckOptions) -> int:
     from .memory.folder_check import check_folder
 
     problems = check_folder(args.folder)
@@ -399,7 +263,7 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: ServeOptions) -> int:
     import importlib.util
 
     missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
@@ -410,23 +274,75 @@ def _serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     import uvicorn
 
-    from .serving.app import ServeSettings, create_app, read_token
+    from .serving.app import create_app
+    from .serving.settings import read_token
 
-    settings = ServeSettings(
-        args.folder,
-        read_token(args.token_file),
-        args.protect_generate,
-        args.classifier,
-        max_upload_bytes=args.max_upload_bytes,
-        max_image_pixels=args.max_image_pixels,
-        max_concurrent_generations=args.max_concurrent_generations,
-        generation_queue=args.generation_queue,
-        max_generations_per_client=args.max_generations_per_client,
-    )
+    settings = replace(args, token=read_token(args.token_file))
     if settings.token is None:
         logging.getLogger("spm_gen").warning("no token configured: /remove and /receipts are refused")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
+
+
+COMMANDS = {  # name: (its options, what runs it, its help, its description)
+    "demo": (
+        DemoOptions,
+        _demo,
+        "the forgetting demo on the digits: a memory bank, then the removal report on trained models",
+        "Removes class 3 and 20 images from the shipped digits SPM (assets/digits) and writes report.md with the "
+        "twin (random-label unlearning) and the oracle for comparison.",
+    ),
+    "train": (
+        TrainOptions,
+        _train,
+        "train an SPM or its twin (one process; use `accelerate launch scripts/train.py` for several)",
+        "Trains from a yaml config; override any key with --key value (e.g. --max_train_steps 200).",
+    ),
+    "check": (
+        CheckOptions,
+        _check,
+        "verify a saved pipeline, classifier or memory bank folder; list every problem (exit 0: none, 1: some)",
+        "Reads the folder and changes nothing: file kinds and links, json files, the bank's commit, shards, digests "
+        "and content hashes, files a killed save left, the receipt log and the receipts/ files.",
+    ),
+    "remove": (
+        RemoveOptions,
+        _remove,
+        "remove images from a saved pipeline's or classifier's memory",
+        "Loads FOLDER/memory_bank, removes the requested items, saves atomically and writes the receipt.",
+    ),
+    "report": (
+        ReportOptions,
+        _report,
+        "measure a removal: sample before and after, compare with the twin and the oracle, write report.md",
+        "Removes from a copy of the pipeline's memory (the folder is not changed) and writes pictures, report.json "
+        "and report.md to --output.",
+    ),
+    "serve": (
+        ServeOptions,
+        _serve,
+        "serve a saved SPM over HTTP: generate, remove (taking effect for every later request), receipts",
+        "Needs `pip install spm-gen[serve]`. Removal and receipts need the bearer token read from $SPM_GEN_TOKEN or "
+        "--token-file (never a command-line value); without one they are refused.",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per entry of `COMMANDS`, its options those of its dataclass."""
+    parser = OneLineParser(prog="spm-gen", description="Deep semi-parametric image models that forget.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for name, (options, _, help, description) in COMMANDS.items():
+        command = sub.add_parser(name, help=help, description=description, add_help=name != "train")
+        if name == "train":
+            command.add_argument(
+                "-h", "--help", action=_TrainHelp, nargs=0, help="show this help and the config keys, and exit"
+            )
+        add_options(command, options)
+        command.set_defaults(options=options, takes_overrides=name == "train")
+    return parser
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
@@ -443,7 +359,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stdout, force=True
     )
-    return guarded(lambda: args.func(args, rest) if getattr(args, "takes_overrides", False) else args.func(args))
+    return guarded(lambda: _run(args.command, args, rest))
+
+
+def _run(command: str, args: argparse.Namespace, rest: list[str]) -> int:
+    """The subcommand with its options built (and checked, naming the flag of a bad value) from `args`."""
+    options = from_options(args.options, args)
+    check = getattr(options, "check", None)
+    if check is not None and command != "report":  # the report checks once its ids file is read
+        with named_as_options(args.options):
+            check()
+    run = COMMANDS[command][1]
+    return run(options, rest) if command == "train" else run(options)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -35,49 +34,11 @@ from pydantic import BaseModel, Field
 
 from ..memory.deletion import DeletionRequest
 from ..utils.images import grid_image
-from ..utils.validation import check_positive_int, is_integer
 from .limits import BodyLimit, GenerationGate, UploadBudget
 from .served_model import ServedModel
+from .settings import TOKEN_ENV, ServeSettings
 
 logger = logging.getLogger(__name__)
-
-TOKEN_ENV = "SPM_GEN_TOKEN"
-
-
-@dataclass
-class ServeSettings:
-    """What `spm-gen serve` was started with."""
-
-    folder: str
-    token: str | None = None  # None: removal and receipts are refused
-    protect_generate: bool = False
-    classifier: str | None = None  # the judge of `verify` (feature-space distances)
-    max_images: int = 256  # per /generate request
-    max_upload_bytes: int = 8 * 2**20  # all uploaded files of one /remove request together
-    max_image_pixels: int = 2**20  # per uploaded image, read from its header before any decoding
-    max_concurrent_generations: int = 2  # generations run at once; more wait in the queue
-    generation_queue: int = 8  # generations that may wait; beyond, 503 with Retry-After
-    max_generations_per_client: int = 4  # running or queued from one client address; beyond, 429 with Retry-After
-
-    def __post_init__(self) -> None:
-        positive = ("max_images", "max_upload_bytes", "max_image_pixels", "max_concurrent_generations")
-        for name in (*positive, "max_generations_per_client"):
-            check_positive_int(name, getattr(self, name))
-        if not is_integer(self.generation_queue) or self.generation_queue < 0:
-            raise ValueError(f"generation_queue must be an integer >= 0, got {self.generation_queue!r}")
-
-
-def read_token(token_file: str | None) -> str | None:
-    """The bearer token: the file's first line when `token_file` is given, else `$SPM_GEN_TOKEN`; None if empty."""
-    if token_file is not None:
-        if not os.path.isfile(token_file):
-            raise ValueError(f"--token-file '{token_file}' is not a file")
-        with open(token_file, encoding="utf-8") as f:
-            token = f.readline().strip()
-        if not token:
-            raise ValueError(f"--token-file '{token_file}' is empty")
-        return token
-    return os.environ.get(TOKEN_ENV) or None
 
 
 class GenerateRequest(BaseModel):

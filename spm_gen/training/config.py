@@ -16,6 +16,7 @@ import yaml
 
 from ..choices import Dataset, MixedPrecision, SelfSupport, SupportMode, choices_of
 from ..paths import suggestion
+from ..utils.dataclass_options import add_options, from_options, option
 from ..utils.source_signature import import_target, init_defaults
 from ..utils.validation import check_values, is_guidance_scale
 
@@ -365,16 +366,24 @@ def config_keys_help(config_class: type = TrainConfig) -> str:
     )
 
 
-def script_main(argv: list[str] | None, description: str, config_class: type, example: str) -> int:
+@dataclass
+class TrainOptions:
+    """A training command's own options; every other `--key value` overrides a key of the yaml config."""
+
+    config: str = option(help="a yaml run config, e.g. configs/digits.yaml or configs/tiny.yaml", flag="--config")
+    dry_run: bool = option(False, help="print the resolved config as json and exit")
+
+
+def script_main(argv: list[str] | None, description: str, config_class: type) -> int:
     """The `main()` of a training script: `--config PATH [--dry-run] [--key value ...]`, then the training of
     `config_class`, imported once the config is checked."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", required=True, help=f"a yaml config, e.g. {example}")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config as json and exit")
+    add_options(parser, TrainOptions)
     args, rest = parser.parse_known_args(argv)
-    config = configure(args.config, rest, config_class, args.dry_run)
+    options = from_options(TrainOptions, args)
+    config = configure(options.config, rest, config_class, options.dry_run)
     if config is not None:
         import_target(config_class.trainer)(config)
     return 0

@@ -14,12 +14,20 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, **kwargs: Any) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    one_of: str | None = None,
+    **kwargs: Any,
+) -> Any:
     """A dataclass field that is also an option. `flag`: its name on the command line (`--x`, or a bare name
-    for a positional argument); `kwargs`: extra `dataclasses.field` arguments (`default_factory`, `kw_only`) or
-    argparse ones (`action="append"`)."""
+    for a positional argument; a `--x` without a default is required); `one_of`: the options sharing this
+    name are a group of which exactly one is given; `kwargs`: extra `dataclasses.field` arguments
+    (`default_factory`, `kw_only`) or argparse ones (`action="append"`, `type=`)."""
     field_kwargs = {k: kwargs.pop(k) for k in ("default_factory", "kw_only") if k in kwargs}
-    metadata = {"help": help, "flag": flag, "argparse": kwargs}
+    metadata = {"help": help, "flag": flag, "one_of": one_of, "argparse": kwargs}
     return dataclasses.field(default=default, metadata=metadata, **field_kwargs)
 
 
@@ -82,8 +90,13 @@ def named_as_options(cls: type) -> Iterator[None]:
 
 def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """One option per `option(...)` field of `cls` (and of its nested settings); the help says the default."""
+    groups: dict[str, Any] = {}
     for dest, f, hint in _fields(cls):
         flag = _flag(dest, f)
+        one_of = f.metadata.get("one_of")
+        if one_of is not None and one_of not in groups:
+            groups[one_of] = parser.add_mutually_exclusive_group(required=True)
+        target = groups[one_of] if one_of is not None else parser
         default = _default(f)
         shown = "" if default in (None, False, [], dataclasses.MISSING) else f" (default: {default})"
         kwargs = {**_type_kwargs(hint), **f.metadata["argparse"]}
@@ -93,9 +106,11 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
             if "choices" not in kwargs and kwargs.get("action") != "store_true":
                 kwargs.setdefault("metavar", flag[2:].replace("-", "_").upper())
             default = None if kwargs.get("action") == "append" else default  # argparse appends to its default
-            parser.add_argument(flag, dest=dest, default=default, help=f.metadata["help"] + shown, **kwargs)
+            if default is dataclasses.MISSING:
+                kwargs["required"], default = True, None
+            target.add_argument(flag, dest=dest, default=default, help=f.metadata["help"] + shown, **kwargs)
         else:
-            parser.add_argument(dest, metavar=flag, help=f.metadata["help"], **kwargs)
+            target.add_argument(dest, metavar=flag, help=f.metadata["help"], **kwargs)
 
 
 def from_options(cls: type, args: argparse.Namespace, prefix: str = "") -> Any:

@@ -189,7 +189,8 @@ def _png_of(folder, item: str) -> bytes:
 def test_in_process_similar_to_verify_and_a_protected_generation(tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from spm_gen.serving.app import ServeSettings, create_app, read_token
+    from spm_gen.serving.app import create_app
+    from spm_gen.serving.settings import ServeSettings, read_token
 
     folder = tmp_path / "model"
     tiny_pipeline().save_pretrained(folder)

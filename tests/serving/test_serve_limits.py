@@ -26,7 +26,8 @@ def png(width: int, height: int) -> bytes:
 
 @pytest.fixture
 def app_for(tmp_path):
-    from spm_gen.serving.app import ServeSettings, create_app
+    from spm_gen.serving.app import create_app
+    from spm_gen.serving.settings import ServeSettings
 
     folder = tmp_path / "model"
     tiny_pipeline().save_pretrained(folder)
@@ -60,7 +61,7 @@ def test_an_image_above_the_pixel_limit_is_refused_from_its_header(app_for):
 
 
 def test_bad_limits_are_named():
-    from spm_gen.serving.app import ServeSettings
+    from spm_gen.serving.settings import ServeSettings
 
     bad = (("max_upload_bytes", 0), ("max_concurrent_generations", -1), ("generation_queue", -1))
     for name, value in (*bad, ("max_generations_per_client", 0)):
