@@ -33,7 +33,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict
 
 import torch
 
@@ -51,7 +50,6 @@ from experiments.complete_forgetting import (
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.metrics.fid import compute_fid, save_images
 from spm_gen.metrics.memorization import near_copies
-from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.generations import sample_generations
@@ -62,14 +60,13 @@ from spm_gen.reporting.memorization_regime import (
     make_reference,
     run_names,
     sampling_plan,
-    settings_from_args,
 )
 from spm_gen.reporting.roles import Role
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.data import load_training_set
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, recorded_settings, write_json
 
 logger = logging.getLogger("complete_forgetting")
 
@@ -93,8 +90,10 @@ ROWS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    tiny = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "inference_steps": 2, "judge": None}
-    parser = BenchmarkParser(__doc__, "benchmarks/complete_forgetting_cpu.json", "runs/complete_forgetting", tiny)
+    tiny = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "num_inference_steps": 2, "judge": None}
+    parser = BenchmarkParser(
+        __doc__, "benchmarks/complete_forgetting_cpu.json", "runs/complete_forgetting", tiny, RegimeSettings
+    )
     parser.add_argument("--config", default="configs/digits_memorization.yaml")
     parser.add_argument(
         "--part", choices=["regime", "own_image", "data_rich", "classes"], nargs="+", default=["regime", "own_image"]
@@ -105,10 +104,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-rich-models", nargs="+", help="of twin, 'spm (shipped)' and the protocol (all)")
     parser.add_argument("--data-rich-seeds", type=int, nargs="+", default=[0, 1], help="sampling seeds (0 1)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
-    parser.add_argument("--per-class", type=int, default=50, help="samples of every class, per model")
-    parser.add_argument("--num-removed", type=int, default=5)
-    parser.add_argument("--threshold", type=float, default=NEAR_COPY_RMS, help="near-copy RMS pixel distance")
-    parser.add_argument("--inference-steps", type=int, default=50)
     parser.add_argument("--judge", default="assets/digits/judge", help="the classifier whose features FID uses")
     parser.add_argument("--reuse", action="store_true", help="reuse models (and removed ids) found in --out")
     parser.add_argument("--resume", action="store_true", help="an interrupted training resumes from its checkpoint")
@@ -173,7 +168,7 @@ def removed_ids(args: argparse.Namespace, protocol: str) -> list[str]:
     if os.path.isfile(path):
         with open(path) as f:
             return list(json.load(f))
-    settings = settings_from_args(args)
+    settings = args.settings
     twin = load_pipeline(train_model(args, "twin"))
     probe = sampling_plan(settings, 10, args.out).run("twin (choosing)", Role.CHOOSING, twin).generations
     training_set = training_set_of(args, protocol)
@@ -288,7 +283,7 @@ def generations_of(args: argparse.Namespace, name: str, pipe, labels: list[int],
         folder,
         seed=seed,
         batch_size=100,
-        num_inference_steps=args.inference_steps,
+        num_inference_steps=args.settings.num_inference_steps,
         guidance_scale=0.0,
         **extra,
     )
@@ -323,7 +318,7 @@ def run_data_rich(args: argparse.Namespace, judge, judge_bank, records: list[dic
                 "seconds": gen.seconds,
                 "fid": compute_fid(folder, reference, "domain", judge)["fid"] if judge else None,
                 "class_consistency": judge_accuracy(judge, judge_bank, gen) if judge else None,
-                **copying_measures(gen, training, args.threshold),
+                **copying_measures(gen, training, args.settings.threshold),
             }
             records.append(record)
             logger.info("data rich: %s", record)
@@ -371,7 +366,9 @@ def run_classes(args: argparse.Namespace, judge, judge_bank, design: str | None 
                 f"ua_class_{CLASS_DELETED}": None
                 if right is None
                 else 1 - float(right[gen.labels == CLASS_DELETED].float().mean()),
-                f"near_copies_class_{CLASS_DELETED}": int(near_copies(deleted, class_images, args.threshold).sum()),
+                f"near_copies_class_{CLASS_DELETED}": int(
+                    near_copies(deleted, class_images, args.settings.threshold).sum()
+                ),
                 "other_classes_unchanged": unchanged,
                 "seconds": gen.seconds,
             }
@@ -394,10 +391,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.train:
         train_model(args, args.train)
         return []
-    settings = settings_from_args(args)
+    settings = args.settings
     os.makedirs(args.out, exist_ok=True)
     base = {
-        "settings": {**vars(args), **asdict(settings)},
+        "settings": recorded_settings(args),
         "machine": describe_machine(),
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -137,7 +137,8 @@ def parse_args(argv: list[str] | None = None):
         __doc__,
         "benchmarks/content_memory_cpu.json",
         "runs/content_memory",
-        {"config": "configs/tiny.yaml", "probe_steps": 2, "steps": 4, "per_class": 2, "inference_steps": 2},
+        {"config": "configs/tiny.yaml", "probe_steps": 2, "steps": 4, "per_class": 2, "num_inference_steps": 2},
+        cf.RegimeSettings,
     )
     parser.add_argument("--config", default="configs/digits_memorization.yaml")
     parser.add_argument("--part", choices=["probe", "regime", "classes", "data_rich"], nargs="+", default=["probe"])
@@ -146,8 +147,6 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=[*DESIGNS, *variants])
     parser.add_argument("--probe-steps", type=int, default=PROBE_STEPS)
     parser.add_argument("--steps", type=int, default=None, help="regime training steps (the config's by default)")
-    parser.add_argument("--per-class", type=int, default=50)
-    parser.add_argument("--inference-steps", type=int, default=50)
     parser.add_argument("--judge", default="assets/digits/judge")
     parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--resume", action="store_true")
@@ -169,15 +168,20 @@ def register_designs() -> None:
 
 
 def cf_args(args, out: str):
-    """The complete-forgetting command line of this benchmark's settings, into `out`."""
-    argv = ["--out", out, "--json", os.path.join(out, "complete_forgetting.json"), "--config", args.config]
-    argv += ["--per-class", str(args.per_class), "--inference-steps", str(args.inference_steps)]
-    argv += ["--judge", args.judge] if args.judge else []
-    argv += ["--steps", str(args.steps)] if args.steps is not None else []
-    argv += ["--reuse"] * args.reuse + ["--resume"] * args.resume + ["--tiny"] * args.tiny
-    parsed = cf.parse_args(argv)
-    if args.tiny:
-        parsed.judge = None
+    """The complete-forgetting arguments with this benchmark's settings, config, judge, steps and flags, into
+    `out` (the rest at complete_forgetting's defaults)."""
+    parsed = cf.parse_args([])
+    vars(parsed).update(
+        out=out,
+        json=os.path.join(out, "complete_forgetting.json"),
+        config=args.config,
+        judge=None if args.tiny else args.judge,
+        steps=args.steps,
+        reuse=args.reuse,
+        resume=args.resume,
+        tiny=args.tiny,
+        settings=args.settings,
+    )
     return parsed
 
 
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     measured = {(r["design"], r["part"]) for r in records}
     kept = [r for r in earlier if (r["design"], r["part"]) not in measured]
     write_json(args.json, kept + records)
-    base = {"settings": vars(args), "machine": describe_machine(), "date": time.strftime("%Y-%m-%d")}
+    base = {"settings": cf.recorded_settings(args), "machine": describe_machine(), "date": time.strftime("%Y-%m-%d")}
     write_json(settings_path, {**base, "extras": extras, "probe_steps": args.probe_steps})
     for r in kept + records:
         print(f"{r['design']:28s} {r['part']:8s} {r['measure']:40s} {r['value']}")
@@ -279,7 +283,7 @@ def run_regime(args, designs: list[str], extras: dict) -> list[dict]:
     from spm_gen.memory.bank import MemoryBank
     from spm_gen.models.classifier_spm import load_classifier
 
-    settings = cf.settings_from_args(args)
+    settings = args.settings
     training_set = cf.training_set_of(args, "baseline")
     dataset = training_set.dataset
     training = MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)

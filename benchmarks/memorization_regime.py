@@ -26,13 +26,11 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
 
 import torch
 
 from spm_gen.memory.bank import MemoryBank
 from spm_gen.metrics.memorization import memorization, near_copies
-from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.measures import REGIME_TABLE, table
@@ -47,7 +45,6 @@ from spm_gen.reporting.memorization_regime import (
     nearest_variation,
     run_names,
     sampling_plan,
-    settings_from_args,
     variation_samples,
 )
 from spm_gen.reporting.roles import Role
@@ -55,22 +52,22 @@ from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, parse_overrides, train
 from spm_gen.training.data import load_training_dataset
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, recorded_settings, write_json
 
 logger = logging.getLogger("memorization_regime")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    tiny = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "inference_steps": 2, "judge": None}
+    tiny = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "num_inference_steps": 2, "judge": None}
     parser = BenchmarkParser(
-        __doc__, "benchmarks/memorization_regime_cpu.json", "runs/memorization_regime", tiny | {"twin_steps": 2}
+        __doc__,
+        "benchmarks/memorization_regime_cpu.json",
+        "runs/memorization_regime",
+        tiny | {"twin_steps": 2},
+        RegimeSettings,
     )
     parser.add_argument("--config", default="configs/digits_memorization.yaml")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
-    parser.add_argument("--per-class", type=int, default=50, help="samples of every class, per model")
-    parser.add_argument("--num-removed", type=int, default=5)
-    parser.add_argument("--threshold", type=float, default=NEAR_COPY_RMS, help="near-copy RMS pixel distance")
-    parser.add_argument("--inference-steps", type=int, default=50)
     parser.add_argument("--twin-steps", type=int, default=100, help="SalUn / gradient ascent steps on the twin")
     parser.add_argument("--judge", default="assets/digits/judge", help="the classifier whose features FID uses")
     parser.add_argument("--reuse", action="store_true", help="reuse models (and the removed ids) found in --out")
@@ -162,7 +159,7 @@ def compare(args, dirs: dict[str, str], spm, twin: TwinBaseline, removed: list[s
 def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    settings = settings_from_args(args)
+    settings = args.settings
     os.makedirs(args.out, exist_ok=True)
     training = training_bank(args)
     dirs = {"twin": train_model(args, "twin", ["--fusion_type", "none"])}
@@ -198,7 +195,7 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     measured.save_pictures(titles, pictures)
     records = measured.records
     extras = {
-        "settings": {**vars(args), **asdict(settings)},
+        "settings": recorded_settings(args),
         "machine": describe_machine(),
         "removed": chosen,
         "removed_labels": forget.labels.tolist(),

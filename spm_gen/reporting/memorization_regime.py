@@ -32,6 +32,7 @@ from ..metrics.memorization import (
 )
 from ..models.classifier_spm import SPMClassifier
 from ..utils.charts import save_distance_histogram
+from ..utils.dataclass_options import option
 from ..utils.images import save_titled_rows
 from ..utils.validation import check_values
 from .comparison import ComparisonResult, ModelRun, SamplingPlan
@@ -60,11 +61,12 @@ class RegimeSettings(SamplingSettings):
     """The regime's sampling (no guidance; the SPM reads its class's whole memory, 10 items per class here) and
     what it measures."""
 
-    per_class: int = 50  # samples of every class, per model and phase
-    threshold: float = NEAR_COPY_RMS
-    num_removed: int = 5  # removed images, one per class, among those the twin copies
-    guidance_scale: float = field(default=0.0, kw_only=True)
-    variations: int = 8  # image-variation samples per removed image
+    per_class: int = option(50, help="samples of every class, per model and phase")
+    threshold: float = option(NEAR_COPY_RMS, help="near-copy RMS pixel distance")
+    num_removed: int = option(5, help="removed images, one per class, among those the twin copies")
+    num_inference_steps: int = option(50, help="DDIM steps", flag="--inference-steps", kw_only=True)
+    guidance_scale: float = option(0.0, help="guidance w of every model", kw_only=True)
+    variations: int = option(8, help="image-variation samples per removed image")
 
     def check(self) -> None:
         """Raises ValueError naming the first bad value."""
@@ -78,19 +80,6 @@ class RegimeSettings(SamplingSettings):
             },
         )
         self.check_sampling()
-
-
-def settings_from_args(args) -> RegimeSettings:
-    """The checked settings of a benchmark's command line (`per_class`, `threshold`, `num_removed`,
-    `inference_steps`; the rest at their defaults)."""
-    settings = RegimeSettings(
-        per_class=args.per_class,
-        threshold=args.threshold,
-        num_removed=args.num_removed,
-        num_inference_steps=args.inference_steps,
-    )
-    settings.check()
-    return settings
 
 
 def sampling_plan(settings: RegimeSettings, num_classes: int, folder: str) -> SamplingPlan:

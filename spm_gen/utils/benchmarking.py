@@ -4,6 +4,7 @@ synchronised, synthetic data."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write_text
+from .dataclass_options import add_options, flags_of, from_options, named_as_options
 from .resources import peak_mb, reset_peak
 
 
@@ -38,11 +40,23 @@ def synthetic_images(
 class BenchmarkParser(argparse.ArgumentParser):
     """The command line every benchmark shares: `--json` (where its numbers and settings go), `--out` (its run
     folder, for a benchmark that trains or samples into one) and `--tiny` (a plumbing run at test size, in
-    seconds, whose numbers mean nothing): the values of `tiny` replace the parsed ones."""
+    seconds, whose numbers mean nothing): the values of `tiny` replace the parsed ones. With `settings` (a
+    dataclass of `option(...)` fields) its fields are options too, and the parsed arguments carry the checked
+    `settings` instance."""
 
-    def __init__(self, doc: str, json: str | None = None, out: str | None = None, tiny: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        doc: str,
+        json: str | None = None,
+        out: str | None = None,
+        tiny: dict[str, Any] | None = None,
+        settings: type | None = None,
+    ):
         super().__init__(description=doc.strip().splitlines()[0])
         self.tiny = dict(tiny or {})
+        self.settings = settings
+        if settings is not None:
+            add_options(self, settings)
         self.add_argument("--json", default=json, help=f"write the numbers and settings here (default: {json})")
         if out is not None:
             self.add_argument("--out", default=out, help=f"the run folder (default: {out})")
@@ -54,7 +68,23 @@ class BenchmarkParser(argparse.ArgumentParser):
         if parsed.tiny:
             for key, value in self.tiny.items():
                 setattr(parsed, key, value)
+        if self.settings is not None:
+            settings = from_options(self.settings, parsed)
+            with named_as_options(self.settings):
+                settings.check()
+            for name in flags_of(self.settings):  # one owner: the settings, not their parsed copies
+                delattr(parsed, name)
+            parsed.settings = settings
         return parsed
+
+
+def recorded_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What a benchmark's json records of its command line: its arguments, with its settings' fields in place of
+    the settings object."""
+    recorded = {key: value for key, value in vars(args).items() if key != "settings"}
+    if "settings" in vars(args):
+        recorded.update(dataclasses.asdict(args.settings))
+    return recorded
 
 
 def describe_machine(device: torch.device | None = None) -> str:
