@@ -1,6 +1,8 @@
 import argparse
 import dataclasses
 
+import pytest
+
 from spm_gen.cli import build_parser
 from spm_gen.reporting.config import ReportConfig
 from spm_gen.unlearning.twin import TwinUnlearning
@@ -33,3 +35,41 @@ def test_every_report_setting_is_an_option_of_spm_gen_report_with_its_default_in
     assert fields | {f"twin_{f.name}" for f in dataclasses.fields(TwinUnlearning)} <= dests
     text = report.format_help()
     assert "(default: 500)" in text and "(default: 0.0001)" in text and "{all,error}" in text
+
+
+def test_one_of_group_and_required_option():
+    """`remove` takes exactly one selection; `--config` of a training command is required; both refusals name
+    the options."""
+    from spm_gen.cli_options import RemoveOptions
+    from spm_gen.training.config import TrainOptions
+
+    class Refusing(argparse.ArgumentParser):
+        def error(self, message):
+            raise ValueError(message)
+
+    parser = Refusing()
+    add_options(parser, RemoveOptions)
+    parsed = from_options(RemoveOptions, parser.parse_args(["f", "--class", "3"]))
+    assert parsed.label == 3 and parsed.ids is None and parsed.folder == "f"
+    with pytest.raises(ValueError, match="one of the arguments --ids --ids-file --class"):
+        parser.parse_args(["f"])
+    with pytest.raises(ValueError, match="--class: not allowed with argument --ids"):
+        parser.parse_args(["f", "--ids", "1", "--class", "2"])
+    train = Refusing()
+    add_options(train, TrainOptions)
+    with pytest.raises(ValueError, match="required: --config"):
+        train.parse_args([])
+    assert from_options(TrainOptions, train.parse_args(["--config", "c.yaml"])) == TrainOptions("c.yaml")
+
+
+def test_benchmark_parser_hands_back_checked_settings():
+    from spm_gen.reporting.memorization_regime import RegimeSettings
+    from spm_gen.utils.benchmarking import BenchmarkParser, recorded_settings
+
+    parser = BenchmarkParser("doc", "x.json", "runs/x", {"per_class": 2}, RegimeSettings)
+    args = parser.parse_args(["--inference-steps", "7", "--tiny"])
+    assert args.settings == RegimeSettings(per_class=2, num_inference_steps=7)
+    assert not hasattr(args, "per_class")  # one owner: the settings
+    assert recorded_settings(args)["num_inference_steps"] == 7
+    with pytest.raises(ValueError, match="--inference-steps=0"):
+        parser.parse_args(["--inference-steps", "0"])
