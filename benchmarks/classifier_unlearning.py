@@ -27,7 +27,7 @@ from spm_gen.data import load_digits_dataset
 from spm_gen.metrics.unlearning import probabilities, unlearning_metrics
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.measures import Measure, table
-from spm_gen.training import ClassifierTrainConfig, load_config, parse_overrides
+from spm_gen.training import ClassifierTrainConfig, load_config
 from spm_gen.training.classifier_loop import train_classifier
 from spm_gen.unlearning.baselines import finetune, gradient_ascent
 from spm_gen.unlearning.forget_set import ForgetSet, forget_ids
@@ -49,8 +49,8 @@ PARAMETRIC = ("Retrain (parametric)", "Fine-tune (parametric)", "Gradient ascent
 
 
 def _train(args, name: str, head: str, exclude: list[str]) -> tuple[str, float]:
-    overrides = ["--output_dir", os.path.join(args.out, name), "--max_train_steps", str(args.steps), "--head", head]
-    config = load_config(args.config, parse_overrides(overrides), config_class=ClassifierTrainConfig)
+    overrides = {"output_dir": os.path.join(args.out, name), "max_train_steps": args.steps, "head": head}
+    config = load_config(args.config, overrides, config_class=ClassifierTrainConfig)
     config.exclude_ids = exclude
     start = time.perf_counter()
     folder = train_classifier(config)

@@ -33,6 +33,8 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -51,8 +53,7 @@ from spm_gen.memory.bank import MemoryBank
 from spm_gen.metrics.fid import compute_fid, save_images
 from spm_gen.metrics.memorization import near_copies
 from spm_gen.models.classifier_spm import load_classifier
-from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
-from spm_gen.reporting.generations import sample_generations
+from spm_gen.reporting.comparison import Comparison, SamplingPlan, TwinBaseline, run_comparison
 from spm_gen.reporting.measures import PROTOCOL, REGIME_TABLE, SECONDS, plain, table
 from spm_gen.reporting.memorization_regime import (
     RegimeMeasurements,
@@ -63,7 +64,8 @@ from spm_gen.reporting.memorization_regime import (
 )
 from spm_gen.reporting.roles import Role
 from spm_gen.sampling import load_pipeline
-from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training import load_config, train
+from spm_gen.training.config import run_length
 from spm_gen.training.data import load_training_set
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, recorded_settings, write_json
@@ -108,26 +110,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reuse", action="store_true", help="reuse models (and removed ids) found in --out")
     parser.add_argument("--resume", action="store_true", help="an interrupted training resumes from its checkpoint")
     args = parser.parse_args(argv)
-    args.shipped, args.data_overrides, args.data_rich_config = dict(SHIPPED), [], DATA_RICH_CONFIG
+    args.shipped, args.data_overrides, args.data_rich_config = dict(SHIPPED), {}, DATA_RICH_CONFIG
     if args.tiny:
-        args.data_overrides, args.shipped, args.data_rich_config = ["--images_per_class", "4"], {}, args.config
+        args.data_overrides, args.shipped, args.data_rich_config = {"images_per_class": 4}, {}, args.config
     return args
 
 
-def model_overrides(args: argparse.Namespace, name: str) -> tuple[str, list[str]]:
+def model_overrides(args: argparse.Namespace, name: str) -> tuple[str, dict[str, Any]]:
     """The config and overrides of model `name`: `twin`, `<protocol>`, `<protocol>_oracle` (regime),
     `data_rich_<protocol>` and `classes_memory_only`."""
     if name == "twin":
-        return args.config, ["--fusion_type", "none"]
+        return args.config, {"fusion_type": "none"}
     if name.startswith("classes_memory_only"):  # "classes_memory_only" (the baseline) or "..._<protocol>"
         protocol = name.removeprefix("classes_memory_only").removeprefix("_")
-        extra = list(PROTOCOLS[protocol].overrides) if protocol else []
-        return args.data_rich_config, [*extra, "--memory_only_classes", *map(str, CLASSES_MEMORY_ONLY)]
+        extra = PROTOCOLS[protocol].overrides if protocol else {}
+        return args.data_rich_config, {**extra, "memory_only_classes": list(CLASSES_MEMORY_ONLY)}
     if name.startswith("data_rich_"):
-        return args.data_rich_config, list(PROTOCOLS[name.removeprefix("data_rich_")].overrides)
+        return args.data_rich_config, PROTOCOLS[name.removeprefix("data_rich_")].overrides
     protocol = PROTOCOLS[name.removesuffix("_oracle")]
-    extra = ["--exclude_ids", *removed_ids(args, protocol.name)] if name.endswith("_oracle") else []
-    return args.config, [*protocol.overrides, *extra]
+    extra = {"exclude_ids": removed_ids(args, protocol.name)} if name.endswith("_oracle") else {}
+    return args.config, {**protocol.overrides, **extra}
 
 
 def train_model(args: argparse.Namespace, name: str) -> str:
@@ -138,21 +140,20 @@ def train_model(args: argparse.Namespace, name: str) -> str:
     if args.reuse and os.path.isfile(os.path.join(folder, "pipeline", "model_index.json")):
         return os.path.join(folder, "pipeline")
     config, extra = model_overrides(args, name)
-    overrides = ["--output_dir", folder, *args.data_overrides, *extra]
+    overrides = {"output_dir": folder, **args.data_overrides, **extra}
     if args.resume and os.path.isdir(os.path.join(folder, "checkpoints")):
-        overrides += ["--resume", "latest"]  # an interrupted training goes on from its last checkpoint
+        overrides["resume"] = "latest"  # an interrupted training goes on from its last checkpoint
     if args.steps is not None:
-        steps = str(args.steps)
-        overrides += ["--max_train_steps", steps, "--sample_every", steps, "--checkpointing_steps", steps]
+        overrides.update(run_length(args.steps))
     start = time.perf_counter()
-    path = train(load_config(config, parse_overrides(overrides)))
+    path = train(load_config(config, overrides))
     logger.info("trained %s in %.0f s", name, time.perf_counter() - start)
     return path
 
 
 def training_set_of(args: argparse.Namespace, protocol: str):
     """The regime's training set under `protocol` (which items are memory-only)."""
-    config = load_config(args.config, parse_overrides([*args.data_overrides, *PROTOCOLS[protocol].overrides]))
+    config = load_config(args.config, {**args.data_overrides, **PROTOCOLS[protocol].overrides})
     model = config.model
     return load_training_set(config, (model["in_channels"], model["sample_size"], model["sample_size"]), 10)
 
@@ -261,7 +262,7 @@ def run_regime(args: argparse.Namespace, settings: RegimeSettings) -> tuple[list
 
 def digits_reference(args: argparse.Namespace, classes: set[int] | None, name: str) -> tuple[MemoryBank, str]:
     """The data-rich training images (of `classes`, all when None) as a bank and as a folder for FID."""
-    config = load_config(args.data_rich_config, parse_overrides(args.data_overrides))
+    config = load_config(args.data_rich_config, args.data_overrides)
     model = config.model
     dataset = load_training_set(config, (model["in_channels"], model["sample_size"], model["sample_size"]), 10).dataset
     if classes is not None:
@@ -275,18 +276,9 @@ def generations_of(args: argparse.Namespace, name: str, pipe, labels: list[int],
     """Samples at the data-rich settings: 50 DDIM steps (--inference-steps), w = 0, 64 items of memory per
     class for an SPM (quality_parity's)."""
     reads_class = pipe.memory_bank is not None and pipe.config.default_memory_retrieval == "random"
-    extra = {"memory_size": 4 if args.tiny else 64} if reads_class else {}  # an anchor model reads its own k
-    return sample_generations(
-        name,
-        pipe,
-        labels,
-        folder,
-        seed=seed,
-        batch_size=100,
-        num_inference_steps=args.settings.num_inference_steps,
-        guidance_scale=0.0,
-        **extra,
-    )
+    memory_size = (4 if args.tiny else 64) if reads_class else None  # an anchor model reads its own k
+    settings = replace(args.settings, guidance_scale=0.0, batch_size=100, seed=seed, memory_size=memory_size)
+    return SamplingPlan(labels, folder, settings).sample(name, pipe, folder)
 
 
 def run_data_rich(args: argparse.Namespace, judge, judge_bank, records: list[dict]) -> list[dict]:

@@ -36,13 +36,15 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import complete_forgetting as cf  # noqa: E402  (the complete-forgetting protocol this benchmark extends)
 
 from experiments.complete_forgetting import Protocol, own_image_effect  # noqa: E402
 from spm_gen.sampling import load_pipeline  # noqa: E402
-from spm_gen.training import load_config, parse_overrides, train  # noqa: E402
+from spm_gen.training import load_config, train  # noqa: E402
+from spm_gen.training.config import run_length  # noqa: E402
 from spm_gen.utils.benchmarking import describe_machine, write_json  # noqa: E402
 
 logger = logging.getLogger("content_memory")
@@ -58,46 +60,46 @@ PROBE_PASS_RATIO = 0.5
 
 @dataclass(frozen=True)
 class Design:
-    """A training design: its config overrides (`--memory_resolutions all`: every level of the model)."""
+    """A training design: its config overrides (`memory_resolutions="all"`: every level of the model)."""
 
     name: str
-    overrides: tuple[str, ...]
+    overrides: dict[str, Any]
     description: str
 
 
-MULTI = ("--memory_resolutions", "all")
-SELF = ("--self_support", "probability", "--self_support_probability", "0.5")
-NEAREST = ("--support", "nearest", "--support_neighbours", "4")
-ANCHOR = ("--anchor_pixels", "true")
+MULTI = {"memory_resolutions": "all"}
+SELF = {"self_support": "probability", "self_support_probability": 0.5}
+NEAREST = {"support": "nearest", "support_neighbours": 4}
+ANCHOR = {"anchor_pixels": True}
 DESIGNS = {
     d.name: d
     for d in (
-        Design("paper", (), "the paper's bottleneck fusion, own image never in support (the shipped recipe)"),
+        Design("paper", {}, "the paper's bottleneck fusion, own image never in support (the shipped recipe)"),
         Design("paper_self", SELF, "the paper's fusion, own image in support with probability 0.5"),
-        Design("multires_self", (*MULTI, *SELF), "memory at every resolution, skips kept, self-support 0.5"),
+        Design("multires_self", {**MULTI, **SELF}, "memory at every resolution, skips kept, self-support 0.5"),
         Design(
             "multires_drop_self",
-            (*MULTI, "--skip_bypass", "drop", *SELF),
+            {**MULTI, "skip_bypass": "drop", **SELF},
             "memory at every resolution, the query's skips there dropped, self-support 0.5",
         ),
         Design(
             "multires_droplow_self",
-            (*MULTI, "--skip_bypass", "drop_low_noise", "--skip_bypass_timestep", "100", *SELF),
+            {**MULTI, "skip_bypass": "drop_low_noise", "skip_bypass_timestep": 100, **SELF},
             "memory at every resolution, skips dropped at t < 100, self-support 0.5",
         ),
         Design(
             "nearest_multires_self",
-            (*NEAREST, *MULTI, *SELF),
+            {**NEAREST, **MULTI, **SELF},
             "4 nearest items of the class as support, memory at every resolution, self-support 0.5",
         ),
         Design(
             "nearest_multires_drop_self",
-            (*NEAREST, *MULTI, "--skip_bypass", "drop", *SELF),
+            {**NEAREST, **MULTI, "skip_bypass": "drop", **SELF},
             "nearest support, memory at every resolution, skips dropped, self-support 0.5",
         ),
         Design(
             "nearest_multires_drop",
-            (*NEAREST, *MULTI, "--skip_bypass", "drop"),
+            {**NEAREST, **MULTI, "skip_bypass": "drop"},
             "nearest support, memory at every resolution, skips dropped, own image never in support",
         ),
         # declared after the eight above were measured (no ratio below 0.99 at t < 100: memory features, read
@@ -105,17 +107,17 @@ DESIGNS = {
         # trained: the anchor's pixels beside the noisy input, a path as short as the query's own
         Design(
             "nearest_anchor_self",
-            (*NEAREST, *ANCHOR, *SELF),
+            {**NEAREST, **ANCHOR, **SELF},
             "nearest support, the anchor's pixels in the input (own image with probability 0.5, else nearest)",
         ),
         Design(
             "nearest_anchor_multires_self",
-            (*NEAREST, *ANCHOR, *MULTI, *SELF),
+            {**NEAREST, **ANCHOR, **MULTI, **SELF},
             "nearest support, anchor pixels in the input, memory at every resolution, self-support 0.5",
         ),
         Design(
             "nearest_anchor",
-            (*NEAREST, *ANCHOR),
+            {**NEAREST, **ANCHOR},
             "nearest support, the anchor's pixels in the input (always the nearest other item: never its own)",
         ),
         # declared after the chosen anchor design's regime measured 6 near-copies of R after deletion (23 before,
@@ -124,7 +126,7 @@ DESIGNS = {
         # gives (a follow-up hypothesis, not a probe choice)
         Design(
             "nearest_anchor_self_always",
-            (*NEAREST, *ANCHOR, "--self_support", "probability", "--self_support_probability", "1.0"),
+            {**NEAREST, **ANCHOR, "self_support": "probability", "self_support_probability": 1.0},
             "nearest support, anchor pixels, the query's own image always its anchor",
         ),
     )
@@ -153,7 +155,7 @@ def parse_args(argv: list[str] | None = None):
     return parser.parse_args(argv)
 
 
-MEMORY_ONLY = ("--memory_only_fraction", "0.5")  # the memory-only variant of a design: R among those items
+MEMORY_ONLY = {"memory_only_fraction": 0.5}  # the memory-only variant of a design: R among those items
 
 
 def register_designs() -> None:
@@ -164,7 +166,7 @@ def register_designs() -> None:
         cf.PROTOCOLS.setdefault(d.name, Protocol(d.name, d.overrides, description=d.description))
         variant = f"{d.name}_memory_only"
         description = f"{d.description}; half of every class memory-only, R among them"
-        cf.PROTOCOLS.setdefault(variant, Protocol(variant, (*d.overrides, *MEMORY_ONLY), True, description))
+        cf.PROTOCOLS.setdefault(variant, Protocol(variant, {**d.overrides, **MEMORY_ONLY}, True, description))
 
 
 def cf_args(args, out: str):
@@ -201,14 +203,12 @@ def train_probe(args, name: str) -> str:
     folder = os.path.join(args.out, probe_part(args.probe_steps), name)
     if args.reuse and os.path.isfile(os.path.join(folder, "pipeline", "model_index.json")):
         return os.path.join(folder, "pipeline")
-    steps = str(args.probe_steps)
-    extra = ["--images_per_class", "6"] if args.tiny else []  # nearest support needs 5 per class
-    overrides = ["--output_dir", folder, "--max_train_steps", steps, "--sample_every", steps]
-    overrides += ["--checkpointing_steps", steps, *extra, *DESIGNS[name].overrides]
+    extra = {"images_per_class": 6} if args.tiny else {}  # nearest support needs 5 per class
+    overrides = {"output_dir": folder, **run_length(args.probe_steps), **extra, **DESIGNS[name].overrides}
     if args.resume and os.path.isdir(os.path.join(folder, "checkpoints")):
-        overrides += ["--resume", "latest"]
+        overrides["resume"] = "latest"
     start = time.perf_counter()
-    path = train(load_config(args.config, parse_overrides(overrides)))
+    path = train(load_config(args.config, overrides))
     logger.info("probe %s trained in %.0f s", name, time.perf_counter() - start)
     return path
 

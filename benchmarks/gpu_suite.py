@@ -32,7 +32,7 @@ from diffusers import DDPMScheduler
 
 from spm_gen import SPMDiffusionPipeline
 from spm_gen.memory.synthetic import synthetic_bank
-from spm_gen.training import load_config, parse_overrides
+from spm_gen.training import load_config
 from spm_gen.training.config import build_unet
 from spm_gen.training.loop import official_ddim
 from spm_gen.training.throughput import training_step_seconds
@@ -75,19 +75,9 @@ def _sync(device: torch.device) -> None:
 def training_row(suite: Suite, device: torch.device, fusion_type: str, precision: str, out: str) -> dict:
     """Images per second of `train_steps` optimisation steps (after `warmup_steps`), the training loop's own
     step (`Optimization.step`) on synthetic data."""
-    overrides = [
-        "--fusion_type",
-        fusion_type,
-        "--mixed_precision",
-        precision,
-        "--output_dir",
-        out,
-        "--train_batch_size",
-        str(suite.batch_size),
-        "--memory_per_batch",
-        str(suite.memory_per_batch),
-    ]
-    config = load_config(suite.config, parse_overrides(overrides))
+    overrides = {"fusion_type": fusion_type, "mixed_precision": precision, "output_dir": out}
+    overrides |= {"train_batch_size": suite.batch_size, "memory_per_batch": suite.memory_per_batch}
+    config = load_config(suite.config, overrides)
     seconds, peak = training_step_seconds(config, device, suite.train_steps, suite.warmup_steps)
     model = "twin" if fusion_type == "none" else f"spm-{fusion_type}"
     return {

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from typing import Any
 
 import torch
 
@@ -49,7 +50,8 @@ from spm_gen.reporting.memorization_regime import (
 )
 from spm_gen.reporting.roles import Role
 from spm_gen.sampling import load_pipeline
-from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training import load_config, train
+from spm_gen.training.config import run_length
 from spm_gen.training.data import load_training_dataset
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, recorded_settings, write_json
@@ -73,28 +75,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reuse", action="store_true", help="reuse models (and the removed ids) found in --out")
     parser.add_argument("--probe", action="store_true", help="train and sample the twin only: is the regime reached?")
     args = parser.parse_args(argv)
-    args.data_overrides = ["--images_per_class", "3"] if args.tiny else []  # every model and the training set
+    args.data_overrides = {"images_per_class": 3} if args.tiny else {}  # every model and the training set
     return args
 
 
-def train_model(args: argparse.Namespace, name: str, extra: list[str]) -> str:
+def train_model(args: argparse.Namespace, name: str, extra: dict[str, Any]) -> str:
     """The saved pipeline of model `name` (trained now unless --reuse finds it)."""
     folder = os.path.join(args.out, name)
     if args.reuse and os.path.isfile(os.path.join(folder, "pipeline", "model_index.json")):
         return os.path.join(folder, "pipeline")
-    overrides = ["--output_dir", folder, *args.data_overrides, *extra]
+    overrides = {"output_dir": folder, **args.data_overrides, **extra}
     if args.steps is not None:
-        steps = str(args.steps)
-        overrides += ["--max_train_steps", steps, "--sample_every", steps, "--checkpointing_steps", steps]
+        overrides.update(run_length(args.steps))
     start = time.perf_counter()
-    path = train(load_config(args.config, parse_overrides(overrides)))
+    path = train(load_config(args.config, overrides))
     logger.info("trained %s in %.0f s", name, time.perf_counter() - start)
     return path
 
 
 def training_bank(args: argparse.Namespace) -> MemoryBank:
     """The training set of the config (the same items every model of the regime trains on)."""
-    config = load_config(args.config, parse_overrides(args.data_overrides))
+    config = load_config(args.config, args.data_overrides)
     model = config.model
     shape = (model["in_channels"], model["sample_size"], model["sample_size"])
     dataset = load_training_dataset(config, shape, model["num_class_embeds"])
@@ -162,18 +163,18 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     settings = args.settings
     os.makedirs(args.out, exist_ok=True)
     training = training_bank(args)
-    dirs = {"twin": train_model(args, "twin", ["--fusion_type", "none"])}
+    dirs = {"twin": train_model(args, "twin", {"fusion_type": "none"})}
     twin = load_pipeline(dirs["twin"])
     chosen = removed_ids(args, twin, training, settings)
     if args.probe:
         return [], {"removed": chosen}
-    dirs["spm"] = train_model(args, "spm", [])
+    dirs["spm"] = train_model(args, "spm", {})
     spm = load_pipeline(dirs["spm"])
     if sorted(spm.memory_bank.ids) != sorted(training.ids):
         raise RuntimeError("the SPM's memory is not the regime's training set")
     removed = list(chosen)
-    exclude = ["--exclude_ids", *removed]
-    dirs["oracle_twin"] = train_model(args, "oracle_twin", ["--fusion_type", "none", *exclude])
+    exclude = {"exclude_ids": list(removed)}
+    dirs["oracle_twin"] = train_model(args, "oracle_twin", {"fusion_type": "none", **exclude})
     dirs["oracle_spm"] = train_model(args, "oracle_spm", exclude)
     judge = load_classifier(args.judge)[0] if args.judge else None
     reference = make_reference(training, removed, judge, args.out)

@@ -32,7 +32,8 @@ from spm_gen.data import load_digits_dataset
 from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.reporting.roles import Role
 from spm_gen.sampling import load_pipeline
-from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training import load_config, train
+from spm_gen.training.config import run_length
 from spm_gen.unlearning.twin import TwinUnlearning
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.images import to_unit_range
@@ -69,15 +70,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_case_a(args: argparse.Namespace, data_dir: str, num_images: int) -> dict[str, str]:
     """The SPM and the twin trained on the duplicated folder (reused from --out with --reuse)."""
     dirs = {}
-    for name, extra in (("spm", ["--fusion_type", "additive"]), ("twin", ["--fusion_type", "none"])):  # as measured
+    for name, fusion in (("spm", "additive"), ("twin", "none")):  # as measured
         if args.reuse and os.path.isdir(os.path.join(args.out, name, "pipeline")):
             dirs[name] = os.path.join(args.out, name, "pipeline")
             continue
-        steps = str(args.steps)
-        overrides = ["--output_dir", os.path.join(args.out, name), "--dataset", "folder", "--data_path", data_dir]
-        overrides += ["--max_train_steps", steps, "--sample_every", steps, "--checkpointing_steps", steps, *extra]
+        overrides = {"output_dir": os.path.join(args.out, name), "dataset": "folder", "data_path": data_dir}
+        overrides |= {**run_length(args.steps), "fusion_type": fusion}
         start = time.perf_counter()
-        dirs[name] = train(load_config(args.config, parse_overrides(overrides)))
+        dirs[name] = train(load_config(args.config, overrides))
         print(f"trained {name} on {num_images} images in {time.perf_counter() - start:.0f} s")
     return dirs
 

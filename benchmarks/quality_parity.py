@@ -33,16 +33,18 @@ from spm_gen import SPMClassifier
 from spm_gen.data import load_digits_dataset
 from spm_gen.metrics.fid import compute_fid, save_images
 from spm_gen.models.classifier_spm import load_classifier, save_classifier
-from spm_gen.reporting.generations import sample_generations
+from spm_gen.reporting.comparison import SamplingPlan
+from spm_gen.reporting.sampling_settings import SamplingSettings
 from spm_gen.sampling import load_pipeline
-from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training import load_config, train
+from spm_gen.training.config import run_length
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.images import to_unit_range
 
 MODELS = {
-    "spm_additive": ["--fusion_type", "additive"],
-    "spm_dot": ["--fusion_type", "dot"],
-    "twin": ["--fusion_type", "none"],
+    "spm_additive": {"fusion_type": "additive"},
+    "spm_dot": {"fusion_type": "dot"},
+    "twin": {"fusion_type": "none"},
 }
 
 
@@ -69,19 +71,8 @@ def pipeline_dir(args: argparse.Namespace, name: str) -> str:
     """The model's pipeline folder: reused, or trained now into `<out>/<name>`."""
     if args.reuse:
         return os.path.join(args.reuse, name, "pipeline")
-    steps = str(args.train_steps)
-    overrides = [
-        "--output_dir",
-        os.path.join(args.out, name),
-        "--max_train_steps",
-        steps,
-        "--sample_every",
-        steps,
-        "--checkpointing_steps",
-        steps,
-        *MODELS[name],
-    ]
-    return train(load_config(args.config, parse_overrides(overrides)))
+    overrides = {"output_dir": os.path.join(args.out, name), **run_length(args.train_steps), **MODELS[name]}
+    return train(load_config(args.config, overrides))
 
 
 def judge_for(args: argparse.Namespace, image_size: int):
@@ -159,19 +150,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for memory_size in sizes:
                 if (name, w, memory_size, args.seed) in done:
                     continue
-                extra = {} if not pipe.unet.uses_memory else {"memory_size": memory_size}
-                folder = os.path.join(args.out, "samples", f"{name}_w{w}_m{memory_size}_s{args.seed}")
-                gen = sample_generations(
-                    name,
-                    pipe,
-                    labels,
-                    folder,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
+                settings = SamplingSettings(
                     num_inference_steps=args.inference_steps,
                     guidance_scale=w,
-                    **extra,
+                    memory_size=memory_size,
+                    batch_size=args.batch_size,
+                    seed=args.seed,
                 )
+                folder = os.path.join(args.out, "samples", f"{name}_w{w}_m{memory_size}_s{args.seed}")
+                gen = SamplingPlan(labels, folder, settings).sample(name, pipe, folder)
                 fid = compute_fid(folder, reference, "domain", judge)["fid"]
                 predicted = judge.predict(gen.images, judge_bank).argmax(1).cpu()
                 record = {

@@ -24,16 +24,16 @@ from sklearn.linear_model import LogisticRegression
 from spm_gen import SPMDiffusionPipeline
 from spm_gen.data import load_digits_dataset, to_memory_bank
 from spm_gen.reporting.measures import GUIDANCE, MODEL, Measure, table
-from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training import load_config, train
 from spm_gen.training.logs import read_losses
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 from spm_gen.utils.images import save_image_grid
 
 VARIANTS = {
-    "spm (additive, clean)": ["--fusion_type", "additive"],
-    "twin (fusion none)": ["--fusion_type", "none"],
-    "spm (memory_encoding paper)": ["--fusion_type", "additive", "--memory_encoding", "paper"],
-    "spm (dot fusion)": ["--fusion_type", "dot"],
+    "spm (additive, clean)": {"fusion_type": "additive"},
+    "twin (fusion none)": {"fusion_type": "none"},
+    "spm (memory_encoding paper)": {"fusion_type": "additive", "memory_encoding": "paper"},
+    "spm (dot fusion)": {"fusion_type": "dot"},
 }
 
 
@@ -71,12 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_variant(args: argparse.Namespace, name: str) -> tuple[SPMDiffusionPipeline, dict]:
     """The trained pipeline of variant `name`, and its record (training seconds, final loss, run folder)."""
-    tag = name.split(" ")[0] + "_" + "_".join(VARIANTS[name][1::2]) if VARIANTS[name] else "spm"
+    tag = name.split(" ")[0] + "_" + "_".join(VARIANTS[name].values()) if VARIANTS[name] else "spm"
     folder = os.path.join(args.out, tag)
-    steps = str(args.steps)
-    overrides = ["--output_dir", folder, "--max_train_steps", steps, "--sample_every", str(args.steps * 10)]
+    overrides = {"output_dir": folder, "max_train_steps": args.steps, "sample_every": args.steps * 10}
     start = time.perf_counter()
-    pipeline_dir = train(load_config(args.config, parse_overrides([*overrides, *VARIANTS[name]])))
+    pipeline_dir = train(load_config(args.config, {**overrides, **VARIANTS[name]}))
     train_s = time.perf_counter() - start
     pipe = SPMDiffusionPipeline.from_pretrained(pipeline_dir)
     pipe.set_progress_bar_config(disable=True)

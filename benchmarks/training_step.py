@@ -23,17 +23,17 @@ from diffusers import DDPMScheduler
 
 from spm_gen.models.unet_spm import SPMUNet2DModel
 from spm_gen.reporting.measures import Measure, table
-from spm_gen.training import load_config, parse_overrides
+from spm_gen.training import load_config
 from spm_gen.training.config import TrainConfig
 from spm_gen.training.losses import LossOptions, diffusion_loss
 from spm_gen.training.throughput import synthetic_run, training_step_seconds
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
 
 SETTINGS = {  # name -> overrides
-    "twin": ["--fusion_type", "none"],
-    "additive (eager)": ["--fusion_type", "additive", "--compile_fusion", "false"],
-    "additive (compiled)": ["--fusion_type", "additive", "--compile_fusion", "true"],
-    "dot": ["--fusion_type", "dot"],
+    "twin": {"fusion_type": "none"},
+    "additive (eager)": {"fusion_type": "additive", "compile_fusion": False},
+    "additive (compiled)": {"fusion_type": "additive", "compile_fusion": True},
+    "dot": {"fusion_type": "dot"},
 }
 
 COLUMNS = [
@@ -44,9 +44,9 @@ COLUMNS = [
 ]
 
 
-def config_of(args: argparse.Namespace, overrides: list[str], out: str) -> TrainConfig:
-    common = ["--output_dir", out, "--train_batch_size", str(args.batch_size), "--memory_per_batch", str(args.memory)]
-    return load_config(args.config, parse_overrides([*common, *overrides]))
+def config_of(args: argparse.Namespace, overrides: dict, out: str) -> TrainConfig:
+    common = {"output_dir": out, "train_batch_size": args.batch_size, "memory_per_batch": args.memory}
+    return load_config(args.config, {**common, **overrides})
 
 
 def loss_and_gradients(config: TrainConfig, compiled: bool) -> tuple[float, dict[str, torch.Tensor]]:

@@ -17,9 +17,10 @@ from spm_gen.memory.saved_folder import SavedFolder
 from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.paths import DIGITS_MODELS
-from spm_gen.reporting.generations import sample_generations
+from spm_gen.reporting.comparison import SamplingPlan
 from spm_gen.reporting.measures import plain, table
 from spm_gen.reporting.report_rows import Judge, RemovedData, fid_references, report_row
+from spm_gen.reporting.sampling_settings import SamplingSettings
 from spm_gen.sampling import load_pipeline
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     judge = Judge(*load_classifier(os.path.join(args.models, "judge")))
     twin = load_pipeline(os.path.join(args.models, "twin"))
     labels = [i % 10 for i in range(args.num_images)]
+    plan = SamplingPlan(labels, args.out, SamplingSettings(num_inference_steps=args.inference_steps, batch_size=64))
     references = fid_references(training, removed, os.path.join(args.out, "fid"))
     rows = []
     settings = [
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         unlearning = TwinUnlearning(method, steps, lr, weight, saliency=0.5)
         pipe, seconds = (twin, 0.0) if method == "none" else unlearning.apply(twin, forget, remain, seed=0)
         folder = os.path.join(args.out, f"{method}_{steps}_{lr}_{weight}")
-        gen = sample_generations(method, pipe, labels, folder, 0, num_inference_steps=args.inference_steps)
+        gen = plan.sample(method, pipe, folder)
         row, _ = report_row(gen, training, removed, os.path.join(args.out, "fid"), NEAR_COPY_RMS, judge, references)
         rows.append(
             {

@@ -13,6 +13,7 @@ Every setting of the experiment (the protocols, the thresholds, seeds and sample
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -26,7 +27,7 @@ class Protocol:
     """A training design: its config overrides, and whether `R` must be among the memory-only items."""
 
     name: str
-    overrides: tuple[str, ...]
+    overrides: dict[str, Any]
     memory_only: bool = False
     description: str = ""
 
@@ -34,26 +35,26 @@ class Protocol:
 PROTOCOLS = {
     p.name: p
     for p in (
-        Protocol("baseline", (), description="the shipped recipe (the paper's: own image never in support)"),
+        Protocol("baseline", {}, description="the shipped recipe (the paper's: own image never in support)"),
         Protocol(
             "memory_only_half",
-            ("--memory_only_fraction", "0.5"),
+            {"memory_only_fraction": 0.5},
             memory_only=True,
             description="half of every class memory-only (support, never a denoising target); R among them",
         ),
         Protocol(
             "self_below_100",
-            ("--self_support", "below_timestep", "--self_support_timestep", "100"),
+            {"self_support": "below_timestep", "self_support_timestep": 100},
             description="the query's own image in its support when t < 100",
         ),
         Protocol(
             "self_below_300",
-            ("--self_support", "below_timestep", "--self_support_timestep", "300"),
+            {"self_support": "below_timestep", "self_support_timestep": 300},
             description="the query's own image in its support when t < 300",
         ),
         Protocol(
             "self_p50",
-            ("--self_support", "probability", "--self_support_probability", "0.5"),
+            {"self_support": "probability", "self_support_probability": 0.5},
             description="the query's own image in its support with probability 0.5 at every t",
         ),
     )

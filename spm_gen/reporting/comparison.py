@@ -47,14 +47,17 @@ class SamplingPlan:
     settings: SamplingSettings
 
     def run(self, name: str, role: Role, pipe, seconds: float | None = None) -> ModelRun:
-        """Samples `pipe` as model `name`."""
+        """Samples `pipe` as model `name` of a comparison, into `folder/<role>`."""
+        generations = self.sample(name, pipe, os.path.join(self.folder, role))
+        return ModelRun(name, role, pipe, self.settings.guidance_for(pipe), generations, seconds)
+
+    def sample(self, name: str, pipe, folder: str) -> Generations:
+        """`pipe`'s generations of `labels` by these settings, into `folder` (a model outside a comparison)."""
         kwargs = self.settings.pipeline_kwargs(pipe)
         logger.info("sampling %d images: %s (guidance %s)", len(self.labels), name, kwargs["guidance_scale"])
-        folder = os.path.join(self.folder, role)
-        generations = sample_generations(
+        return sample_generations(
             name, pipe, self.labels, folder, self.settings.seed, self.settings.batch_size, **kwargs
         )
-        return ModelRun(name, role, pipe, kwargs["guidance_scale"], generations, seconds)
 
 
 @dataclass

@@ -247,8 +247,11 @@ def _model_keys(config_class: type) -> set[str]:
     return set(init_defaults(config_class.model_class))
 
 
-def _parse_value(name: str, text: str | list[str], annotation: Any) -> Any:
-    """Converts command-line text to the field's type, naming the key on failure."""
+def _parse_value(name: str, text: Any, annotation: Any) -> Any:
+    """Converts command-line text (or a Python value given by code: `{"max_train_steps": 200}`) to the field's
+    type, naming the key on failure."""
+    if not isinstance(text, str) and not (isinstance(text, list) and all(isinstance(t, str) for t in text)):
+        return _checked_value(name, text, annotation)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         if isinstance(text, str) and text.lower() in ("none", "null"):
@@ -269,6 +272,40 @@ def _parse_value(name: str, text: str | list[str], annotation: Any) -> Any:
         return annotation(text)
     except (TypeError, ValueError) as e:
         raise ValueError(f"bad value for --{name}: {text!r} ({e})") from e
+
+
+def _checked_value(name: str, value: Any, annotation: Any) -> Any:
+    """A Python value for a field of type `annotation`: returned when its type fits (an int for a float field
+    becomes a float; a tuple a list), else ValueError naming the key."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        ok = value in args
+    elif origin is list:
+        value = list(value) if isinstance(value, list | tuple) else value
+        ok = isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    else:
+        ok = _fits(value, annotation)
+    if not ok:
+        raise ValueError(f"bad value for --{name}: {value!r} (expected {annotation})")
+    return float(value) if annotation is float else value
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def run_length(steps: int) -> dict[str, int]:
+    """The overrides of a run of `steps` steps that samples and checkpoints once, at its end."""
+    return {"max_train_steps": steps, "sample_every": steps, "checkpointing_steps": steps}
 
 
 def parse_overrides(argv: list[str]) -> dict[str, Any]:

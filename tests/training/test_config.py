@@ -117,3 +117,20 @@ def test_digits_configs_validate():
     assert load_config("configs/digits.yaml").images_per_class is None
     regime = load_config("configs/digits_memorization.yaml")
     assert regime.images_per_class == 10 and regime.image_size == regime.model["sample_size"] == 8
+
+
+def test_python_overrides_are_typed_values_checked_like_text():
+    """Code makes a variant with a dict of Python values (a protocol, a benchmark's model), not an argv list:
+    each is checked against its field's type, and a model argument is found by name as from the command line."""
+    config = load_config(
+        "configs/tiny.yaml",
+        {"max_train_steps": 7, "memory_only_fraction": 0.5, "exclude_ids": ["1", "2"], "block_out_channels": (16, 32)},
+    )
+    assert (config.max_train_steps, config.memory_only_fraction, config.exclude_ids) == (7, 0.5, ["1", "2"])
+    assert config.model["block_out_channels"] == [16, 32]
+    assert load_config("configs/tiny.yaml", {"max_train_steps": 7}) == load_config(
+        "configs/tiny.yaml", parse_overrides(["--max_train_steps", "7"])
+    )
+    for bad in ({"max_train_steps": 0.5}, {"max_train_steps": True}, {"exclude_ids": [1]}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            load_config("configs/tiny.yaml", bad)
