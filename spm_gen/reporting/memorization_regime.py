@@ -33,10 +33,10 @@ from ..metrics.memorization import (
 from ..models.classifier_spm import SPMClassifier
 from ..utils.charts import save_distance_histogram
 from ..utils.dataclass_options import option
-from ..utils.images import save_titled_rows
 from ..utils.validation import check_values
 from .comparison import ComparisonResult, ModelRun, SamplingPlan
 from .generations import Generations
+from .pictures import save_removed_image_gallery
 from .roles import Role
 from .sampling_settings import SamplingSettings
 
@@ -240,23 +240,6 @@ def memory_influence(spm, training: MemoryBank, removed: list[str], settings: Re
             counts[name] = int(near_copies(samples, image, settings.threshold)[0])
         out[item] = {"other_item": other, "near_copies_when_memory_holds": counts}
     return out
-
-
-def save_removed_image_gallery(
-    image: torch.Tensor, title: str, generations: list[Generations], path: str, k: int = 8
-) -> str:
-    """One removed image `(C, H, W)` and, for each model (before / after), its `k` nearest samples: one
-    titled row per model (with the number of its samples searched), the image first, then a white gap, then the
-    samples by distance."""
-    target = image.unsqueeze(0)
-    rows = {}
-    for gen in generations:
-        d = rms_distances(target.to(gen.images.dtype), gen.images)[0]
-        order = d.argsort()[:k]
-        rows[f"{gen.name}: nearest {float(d[order[0]]):.3f} of {len(gen.images)} samples"] = torch.cat(
-            [target.to(gen.images.dtype), torch.ones_like(target, dtype=gen.images.dtype), gen.images[order]]
-        )
-    return save_titled_rows(rows, path, title=title)
 
 
 def nearest_variation(references: torch.Tensor, variations: torch.Tensor) -> list[float]:

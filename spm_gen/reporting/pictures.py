@@ -62,9 +62,25 @@ def save_removed_gallery(
     for i in shown:
         name = f"id {removed.ids[i]} (class {int(removed.labels[i])})"
         for gen in (before, after):
-            target = removed.images[i : i + 1].to(gen.images.dtype)
-            d = rms_distances(target, gen.images)[0]
-            order = d.argsort()[:k]
-            title = f"{name} | {gen.name}: nearest {float(d[order[0]]):.3f} of {len(gen.images)}"
-            rows[title] = torch.cat([target, torch.ones_like(target), gen.images[order]])  # a white gap after it
+            title, row = nearest_generations(removed.images[i], gen, k)
+            rows[f"{name} | {title}"] = row
     return save_titled_rows(rows, path, title=gallery_title(removed, shown))
+
+
+def save_removed_image_gallery(
+    image: torch.Tensor, title: str, generations: list[Generations], path: str, k: int = 8
+) -> str:
+    """One removed image `(C, H, W)` and, for each model (before / after), its `k` nearest samples: one
+    titled row per model."""
+    rows = dict(nearest_generations(image, gen, k) for gen in generations)
+    return save_titled_rows(rows, path, title=title)
+
+
+def nearest_generations(image: torch.Tensor, gen: Generations, k: int) -> tuple[str, torch.Tensor]:
+    """A gallery row: `image` `(C, H, W)`, a white gap, then its `k` nearest generations of `gen` by RMS
+    distance; titled with the model, the nearest distance and the number of generations searched."""
+    target = image.unsqueeze(0).to(gen.images.dtype)
+    d = rms_distances(target, gen.images)[0]
+    order = d.argsort()[:k]
+    title = f"{gen.name}: nearest {float(d[order[0]]):.3f} of {len(gen.images)}"
+    return title, torch.cat([target, torch.ones_like(target), gen.images[order]])
