@@ -20,6 +20,7 @@ import argparse
 import copy
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -31,7 +32,8 @@ from spm_gen.training import ClassifierTrainConfig, load_config
 from spm_gen.training.classifier_loop import train_classifier
 from spm_gen.unlearning.baselines import finetune, gradient_ascent
 from spm_gen.unlearning.forget_set import ForgetSet, forget_ids
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.dataclass_options import option
 
 COLUMNS = [
     Measure("method", "method"),
@@ -57,14 +59,19 @@ def _train(args, name: str, head: str, exclude: list[str]) -> tuple[str, float]:
     return folder, time.perf_counter() - start
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option(None, help="write the numbers and settings here")
+    out: str = option("runs/classifier_unlearning", help="the run folder")
+    config: str = option("configs/digits_classifier.yaml", help="the classifier training config")
+    steps: int = option(400, help="training steps of each classifier")
+    finetune_steps: int = option(40, help="10% of the training steps by default")
+    ascent_steps: int = option(10, help="gradient-ascent steps of the parametric baseline")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tiny = {"steps": 2, "finetune_steps": 1, "ascent_steps": 1}
-    parser = BenchmarkParser(__doc__, None, "runs/classifier_unlearning", tiny)
-    parser.add_argument("--config", default="configs/digits_classifier.yaml")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--finetune-steps", type=int, default=40, help="10%% of the training steps by default")
-    parser.add_argument("--ascent-steps", type=int, default=10)
-    return parser.parse_args(argv)
+    return parse_options(Options, argv, __doc__, tiny)
 
 
 def forget_table(args, request: ForgetSet, train_set, test_set, full: dict[str, str]) -> dict[str, dict]:

@@ -33,7 +33,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -68,7 +68,14 @@ from spm_gen.training import load_config, train
 from spm_gen.training.config import run_length
 from spm_gen.training.data import load_training_set
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, recorded_settings, write_json
+from spm_gen.utils.benchmarking import (
+    BenchmarkOptions,
+    describe_machine,
+    parse_options,
+    recorded_settings,
+    write_json,
+)
+from spm_gen.utils.dataclass_options import nested_settings, option
 
 logger = logging.getLogger("complete_forgetting")
 
@@ -91,29 +98,45 @@ ROWS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    tiny = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "num_inference_steps": 2, "judge": None}
-    parser = BenchmarkParser(
-        __doc__, "benchmarks/complete_forgetting_cpu.json", "runs/complete_forgetting", tiny, RegimeSettings
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option("benchmarks/complete_forgetting_cpu.json", help="write the numbers and settings here")
+    out: str = option("runs/complete_forgetting", help="the run folder")
+    config: str = option("configs/digits_memorization.yaml", help="the regime's training config")
+    part: list[str] = option(
+        help="the parts to run",
+        choices=["regime", "own_image", "data_rich", "classes"],
+        default_factory=lambda: ["regime", "own_image"],
     )
-    parser.add_argument("--config", default="configs/digits_memorization.yaml")
-    parser.add_argument(
-        "--part", choices=["regime", "own_image", "data_rich", "classes"], nargs="+", default=["regime", "own_image"]
+    train: str | None = option(None, help="only train the model NAME into --out/NAME (see model_overrides)")
+    protocols: list[str] = option(
+        help="the protocols", choices=list(PROTOCOLS), default_factory=lambda: list(PROTOCOLS)
     )
-    parser.add_argument("--train", help="only train the model NAME into --out/NAME (see model_overrides)")
-    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
-    parser.add_argument("--data-rich-protocol", default="memory_only_half", choices=list(PROTOCOLS))
-    parser.add_argument("--data-rich-models", nargs="+", help="of twin, 'spm (shipped)' and the protocol (all)")
-    parser.add_argument("--data-rich-seeds", type=int, nargs="+", default=[0, 1], help="sampling seeds (0 1)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
-    parser.add_argument("--judge", default="assets/digits/judge", help="the classifier whose features FID uses")
-    parser.add_argument("--reuse", action="store_true", help="reuse models (and removed ids) found in --out")
-    parser.add_argument("--resume", action="store_true", help="an interrupted training resumes from its checkpoint")
-    args = parser.parse_args(argv)
-    args.shipped, args.data_overrides, args.data_rich_config = dict(SHIPPED), {}, DATA_RICH_CONFIG
-    if args.tiny:
-        args.data_overrides, args.shipped, args.data_rich_config = {"images_per_class": 4}, {}, args.config
+    data_rich_protocol: str = option("memory_only_half", help="the data-rich part's protocol", choices=list(PROTOCOLS))
+    data_rich_models: list[str] | None = option(None, help="of twin, 'spm (shipped)' and the protocol (all)")
+    data_rich_seeds: list[int] = option(help="sampling seeds", default_factory=lambda: [0, 1])
+    steps: int | None = option(None, help="training steps per model (the config's by default)")
+    judge: str | None = option("assets/digits/judge", help="the classifier whose features FID uses")
+    reuse: bool = option(False, help="reuse models (and removed ids) found in --out")
+    resume: bool = option(False, help="an interrupted training resumes from its checkpoint")
+    settings: RegimeSettings = nested_settings(RegimeSettings)
+
+
+TINY = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "num_inference_steps": 2, "judge": None}
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    args = parse_options(Options, argv, __doc__, TINY)
+    args.shipped, args.data_overrides, args.data_rich_config = derived_arguments(args)
     return args
+
+
+def derived_arguments(args: Options) -> tuple[dict[str, str], dict[str, Any], str]:
+    """The shipped models used as they are, the overrides of every model's data, and the data-rich config (with
+    --tiny: nothing shipped, 4 images per class, the tiny config)."""
+    if args.tiny:
+        return {}, {"images_per_class": 4}, args.config
+    return dict(SHIPPED), {}, DATA_RICH_CONFIG
 
 
 def model_overrides(args: argparse.Namespace, name: str) -> tuple[str, dict[str, Any]]:

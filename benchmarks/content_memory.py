@@ -35,7 +35,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +46,7 @@ from spm_gen.sampling import load_pipeline  # noqa: E402
 from spm_gen.training import load_config, train  # noqa: E402
 from spm_gen.training.config import run_length  # noqa: E402
 from spm_gen.utils.benchmarking import describe_machine, write_json  # noqa: E402
+from spm_gen.utils.dataclass_options import nested_settings, option  # noqa: E402
 
 logger = logging.getLogger("content_memory")
 
@@ -133,26 +134,36 @@ DESIGNS = {
 }
 
 
-def parse_args(argv: list[str] | None = None):
-    register_designs()
-    parser = cf.BenchmarkParser(
-        __doc__,
-        "benchmarks/content_memory_cpu.json",
-        "runs/content_memory",
-        {"config": "configs/tiny.yaml", "probe_steps": 2, "steps": 4, "per_class": 2, "num_inference_steps": 2},
-        cf.RegimeSettings,
+@dataclass
+class Options(cf.BenchmarkOptions):
+    json: str | None = option("benchmarks/content_memory_cpu.json", help="write the numbers and settings here")
+    out: str = option("runs/content_memory", help="the run folder")
+    config: str = option("configs/digits_memorization.yaml", help="the regime's training config")
+    part: list[str] = option(
+        help="the parts to run", choices=["probe", "regime", "classes", "data_rich"], default_factory=lambda: ["probe"]
     )
-    parser.add_argument("--config", default="configs/digits_memorization.yaml")
-    parser.add_argument("--part", choices=["probe", "regime", "classes", "data_rich"], nargs="+", default=["probe"])
-    parser.add_argument("--train", help="only train NAME (probe/<design>, <design>, <design>_oracle, classes_<design>)")
-    variants = [f"{name}_memory_only" for name in DESIGNS]
-    parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=[*DESIGNS, *variants])
-    parser.add_argument("--probe-steps", type=int, default=PROBE_STEPS)
-    parser.add_argument("--steps", type=int, default=None, help="regime training steps (the config's by default)")
-    parser.add_argument("--judge", default="assets/digits/judge")
-    parser.add_argument("--reuse", action="store_true")
-    parser.add_argument("--resume", action="store_true")
-    return parser.parse_args(argv)
+    train: str | None = option(
+        None, help="only train NAME (probe/<design>, <design>, <design>_oracle, classes_<design>)"
+    )
+    designs: list[str] = option(
+        help="the designs",
+        choices=[*DESIGNS, *(f"{name}_memory_only" for name in DESIGNS)],
+        default_factory=lambda: list(DESIGNS),
+    )
+    probe_steps: int = option(PROBE_STEPS, help="training steps of a probe")
+    steps: int | None = option(None, help="regime training steps (the config's by default)")
+    judge: str | None = option("assets/digits/judge", help="the classifier whose features FID uses")
+    reuse: bool = option(False, help="reuse what --out holds")
+    resume: bool = option(False, help="an interrupted training resumes from its checkpoint")
+    settings: cf.RegimeSettings = nested_settings(cf.RegimeSettings)
+
+
+TINY = {"config": "configs/tiny.yaml", "probe_steps": 2, "steps": 4, "per_class": 2, "num_inference_steps": 2}
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    register_designs()
+    return cf.parse_options(Options, argv, __doc__, TINY)
 
 
 MEMORY_ONLY = {"memory_only_fraction": 0.5}  # the memory-only variant of a design: R among those items
@@ -172,8 +183,8 @@ def register_designs() -> None:
 def cf_args(args, out: str):
     """The complete-forgetting arguments with this benchmark's settings, config, judge, steps and flags, into
     `out` (the rest at complete_forgetting's defaults)."""
-    parsed = cf.parse_args([])
-    vars(parsed).update(
+    parsed = replace(
+        cf.parse_args([]),
         out=out,
         json=os.path.join(out, "complete_forgetting.json"),
         config=args.config,
@@ -184,6 +195,7 @@ def cf_args(args, out: str):
         tiny=args.tiny,
         settings=args.settings,
     )
+    parsed.shipped, parsed.data_overrides, parsed.data_rich_config = cf.derived_arguments(parsed)
     return parsed
 
 

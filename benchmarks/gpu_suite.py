@@ -36,7 +36,8 @@ from spm_gen.training import load_config
 from spm_gen.training.config import build_unet
 from spm_gen.training.loop import official_ddim
 from spm_gen.training.throughput import training_step_seconds
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, timed, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, timed, write_json
+from spm_gen.utils.dataclass_options import option
 
 
 @dataclass
@@ -208,10 +209,13 @@ def print_table(device_name: str, rows: list[dict]) -> None:
         )
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option(None, help="write the numbers and settings here")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = BenchmarkParser(__doc__)  # --tiny: Suite.tiny(), configs/tiny.yaml at test size, on the CPU
-    parser.set_defaults(json=None)  # benchmarks/gpu_<device>.json (runs/gpu_suite_tiny.json with --tiny)
-    args = parser.parse_args(argv)
+    args = parse_options(Options, argv, __doc__, None)
     suite = Suite.tiny() if args.tiny else Suite()
     device, name = device_and_name(cpu=args.tiny)
     if not args.tiny and device.type != "cuda":

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -54,27 +55,36 @@ from spm_gen.training import load_config, train
 from spm_gen.training.config import run_length
 from spm_gen.training.data import load_training_dataset
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, recorded_settings, write_json
+from spm_gen.utils.benchmarking import (
+    BenchmarkOptions,
+    describe_machine,
+    parse_options,
+    recorded_settings,
+    write_json,
+)
+from spm_gen.utils.dataclass_options import nested_settings, option
 
 logger = logging.getLogger("memorization_regime")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    tiny = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "num_inference_steps": 2, "judge": None}
-    parser = BenchmarkParser(
-        __doc__,
-        "benchmarks/memorization_regime_cpu.json",
-        "runs/memorization_regime",
-        tiny | {"twin_steps": 2},
-        RegimeSettings,
-    )
-    parser.add_argument("--config", default="configs/digits_memorization.yaml")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model (the config's by default)")
-    parser.add_argument("--twin-steps", type=int, default=100, help="SalUn / gradient ascent steps on the twin")
-    parser.add_argument("--judge", default="assets/digits/judge", help="the classifier whose features FID uses")
-    parser.add_argument("--reuse", action="store_true", help="reuse models (and the removed ids) found in --out")
-    parser.add_argument("--probe", action="store_true", help="train and sample the twin only: is the regime reached?")
-    args = parser.parse_args(argv)
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option("benchmarks/memorization_regime_cpu.json", help="write the numbers and settings here")
+    out: str = option("runs/memorization_regime", help="the run folder")
+    config: str = option("configs/digits_memorization.yaml", help="the regime's training config")
+    steps: int | None = option(None, help="training steps per model (the config's by default)")
+    twin_steps: int = option(100, help="SalUn / gradient ascent steps on the twin")
+    judge: str | None = option("assets/digits/judge", help="the classifier whose features FID uses")
+    reuse: bool = option(False, help="reuse models (and the removed ids) found in --out")
+    probe: bool = option(False, help="train and sample the twin only: is the regime reached?")
+    settings: RegimeSettings = nested_settings(RegimeSettings)
+
+
+TINY = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "num_inference_steps": 2, "judge": None}
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    args = parse_options(Options, argv, __doc__, TINY | {"twin_steps": 2})
     args.data_overrides = {"images_per_class": 3} if args.tiny else {}  # every model and the training set
     return args
 

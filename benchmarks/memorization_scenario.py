@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import dataclass
 
 import torch
 
@@ -29,13 +29,13 @@ from experiments.memorization_scenario import (
     write_duplicated_folder,
 )
 from spm_gen.data import load_digits_dataset
-from spm_gen.metrics.near_copy import NEAR_COPY_RMS
 from spm_gen.reporting.roles import Role
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, train
 from spm_gen.training.config import run_length
 from spm_gen.unlearning.twin import TwinUnlearning
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, recorded_settings, write_json
+from spm_gen.utils.dataclass_options import nested_settings, option
 from spm_gen.utils.images import to_unit_range
 
 
@@ -49,22 +49,26 @@ def report_counts(result: dict, keys: tuple[str, ...]) -> None:
         print(f"    {key:<12} near-copies {result[key]} total {sum(result[key]):>3}; nearest sample at {nearest}")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    tiny = {"config": "configs/tiny.yaml", "steps": 2, "copies": 2, "memory_copies": 2, "classes": [0, 2]}
-    tiny |= {"per_target": 2, "inference_steps": 2, "pipeline": None}
-    parser = BenchmarkParser(__doc__, "benchmarks/memorization_scenario_cpu.json", "runs/memorization_scenario", tiny)
-    parser.add_argument("--config", default="configs/digits.yaml", help="the training config of the case (a) models")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps of the case (a) models")
-    parser.add_argument("--copies", type=int, default=40, help="copies of each duplicated training image")
-    parser.add_argument("--memory-copies", type=int, default=20, help="copies of each memory-only image")
-    parser.add_argument("--classes", type=int, nargs="+", default=[0, 2, 5, 7], help="one target per class")
-    parser.add_argument("--per-target", type=int, default=50, help="samples of each target's class")
-    parser.add_argument("--inference-steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--threshold", type=float, default=NEAR_COPY_RMS)
-    parser.add_argument("--memory-size", type=int, default=64)
-    parser.add_argument("--pipeline", default="assets/digits/spm", help="the trained SPM for case (b) (--tiny: (a)'s)")
-    parser.add_argument("--reuse", action="store_true", help="reuse the case (a) models already trained in --out")
-    return parser.parse_args(argv)
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option("benchmarks/memorization_scenario_cpu.json", help="write the numbers and settings here")
+    out: str = option("runs/memorization_scenario", help="the run folder")
+    config: str = option("configs/digits.yaml", help="the training config of the case (a) models")
+    steps: int = option(1000, help="training steps of the case (a) models")
+    copies: int = option(40, help="copies of each duplicated training image")
+    memory_copies: int = option(20, help="copies of each memory-only image")
+    classes: list[int] = option(help="one target per class", default_factory=lambda: [0, 2, 5, 7])
+    pipeline: str | None = option("assets/digits/spm", help="the trained SPM for case (b) (--tiny: (a)'s)")
+    reuse: bool = option(False, help="reuse the case (a) models already trained in --out")
+    settings: ScenarioSettings = nested_settings(ScenarioSettings)
+
+
+TINY = {"config": "configs/tiny.yaml", "steps": 2, "copies": 2, "memory_copies": 2, "classes": [0, 2], "pipeline": None}
+TINY |= {"per_target": 2, "num_inference_steps": 2, "twin": TwinUnlearning(steps=2)}
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    return parse_options(Options, argv, __doc__, TINY)
 
 
 def train_case_a(args: argparse.Namespace, data_dir: str, num_images: int) -> dict[str, str]:
@@ -83,9 +87,9 @@ def train_case_a(args: argparse.Namespace, data_dir: str, num_images: int) -> di
 
 
 def print_results(args: argparse.Namespace, results: dict, settings: ScenarioSettings) -> None:
-    n = args.per_target
+    n = args.settings.per_target
     print(
-        f"\nnear-copies (samples within {args.threshold} RMS of the target, of {n} samples of its class), "
+        f"\nnear-copies (samples within {args.settings.threshold} RMS of the target, of {n} samples of its class), "
         f"targets of classes {args.classes}"
     )
     print(f"(a) {args.copies} copies each in the training data")
@@ -101,14 +105,8 @@ def print_results(args: argparse.Namespace, results: dict, settings: ScenarioSet
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    settings = ScenarioSettings(
-        per_target=args.per_target,
-        threshold=args.threshold,
-        memory_size=args.memory_size,
-        num_inference_steps=args.inference_steps,
-        twin=TwinUnlearning(steps=2) if args.tiny else TwinUnlearning(),
-    )
-    results = {"settings": {**vars(args), **asdict(settings)}, "machine": describe_machine()}
+    settings = args.settings
+    results = {"settings": recorded_settings(args), "machine": describe_machine()}
     image_size = load_config(args.config).image_size
     train_set = load_digits_dataset(image_size=image_size, split="train")
     picks = one_per_class(train_set.labels, args.classes)

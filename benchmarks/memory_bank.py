@@ -21,12 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import torch
 
 from spm_gen.memory.synthetic import synthetic_bank
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.dataclass_options import option
 from spm_gen.utils.resources import peak_mb, reset_peak
+from spm_gen.utils.validation import check_values
 
 TARGETS_S = {"remove_1_id": 0.1, "remove_1000_ids": 1.0, "nearest_256": 2.0}
 
@@ -139,16 +142,20 @@ def saved_ratios(r: dict) -> dict:
     }
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option(None, help="write the numbers and settings here")
+    sizes: list[int] = option(help="bank sizes, multiples of 10", default_factory=lambda: [10_000, 100_000, 1_000_000])
+    repeats: int = option(3, help="timed repeats of each operation")
+    saved_only: bool = option(False, help="only the saved-bank table (keeps the rest of --json)")
+
+    def check(self) -> None:
+        sizes = all(size > 0 and size % 10 == 0 for size in self.sizes)
+        check_values(self, {"sizes": sizes}, {"sizes": " (multiples of 10: ten classes of equal size)"})
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = BenchmarkParser(__doc__, tiny={"sizes": [2_000], "repeats": 1})
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="multiples of 10")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--saved-only", action="store_true", help="only the saved-bank table (keeps the rest of --json)"
-    )
-    args = parser.parse_args(argv)
-    if any(size % 10 for size in args.sizes):
-        parser.error(f"--sizes must be multiples of 10 (ten classes of equal size), got {args.sizes}")
+    args = parse_options(Options, argv, __doc__, {"sizes": [2_000], "repeats": 1})
     print(describe_machine())
     results = {"machine": describe_machine()}
     if args.saved_only and args.json and os.path.exists(args.json):

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -38,7 +39,8 @@ from spm_gen.reporting.sampling_settings import SamplingSettings
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, train
 from spm_gen.training.config import run_length
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.dataclass_options import option
 from spm_gen.utils.images import to_unit_range
 
 MODELS = {
@@ -48,23 +50,28 @@ MODELS = {
 }
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option("benchmarks/quality_parity_cpu.json", help="write the numbers and settings here")
+    out: str = option("runs/quality_parity", help="the run folder")
+    config: str = option("configs/digits.yaml", help="the training config of the models")
+    train_steps: int = option(4000, help="training steps of each model")
+    reuse: str | None = option(None, help="a folder with <model>/pipeline already trained (skips training)")
+    models: list[str] = option(help="models", choices=list(MODELS), default_factory=lambda: list(MODELS))
+    num_images: int = option(2000, help="samples per setting (classes cycling)")
+    guidance_scales: list[float] = option(help="guidance scales", default_factory=lambda: [0.0, 0.3, 1.0, 2.0])
+    memory_sizes: list[str] = option(help="items read per class", default_factory=lambda: ["64", "none"])
+    inference_steps: int = option(50, help="DDIM steps")
+    judge: str = option("assets/digits/judge", help="the classifier for FID and consistency")
+    batch_size: int = option(100, help="images per sampling batch")
+    seed: int = option(0, help="of the sampling noise (the models are not retrained)")
+    resume: bool = option(False, help="keep the settings --json already holds")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tiny = {"config": "configs/tiny.yaml", "train_steps": 4, "num_images": 20, "inference_steps": 2}
     tiny |= {"guidance_scales": [0.0, 0.3], "memory_sizes": ["4", "none"], "judge": None}
-    parser = BenchmarkParser(__doc__, "benchmarks/quality_parity_cpu.json", "runs/quality_parity", tiny)
-    parser.add_argument("--config", default="configs/digits.yaml")
-    parser.add_argument("--train-steps", type=int, default=4000)
-    parser.add_argument("--reuse", help="a folder with <model>/pipeline already trained (skips training)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--num-images", type=int, default=2000, help="samples per setting (classes cycling)")
-    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[0.0, 0.3, 1.0, 2.0])
-    parser.add_argument("--memory-sizes", nargs="+", default=["64", "none"], help="items read per class")
-    parser.add_argument("--inference-steps", type=int, default=50)
-    parser.add_argument("--judge", default="assets/digits/judge", help="the classifier for FID and consistency")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0, help="of the sampling noise (the models are not retrained)")
-    parser.add_argument("--resume", action="store_true", help="keep the settings --json already holds")
-    return parser.parse_args(argv)
+    return parse_options(Options, argv, __doc__, tiny)
 
 
 def pipeline_dir(args: argparse.Namespace, name: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,8 +26,10 @@ from spm_gen.metrics.fid import fid_terms, folder_features, save_images, save_pn
 from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.measures import Measure, table
 from spm_gen.sampling import read_sample_folder
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.dataclass_options import option
 from spm_gen.utils.images import to_unit_range
+from spm_gen.utils.validation import check_values
 
 
 def class_spread(features: np.ndarray, labels: np.ndarray) -> float:
@@ -60,18 +63,26 @@ def tiny_outs(folder: str, training, count: int) -> list[str]:
     return [folder]
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option(None, help="write the numbers and settings here")
+    outs: list[str] | None = option(
+        None, help="--out folders of quality_parity.py (each has samples/, reference/)", flag="outs", nargs="*"
+    )
+    judge: str = option("assets/digits/judge", help="the classifier whose features FID uses")
+    num_images: int = option(2000, help="skip folders with another count (unfinished)")
+
+    def check(self) -> None:
+        hint = ": give the --out folders of quality_parity.py (or --tiny)"
+        check_values(self, {"outs": bool(self.outs) or self.tiny}, {"outs": hint})
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = BenchmarkParser(__doc__, tiny={"num_images": 30})
-    parser.add_argument("outs", nargs="*", help="--out folders of quality_parity.py (each has samples/, reference/)")
-    parser.add_argument("--judge", default="assets/digits/judge")
-    parser.add_argument("--num-images", type=int, default=2000, help="skip folders with another count (unfinished)")
-    args = parser.parse_args(argv)
+    args = parse_options(Options, argv, __doc__, {"num_images": 30})
     judge, _ = load_classifier(args.judge)
     training = load_digits_dataset(image_size=judge.config.image_size, split="train")
     if args.tiny:
         args.outs = tiny_outs(tempfile.mkdtemp(prefix="parity_analysis_"), training, args.num_images)
-    if not args.outs:
-        parser.error("give the --out folders of quality_parity.py (or --tiny)")
     bank = MemoryBank.from_images(training.images, training.labels, training.ids)
     reference = folder_features(os.path.join(args.outs[0], "reference"), classifier=judge)
     # the reference folder holds the training images in dataset order, so its labels are the dataset's

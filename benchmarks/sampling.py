@@ -21,6 +21,7 @@ high-water mark (Linux).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler
@@ -29,7 +30,8 @@ from spm_gen import SPMDiffusionPipeline
 from spm_gen.memory.readout import MemoryReadout
 from spm_gen.memory.synthetic import synthetic_bank
 from spm_gen.training.config import build_unet
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, timed, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, timed, write_json
+from spm_gen.utils.dataclass_options import option
 
 
 def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -184,37 +186,36 @@ def fusion_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return rows
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option(None, help="write the numbers and settings here")
+    config: str = option("configs/digits.yaml", help="the model config (untrained weights: speed only)")
+    fusion_types: list[str] = option(help="the SPMs' fusion types", default_factory=lambda: ["dot", "additive"])
+    memory_sizes: list[str] = option(help="memory items read per class (whole: every item)", default_factory=lambda: ["100", "256", "1024", "whole"])
+    whole_class: int = option(1500, help="items per class in the synthetic bank")
+    unconditional_memory: list[str] = option(help="what the unconditional branch reads", default_factory=lambda: ["all", "class"])
+    num_images: int = option(128, help="images per timed sampling run")
+    steps: int = option(50, help="DDIM steps")
+    eager: bool = option(False, help="do not compile the additive score in part 1")
+    no_native: bool = option(False, help="part 1: compiled additive fusion without the native CPU kernel")
+    repeats: int = option(1, help="rounds of (twin, SPM) per row; the ratio is their median")
+    memory_resolutions: list[int] = option(
+        help="the SPM's memory_resolutions (content memory)", nargs="*", default_factory=lambda: []
+    )
+    memory_retrieval: str = option("random", help="what the SPM reads (part 1)", choices=["random", "anchor"])
+    anchor_pixels: bool = option(False, help="the SPM reads its anchor's pixels (content memory)")
+    skip_pipeline: bool = option(False, help="skip part 2 (the pipeline)")
+    skip_fusion: bool = option(False, help="skip part 1 (the fusion)")
+
+
 def main(argv: list[str] | None = None) -> dict:
     tiny = {"config": "configs/tiny.yaml", "memory_sizes": ["4", "whole"], "whole_class": 8, "num_images": 4}
-    parser = BenchmarkParser(
-        __doc__, tiny=tiny | {"steps": 2, "eager": True, "unconditional_memory": ["class"], "skip_fusion": True}
+    args = parse_options(
+        Options,
+        argv,
+        __doc__,
+        tiny | {"steps": 2, "eager": True, "unconditional_memory": ["class"], "skip_fusion": True},
     )
-    parser.add_argument("--config", default="configs/digits.yaml")
-    parser.add_argument("--fusion-types", nargs="+", default=["dot", "additive"])
-    parser.add_argument("--memory-sizes", nargs="+", default=["100", "256", "1024", "whole"])
-    parser.add_argument("--whole-class", type=int, default=1500, help="items per class in the synthetic bank")
-    parser.add_argument("--unconditional-memory", nargs="+", default=["all", "class"])
-    parser.add_argument("--num-images", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--eager", action="store_true", help="do not compile the additive score in part 1")
-    parser.add_argument(
-        "--no-native", action="store_true", help="part 1: compiled additive fusion without the native CPU kernel"
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=1, help="rounds of (twin, SPM) per row; the ratio is their median (default 1)"
-    )
-    parser.add_argument(
-        "--memory-resolutions", type=int, nargs="*", default=[], help="the SPM's memory_resolutions (content memory)"
-    )
-    parser.add_argument(
-        "--memory-retrieval", default="random", choices=["random", "anchor"], help="what the SPM reads (part 1)"
-    )
-    parser.add_argument(
-        "--anchor-pixels", action="store_true", help="the SPM reads its anchor's pixels (content memory)"
-    )
-    parser.add_argument("--skip-pipeline", action="store_true")
-    parser.add_argument("--skip-fusion", action="store_true")
-    args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = describe_machine(device)
     print(

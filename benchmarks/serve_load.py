@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 import httpx
 import torch
@@ -45,7 +46,8 @@ from diffusers import DDIMScheduler
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.training.config import build_unet
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, synthetic_images, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, synthetic_images, write_json
+from spm_gen.utils.dataclass_options import option
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hostile_clients import UPLOAD_LIMIT, HostileMix  # noqa: E402
@@ -295,18 +297,22 @@ def big_part(args: argparse.Namespace, folder: str) -> dict:
     }
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option(None, help="write the numbers and settings here")
+    seconds: float = option(45.0, help="the load run (at most 60)")
+    clients: int = option(8, help="well-behaved client threads")
+    remove_every: float = option(2.0, help="seconds between removals during the load")
+    per_class: int = option(100, help="memory items of each of the 10 classes")
+    flood: int = option(16, help="hostile threads generating without pause")
+    kill_trials: int = option(5, help="kill -9 trials during a removal")
+    big_items: int = option(1_000_000, help="items of the big bank (removal time at scale)")
+    big_removals: int = option(5, help="removals timed on the big bank")
+
+
 def main(argv: list[str] | None = None) -> dict:
     tiny = {"seconds": 4.0, "clients": 2, "remove_every": 1.0, "per_class": 20, "flood": 4}
-    parser = BenchmarkParser(__doc__, tiny=tiny | {"kill_trials": 2, "big_items": 2_000, "big_removals": 2})
-    parser.add_argument("--seconds", type=float, default=45.0, help="the load run (at most 60)")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--remove-every", type=float, default=2.0)
-    parser.add_argument("--per-class", type=int, default=100, help="memory items of each of the 10 classes")
-    parser.add_argument("--flood", type=int, default=16, help="hostile threads generating without pause")
-    parser.add_argument("--kill-trials", type=int, default=5)
-    parser.add_argument("--big-items", type=int, default=1_000_000)
-    parser.add_argument("--big-removals", type=int, default=5)
-    args = parser.parse_args(argv)
+    args = parse_options(Options, argv, __doc__, tiny | {"kill_trials": 2, "big_items": 2_000, "big_removals": 2})
     if not 0 < args.seconds <= 60:
         raise SystemExit(f"--seconds must be in (0, 60], got {args.seconds}")
     started = time.monotonic()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,7 +27,8 @@ from spm_gen.data import load_digits_dataset, to_memory_bank
 from spm_gen.reporting.measures import GUIDANCE, MODEL, Measure, table
 from spm_gen.training import load_config, train
 from spm_gen.training.logs import read_losses
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.dataclass_options import option
 from spm_gen.utils.images import save_image_grid
 
 VARIANTS = {
@@ -57,16 +59,21 @@ COLUMNS = [
 ]
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option(None, help="write the numbers and settings here")
+    out: str = option("runs/train_quality", help="the run folder")
+    config: str = option("configs/digits.yaml", help="the training config")
+    steps: int = option(1500, help="training steps of each variant")
+    per_class: int = option(20, help="samples of every class per variant")
+    inference_steps: int = option(50, help="DDIM steps")
+    variants: list[str] = option(help="variants", default_factory=lambda: list(VARIANTS))
+    guidance_scales: list[float] = option(help="guidance scales", default_factory=lambda: [0.3, 1.0])
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tiny = {"config": "configs/tiny.yaml", "steps": 2, "per_class": 1, "inference_steps": 2}
-    parser = BenchmarkParser(__doc__, None, "runs/train_quality", tiny)
-    parser.add_argument("--config", default="configs/digits.yaml")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--per-class", type=int, default=20)
-    parser.add_argument("--inference-steps", type=int, default=50)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[0.3, 1.0])
-    return parser.parse_args(argv)
+    return parse_options(Options, argv, __doc__, tiny)
 
 
 def train_variant(args: argparse.Namespace, name: str) -> tuple[SPMDiffusionPipeline, dict]:

@@ -16,6 +16,7 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -27,7 +28,8 @@ from spm_gen.training import load_config
 from spm_gen.training.config import TrainConfig
 from spm_gen.training.losses import LossOptions, diffusion_loss
 from spm_gen.training.throughput import synthetic_run, training_step_seconds
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.dataclass_options import option
 
 SETTINGS = {  # name -> overrides
     "twin": {"fusion_type": "none"},
@@ -63,17 +65,21 @@ def loss_and_gradients(config: TrainConfig, compiled: bool) -> tuple[float, dict
     return float(loss.detach()), {name: p.grad.clone() for name, p in unet.named_parameters() if p.grad is not None}
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option(None, help="write the numbers and settings here")
+    config: str = option("configs/digits.yaml", help="the model and training config")
+    batch_size: int = option(64, help="images per training batch")
+    memory: int = option(256, help="support images per batch (the paper's 256)")
+    steps: int = option(20, help="timed training steps")
+    warmup: int = option(3, help="steps before timing (compilation included)")
+    settings: list[str] = option(help="settings", choices=list(SETTINGS), default_factory=lambda: list(SETTINGS))
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(level=logging.WARNING)
     tiny = {"config": "configs/tiny.yaml", "batch_size": 4, "memory": 8, "steps": 1, "warmup": 1}
-    parser = BenchmarkParser(__doc__, tiny=tiny)
-    parser.add_argument("--config", default="configs/digits.yaml")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--memory", type=int, default=256, help="support images per batch (the paper's 256)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3, help="steps before timing (compilation included)")
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    args = parser.parse_args(argv)
+    args = parse_options(Options, argv, __doc__, tiny)
     device = torch.device("cpu")
     rows = []
     with tempfile.TemporaryDirectory() as out:

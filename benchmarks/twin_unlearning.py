@@ -11,6 +11,7 @@ UA on class-3 generations and FID of the remaining classes (judge features, agai
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from spm_gen.demo import individual_removals
 from spm_gen.memory.saved_folder import SavedFolder
@@ -23,7 +24,8 @@ from spm_gen.reporting.report_rows import Judge, RemovedData, fid_references, re
 from spm_gen.reporting.sampling_settings import SamplingSettings
 from spm_gen.sampling import load_pipeline
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
-from spm_gen.utils.benchmarking import BenchmarkParser, describe_machine, write_json
+from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.dataclass_options import option
 
 # (method, steps, lr, remain_weight)
 SETTINGS = [
@@ -41,15 +43,20 @@ SETTINGS = [
 COLUMNS = plain("method", "steps", "lr", "remain_weight", "seconds", "ua", "fid_remaining")
 
 
+@dataclass
+class Options(BenchmarkOptions):
+    json: str | None = option("benchmarks/twin_unlearning_cpu.json", help="write the numbers and settings here")
+    out: str = option("runs/twin_unlearning", help="the run folder")
+    models: str = option(DIGITS_MODELS, help="the folder of the digits models (spm/, twin/, judge/)")
+    num_images: int = option(100, help="generations per unlearning setting (classes cycling)")
+    inference_steps: int = option(50, help="DDIM steps")
+    max_steps: int | None = option(None, help="cap every setting's unlearning steps")
+    one_per_method: bool = option(False, help="only the first setting of each method")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     tiny = {"num_images": 30, "inference_steps": 2, "max_steps": 2, "one_per_method": True}
-    parser = BenchmarkParser(__doc__, "benchmarks/twin_unlearning_cpu.json", "runs/twin_unlearning", tiny)
-    parser.add_argument("--models", default=DIGITS_MODELS)
-    parser.add_argument("--num-images", type=int, default=100)
-    parser.add_argument("--inference-steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--max-steps", type=int, default=None, help="cap every setting's unlearning steps")
-    parser.add_argument("--one-per-method", action="store_true", help="only the first setting of each method")
-    args = parser.parse_args(argv)
+    args = parse_options(Options, argv, __doc__, tiny)
     training = SavedFolder(os.path.join(args.models, "spm")).load_bank()
     ids = training.resolve_ids(ids=individual_removals(training, 3, 20), labels=[3])  # the demo's removal
     removed = RemovedData(ids, training.get_images(ids), training.get_labels(ids), [3])

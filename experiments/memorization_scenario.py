@@ -27,6 +27,7 @@ from spm_gen.reporting.report_rows import RemovedData
 from spm_gen.reporting.roles import BEFORE_AFTER, Role
 from spm_gen.reporting.sampling_settings import SamplingSettings
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
+from spm_gen.utils.dataclass_options import option
 
 DUPLICATES_NAMES = {Role.SPM_BEFORE: "SPM before", Role.SPM_AFTER: "SPM after removal", Role.TWIN_BEFORE: "twin before"}
 MEMORY_ONLY_NAMES = {
@@ -38,11 +39,12 @@ MEMORY_ONLY_NAMES = {
 
 @dataclass
 class ScenarioSettings(SamplingSettings):
-    per_target: int = 50  # samples of each target's class
-    threshold: float = NEAR_COPY_RMS
-    guidance_scale: float = field(default=0.0, kw_only=True)
-    memory_size: int | None = field(default=64, kw_only=True)
-    twin: TwinUnlearning = field(default_factory=TwinUnlearning)  # as in the report
+    per_target: int = option(50, help="samples of each target's class")
+    threshold: float = option(NEAR_COPY_RMS, help="near-copy RMS pixel distance")
+    num_inference_steps: int = option(50, help="DDIM steps", flag="--inference-steps", kw_only=True)
+    guidance_scale: float = option(0.0, help="guidance w of every model", kw_only=True)
+    memory_size: int | None = option(64, help="memory items read per class", kw_only=True)
+    twin: TwinUnlearning = field(default_factory=TwinUnlearning)  # as in the report (--twin-method, ...)
 
 
 def write_duplicated_folder(dataset: ImageDataset, ids: list[str], copies: int, root: str) -> list[str]:

@@ -9,12 +9,13 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .atomic import atomic_write_text
-from .dataclass_options import add_options, flags_of, from_options, named_as_options
+from .dataclass_options import add_options, from_options, named_as_options, option
 from .resources import peak_mb, reset_peak
 
 
@@ -37,53 +38,64 @@ def synthetic_images(
     return images, torch.arange(per_class * classes) % classes
 
 
-class BenchmarkParser(argparse.ArgumentParser):
-    """The command line every benchmark shares: `--json` (where its numbers and settings go), `--out` (its run
-    folder, for a benchmark that trains or samples into one) and `--tiny` (a plumbing run at test size, in
-    seconds, whose numbers mean nothing): the values of `tiny` replace the parsed ones. With `settings` (a
-    dataclass of `option(...)` fields) its fields are options too, and the parsed arguments carry the checked
-    `settings` instance."""
+@dataclass(kw_only=True)
+class BenchmarkOptions:
+    """The options every benchmark shares (each declares its own in a dataclass extending this one, `--out` too
+    when it trains or samples into a run folder, and redeclares `json` with its default)."""
 
-    def __init__(
-        self,
-        doc: str,
-        json: str | None = None,
-        out: str | None = None,
-        tiny: dict[str, Any] | None = None,
-        settings: type | None = None,
-    ):
-        super().__init__(description=doc.strip().splitlines()[0])
-        self.tiny = dict(tiny or {})
-        self.settings = settings
-        if settings is not None:
-            add_options(self, settings)
-        self.add_argument("--json", default=json, help=f"write the numbers and settings here (default: {json})")
-        if out is not None:
-            self.add_argument("--out", default=out, help=f"the run folder (default: {out})")
-        settings = ", ".join(f"{key}={value}" for key, value in self.tiny.items())
-        self.add_argument("--tiny", action="store_true", help=f"test size, numbers meaningless ({settings})")
-
-    def parse_args(self, args=None, namespace=None):  # noqa: D102 - argparse's, with --tiny applied
-        parsed = super().parse_args(args, namespace)
-        if parsed.tiny:
-            for key, value in self.tiny.items():
-                setattr(parsed, key, value)
-        if self.settings is not None:
-            settings = from_options(self.settings, parsed)
-            with named_as_options(self.settings):
-                settings.check()
-            for name in flags_of(self.settings):  # one owner: the settings, not their parsed copies
-                delattr(parsed, name)
-            parsed.settings = settings
-        return parsed
+    json: str | None = option(None, help="write the numbers and settings here")
+    tiny: bool = option(False, help="a plumbing run at test size, in seconds, whose numbers mean nothing")
 
 
-def recorded_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """What a benchmark's json records of its command line: its arguments, with its settings' fields in place of
-    the settings object."""
-    recorded = {key: value for key, value in vars(args).items() if key != "settings"}
-    if "settings" in vars(args):
-        recorded.update(dataclasses.asdict(args.settings))
+def parse_options(cls: type, argv: list[str] | None, doc: str, tiny: dict[str, Any] | None = None) -> Any:
+    """The checked options `cls` of a benchmark's command line (its help: the first line of `doc`); with
+    `--tiny` the values of `tiny` replace the parsed ones (`with_values`). A bad value: argparse's error (one
+    line naming its flag, exit 2)."""
+    tiny = dict(tiny or {})
+    shown = ", ".join(f"{key}={value}" for key, value in tiny.items())
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0], epilog=f"--tiny: {shown or '-'}")
+    add_options(parser, cls)
+    options = from_options(cls, parser.parse_args(argv))
+    if options.tiny:
+        options = with_values(options, tiny)
+    try:
+        with named_as_options(cls):
+            for part in (options, *(getattr(options, f.name) for f in dataclasses.fields(options))):
+                if dataclasses.is_dataclass(part) and hasattr(part, "check"):
+                    part.check()
+    except ValueError as e:
+        parser.error(str(e))  # one line and exit 2, as argparse's own refusals
+    return options
+
+
+def with_values(options: Any, values: dict[str, Any]) -> Any:
+    """A copy of `options` with `values` (by field name; a name of its nested settings' fields changes those),
+    made with `dataclasses.replace`. An unknown name: ValueError."""
+    own = {f.name for f in dataclasses.fields(options)}
+    changes = {key: value for key, value in values.items() if key in own}
+    for f in dataclasses.fields(options):
+        inner = getattr(options, f.name)
+        if dataclasses.is_dataclass(inner) and f.name not in changes:
+            names = {g.name for g in dataclasses.fields(inner)}
+            nested = {key: value for key, value in values.items() if key not in own and key in names}
+            if nested:
+                changes[f.name] = dataclasses.replace(inner, **nested)
+                own |= set(nested)
+    unknown = sorted(set(values) - own)
+    if unknown:
+        raise ValueError(f"{type(options).__name__} has no option {unknown}")
+    return dataclasses.replace(options, **changes)
+
+
+def recorded_settings(options: Any) -> dict[str, Any]:
+    """What a benchmark's json records of its command line: its options (the fields of nested settings in
+    place of the settings object) and what it derived from them."""
+    recorded: dict[str, Any] = {}
+    for key, value in vars(options).items():
+        if dataclasses.is_dataclass(value):
+            recorded.update(dataclasses.asdict(value))
+        else:
+            recorded[key] = value
     return recorded
 
 

@@ -37,9 +37,20 @@ def _fields(cls: type, prefix: str = ""):
     for f in dataclasses.fields(cls):
         hint, dest = hints[f.name], prefix + f.name
         if dataclasses.is_dataclass(hint):
-            yield from _fields(hint, dest + "_")
+            yield from _fields(hint, prefix + _prefix(f))
         elif "help" in f.metadata:
             yield dest, f, hint
+
+
+def _prefix(f: dataclasses.Field) -> str:
+    """What a nested settings field puts before its options' names: its name, or nothing (`nested_settings(...)`)."""
+    return f.metadata.get("prefix", f.name + "_")
+
+
+def nested_settings(cls: type) -> Any:
+    """A field holding settings `cls` whose options keep their own names (`--per-class`, not
+    `--settings-per-class`)."""
+    return dataclasses.field(default_factory=cls, metadata={"prefix": ""})
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -98,7 +109,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
             groups[one_of] = parser.add_mutually_exclusive_group(required=True)
         target = groups[one_of] if one_of is not None else parser
         default = _default(f)
-        shown = "" if default in (None, False, [], dataclasses.MISSING) else f" (default: {default})"
+        hidden = default is None or default is False or default is dataclasses.MISSING or default == []
+        shown = "" if hidden else f" (default: {default})"
         kwargs = {**_type_kwargs(hint), **f.metadata["argparse"]}
         if kwargs.get("action") == "append":
             kwargs.pop("nargs", None)
@@ -121,7 +133,7 @@ def from_options(cls: type, args: argparse.Namespace, prefix: str = "") -> Any:
     for f in dataclasses.fields(cls):
         hint, dest = hints[f.name], prefix + f.name
         if dataclasses.is_dataclass(hint):
-            values[f.name] = from_options(hint, args, dest + "_")
+            values[f.name] = from_options(hint, args, prefix + _prefix(f))
         elif "help" in f.metadata:
             value = getattr(args, dest)
             values[f.name] = _default(f) if value is None and f.default_factory is not dataclasses.MISSING else value

@@ -62,14 +62,26 @@ def test_one_of_group_and_required_option():
     assert from_options(TrainOptions, train.parse_args(["--config", "c.yaml"])) == TrainOptions("c.yaml")
 
 
-def test_benchmark_parser_hands_back_checked_settings():
+def test_benchmark_options_are_parsed_checked_and_made_tiny_by_replace(capsys):
+    """A benchmark's options are one dataclass: its nested settings keep their flags, --tiny replaces values
+    (nested ones too) with dataclasses.replace, a bad value names its flag, the json records flat fields."""
     from spm_gen.reporting.memorization_regime import RegimeSettings
-    from spm_gen.utils.benchmarking import BenchmarkParser, recorded_settings
+    from spm_gen.utils.benchmarking import BenchmarkOptions, parse_options, recorded_settings
+    from spm_gen.utils.dataclass_options import nested_settings, option
 
-    parser = BenchmarkParser("doc", "x.json", "runs/x", {"per_class": 2}, RegimeSettings)
-    args = parser.parse_args(["--inference-steps", "7", "--tiny"])
-    assert args.settings == RegimeSettings(per_class=2, num_inference_steps=7)
-    assert not hasattr(args, "per_class")  # one owner: the settings
-    assert recorded_settings(args)["num_inference_steps"] == 7
-    with pytest.raises(ValueError, match="--inference-steps=0"):
-        parser.parse_args(["--inference-steps", "0"])
+    @dataclasses.dataclass
+    class Options(BenchmarkOptions):
+        steps: int | None = option(None, help="training steps")
+        settings: RegimeSettings = nested_settings(RegimeSettings)
+
+    tiny = {"steps": 4, "per_class": 2}
+    options = parse_options(Options, ["--inference-steps", "7", "--tiny"], "doc", tiny)
+    assert options.steps == 4 and options.settings == RegimeSettings(per_class=2, num_inference_steps=7)
+    assert parse_options(Options, [], "doc", tiny).settings == RegimeSettings()
+    recorded = recorded_settings(options)
+    assert recorded["num_inference_steps"] == 7 and recorded["steps"] == 4 and "settings" not in recorded
+    with pytest.raises(SystemExit):
+        parse_options(Options, ["--inference-steps", "0"], "doc", tiny)
+    assert "bad value --inference-steps=0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no option"):
+        parse_options(Options, ["--tiny"], "doc", {"per_klass": 2})
