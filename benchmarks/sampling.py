@@ -191,9 +191,13 @@ class Options(BenchmarkOptions):
     json: str | None = option(None, help="write the numbers and settings here")
     config: str = option("configs/digits.yaml", help="the model config (untrained weights: speed only)")
     fusion_types: list[str] = option(help="the SPMs' fusion types", default_factory=lambda: ["dot", "additive"])
-    memory_sizes: list[str] = option(help="memory items read per class (whole: every item)", default_factory=lambda: ["100", "256", "1024", "whole"])
+    memory_sizes: list[str] = option(
+        help="memory items read per class (whole: every item)", default_factory=lambda: ["100", "256", "1024", "whole"]
+    )
     whole_class: int = option(1500, help="items per class in the synthetic bank")
-    unconditional_memory: list[str] = option(help="what the unconditional branch reads", default_factory=lambda: ["all", "class"])
+    unconditional_memory: list[str] = option(
+        help="what the unconditional branch reads", default_factory=lambda: ["all", "class"]
+    )
     num_images: int = option(128, help="images per timed sampling run")
     steps: int = option(50, help="DDIM steps")
     eager: bool = option(False, help="do not compile the additive score in part 1")
