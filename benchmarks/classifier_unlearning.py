@@ -16,7 +16,6 @@ the unlearning took:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import time
@@ -69,7 +68,7 @@ class Options(BenchmarkOptions):
     ascent_steps: int = option(10, help="gradient-ascent steps of the parametric baseline")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> Options:
     tiny = {"steps": 2, "finetune_steps": 1, "ascent_steps": 1}
     return parse_options(Options, argv, __doc__, tiny)
 

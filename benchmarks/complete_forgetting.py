@@ -27,7 +27,6 @@ Writes `--json` (records `{"protocol", "phase", "near_copies_of_removed", "memor
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -139,7 +138,7 @@ def derived_arguments(args: Options) -> tuple[dict[str, str], dict[str, Any], st
     return dict(SHIPPED), {}, DATA_RICH_CONFIG
 
 
-def model_overrides(args: argparse.Namespace, name: str) -> tuple[str, dict[str, Any]]:
+def model_overrides(args: Options, name: str) -> tuple[str, dict[str, Any]]:
     """The config and overrides of model `name`: `twin`, `<protocol>`, `<protocol>_oracle` (regime),
     `data_rich_<protocol>` and `classes_memory_only`."""
     if name == "twin":
@@ -155,7 +154,7 @@ def model_overrides(args: argparse.Namespace, name: str) -> tuple[str, dict[str,
     return args.config, {**protocol.overrides, **extra}
 
 
-def train_model(args: argparse.Namespace, name: str) -> str:
+def train_model(args: Options, name: str) -> str:
     """The saved pipeline of model `name`: shipped, found in --out with --reuse, or trained now."""
     if name in args.shipped:
         return args.shipped[name]
@@ -174,14 +173,14 @@ def train_model(args: argparse.Namespace, name: str) -> str:
     return path
 
 
-def training_set_of(args: argparse.Namespace, protocol: str):
+def training_set_of(args: Options, protocol: str):
     """The regime's training set under `protocol` (which items are memory-only)."""
     config = load_config(args.config, {**args.data_overrides, **PROTOCOLS[protocol].overrides})
     model = config.model
     return load_training_set(config, (model["in_channels"], model["sample_size"], model["sample_size"]), 10)
 
 
-def removed_ids(args: argparse.Namespace, protocol: str) -> list[str]:
+def removed_ids(args: Options, protocol: str) -> list[str]:
     """R for `protocol` (kept in --out/removed_<protocol>.json, so that its oracle excludes the same ids): the
     shipped regime's removed ids, or for a memory-only protocol the twin's most copied memory-only items."""
     memory_only = PROTOCOLS[protocol].memory_only
@@ -214,7 +213,7 @@ def training_seconds(pipeline_dir: str) -> float | None:
     return os.path.getmtime(end) - os.path.getmtime(start)
 
 
-def measure_protocol(args: argparse.Namespace, protocol: str, training, judge, settings) -> tuple[list[dict], dict]:
+def measure_protocol(args: Options, protocol: str, training, judge, settings) -> tuple[list[dict], dict]:
     """Before / after deleting R from the protocol's SPM, the same SPM whose memory never held R, the twin and
     (for `ORACLE_PROTOCOLS`) the oracle: the regime's records, and the protocol's extras."""
     removed = removed_ids(args, protocol)
@@ -256,7 +255,7 @@ def measure_protocol(args: argparse.Namespace, protocol: str, training, judge, s
     return protocol_records(protocol, measured.records, seconds), extras
 
 
-def salun_seconds(args: argparse.Namespace, training, settings) -> float:
+def salun_seconds(args: Options, training, settings) -> float:
     """SalUn (100 steps of random-label fine-tuning, the regime's) on the twin for the shipped R: what a
     parametric removal costs, against which each deletion's time is compared."""
     removed = removed_ids(args, "baseline")
@@ -267,7 +266,7 @@ def salun_seconds(args: argparse.Namespace, training, settings) -> float:
     return seconds
 
 
-def run_regime(args: argparse.Namespace, settings: RegimeSettings) -> tuple[list[dict], dict]:
+def run_regime(args: Options, settings: RegimeSettings) -> tuple[list[dict], dict]:
     training_set = training_set_of(args, "baseline")
     dataset = training_set.dataset
     training = MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)
@@ -283,7 +282,7 @@ def run_regime(args: argparse.Namespace, settings: RegimeSettings) -> tuple[list
     return records, extras
 
 
-def digits_reference(args: argparse.Namespace, classes: set[int] | None, name: str) -> tuple[MemoryBank, str]:
+def digits_reference(args: Options, classes: set[int] | None, name: str) -> tuple[MemoryBank, str]:
     """The data-rich training images (of `classes`, all when None) as a bank and as a folder for FID."""
     config = load_config(args.data_rich_config, args.data_overrides)
     model = config.model
@@ -295,7 +294,7 @@ def digits_reference(args: argparse.Namespace, classes: set[int] | None, name: s
     return bank, folder
 
 
-def generations_of(args: argparse.Namespace, name: str, pipe, labels: list[int], seed: int, folder: str):
+def generations_of(args: Options, name: str, pipe, labels: list[int], seed: int, folder: str):
     """Samples at the data-rich settings: 50 DDIM steps (--inference-steps), w = 0, 64 items of memory per
     class for an SPM (quality_parity's)."""
     reads_class = pipe.memory_bank is not None and pipe.config.default_memory_retrieval == "random"
@@ -304,7 +303,7 @@ def generations_of(args: argparse.Namespace, name: str, pipe, labels: list[int],
     return SamplingPlan(labels, folder, settings).sample(name, pipe, folder)
 
 
-def run_data_rich(args: argparse.Namespace, judge, judge_bank, records: list[dict]) -> list[dict]:
+def run_data_rich(args: Options, judge, judge_bank, records: list[dict]) -> list[dict]:
     """The protocol's data-rich SPM against the shipped SPM and twin (configs/digits.yaml): FID on all classes
     against the training images, judge consistency, Gu's rate and near-copies of training images, for
     sampling seeds 0 and 1 (2,000 samples each); `records` already measured are kept (resumable)."""
@@ -341,7 +340,7 @@ def run_data_rich(args: argparse.Namespace, judge, judge_bank, records: list[dic
     return records
 
 
-def run_classes(args: argparse.Namespace, judge, judge_bank, design: str | None = None) -> list[dict]:
+def run_classes(args: Options, judge, judge_bank, design: str | None = None) -> list[dict]:
     """Classes 5-9 memory-only: generated from memory by weights that never denoised them, beside the shipped
     twin (trained on all ten); then class 7 deleted from memory. With `design` (a protocol), the SPM is trained
     with its overrides too, and the twin is left out."""
@@ -392,7 +391,7 @@ def run_classes(args: argparse.Namespace, judge, judge_bank, design: str | None 
     return records
 
 
-def part_json(args: argparse.Namespace, part: str) -> str:
+def part_json(args: Options, part: str) -> str:
     """The json of a part: --json for the regime, `<json stem>_<part>.json` for the others."""
     if part == "regime":
         return args.json

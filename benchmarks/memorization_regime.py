@@ -21,7 +21,6 @@ Writes `--json` (a list of records, see spm_gen/reporting/memorization_regime.py
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -89,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     return args
 
 
-def train_model(args: argparse.Namespace, name: str, extra: dict[str, Any]) -> str:
+def train_model(args: Options, name: str, extra: dict[str, Any]) -> str:
     """The saved pipeline of model `name` (trained now unless --reuse finds it)."""
     folder = os.path.join(args.out, name)
     if args.reuse and os.path.isfile(os.path.join(folder, "pipeline", "model_index.json")):
@@ -103,7 +102,7 @@ def train_model(args: argparse.Namespace, name: str, extra: dict[str, Any]) -> s
     return path
 
 
-def training_bank(args: argparse.Namespace) -> MemoryBank:
+def training_bank(args: Options) -> MemoryBank:
     """The training set of the config (the same items every model of the regime trains on)."""
     config = load_config(args.config, args.data_overrides)
     model = config.model
@@ -112,7 +111,7 @@ def training_bank(args: argparse.Namespace) -> MemoryBank:
     return MemoryBank.from_images(dataset.images, dataset.labels, dataset.ids)
 
 
-def removed_ids(args: argparse.Namespace, twin, training: MemoryBank, settings: RegimeSettings) -> dict[str, int]:
+def removed_ids(args: Options, twin, training: MemoryBank, settings: RegimeSettings) -> dict[str, int]:
     """The removed ids with the twin's near-copies of each (kept in --out, so the oracles match them)."""
     path = os.path.join(args.out, "removed.json")
     if args.reuse and os.path.isfile(path):

@@ -12,7 +12,6 @@ removal (see experiments/memorization_scenario.py).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -71,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     return parse_options(Options, argv, __doc__, TINY)
 
 
-def train_case_a(args: argparse.Namespace, data_dir: str, num_images: int) -> dict[str, str]:
+def train_case_a(args: Options, data_dir: str, num_images: int) -> dict[str, str]:
     """The SPM and the twin trained on the duplicated folder (reused from --out with --reuse)."""
     dirs = {}
     for name, fusion in (("spm", "additive"), ("twin", "none")):  # as measured
@@ -86,7 +85,7 @@ def train_case_a(args: argparse.Namespace, data_dir: str, num_images: int) -> di
     return dirs
 
 
-def print_results(args: argparse.Namespace, results: dict, settings: ScenarioSettings) -> None:
+def print_results(args: Options, results: dict, settings: ScenarioSettings) -> None:
     n = args.settings.per_target
     print(
         f"\nnear-copies (samples within {args.settings.threshold} RMS of the target, of {n} samples of its class), "

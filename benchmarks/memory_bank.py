@@ -14,7 +14,6 @@ takes <= 3 s beyond start-up and writes <= 5% of the bank's bytes; loading peaks
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def in_memory_table(args: argparse.Namespace) -> list[dict]:
+def in_memory_table(args: Options) -> list[dict]:
     rows = []
     header = (
         "items      build_s  remove_1_id  remove_1000_ids  remove_1_class  nearest_256 (first call, extra MB)"
@@ -191,7 +190,7 @@ def in_memory_table(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def saved_table(args: argparse.Namespace) -> list[dict]:
+def saved_table(args: Options) -> list[dict]:
     print("\nsaved banks; load and removals each in a fresh process: seconds after its imports (CPU seconds),")
     print("resident MB (after imports -> peak) and MB the removal wrote")
     saved = []

@@ -22,7 +22,6 @@ the grid (concatenate their lists).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -68,13 +67,13 @@ class Options(BenchmarkOptions):
     resume: bool = option(False, help="keep the settings --json already holds")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> Options:
     tiny = {"config": "configs/tiny.yaml", "train_steps": 4, "num_images": 20, "inference_steps": 2}
     tiny |= {"guidance_scales": [0.0, 0.3], "memory_sizes": ["4", "none"], "judge": None}
     return parse_options(Options, argv, __doc__, tiny)
 
 
-def pipeline_dir(args: argparse.Namespace, name: str) -> str:
+def pipeline_dir(args: Options, name: str) -> str:
     """The model's pipeline folder: reused, or trained now into `<out>/<name>`."""
     if args.reuse:
         return os.path.join(args.reuse, name, "pipeline")
@@ -82,7 +81,7 @@ def pipeline_dir(args: argparse.Namespace, name: str) -> str:
     return train(load_config(args.config, overrides))
 
 
-def judge_for(args: argparse.Namespace, image_size: int):
+def judge_for(args: Options, image_size: int):
     """The judge `(model, bank)`: the shipped digits judge, or (with --tiny) an untrained one at test size."""
     if args.judge:
         return load_classifier(args.judge)
@@ -100,7 +99,7 @@ def setting_key(record: dict) -> tuple:
     return record["model"], record["guidance_scale"], record["memory_size"], record.get("seed", 0)
 
 
-def earlier_records(args: argparse.Namespace) -> list[dict]:
+def earlier_records(args: Options) -> list[dict]:
     """With --resume, the records --json already holds (measured with the same samples and steps)."""
     if not (args.resume and args.json and os.path.exists(args.json)):
         return []

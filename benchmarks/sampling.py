@@ -20,7 +20,6 @@ high-water mark (Linux).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +33,7 @@ from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse
 from spm_gen.utils.dataclass_options import option
 
 
-def pipeline_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
+def pipeline_part(args: Options, device: torch.device) -> list[dict]:
     rows = []
     labels = [i % 10 for i in range(args.num_images)]
     twin = SPMDiffusionPipeline(build_unet(args.config, fusion_type="none"), DDIMScheduler()).to(device)
@@ -135,7 +134,7 @@ def materialised_per_label(fusion, q, q_labels, s, s_labels):
     return out
 
 
-def fusion_part(args: argparse.Namespace, device: torch.device) -> list[dict]:
+def fusion_part(args: Options, device: torch.device) -> list[dict]:
     unet = build_unet(args.config, fusion_type="additive").to(device).eval()
     channels = unet.config.block_out_channels[-1]
     fusion = unet.fusion

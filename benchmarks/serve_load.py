@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -120,12 +119,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def load_part(args: argparse.Namespace, folder: str) -> dict:
+def load_part(args: Options, folder: str) -> dict:
     with Server(folder) as server:
         return _load(args, server, threading.Event())
 
 
-def hostile_part(args: argparse.Namespace, folder: str, plain: dict) -> dict:
+def hostile_part(args: Options, folder: str, plain: dict) -> dict:
     """The load beside the hostile mix, on a server with a 1 MiB upload limit and 2 generations per client;
     `plain`: the load part's result (its peak memory is the bound's base)."""
     flags = ("--max-upload-bytes", str(UPLOAD_LIMIT), "--max-generations-per-client", "2")
@@ -153,9 +152,7 @@ def hostile_part(args: argparse.Namespace, folder: str, plain: dict) -> dict:
     return result
 
 
-def _load(
-    args: argparse.Namespace, server: Server, stop: threading.Event, hostile: list[threading.Thread] = ()
-) -> dict:
+def _load(args: Options, server: Server, stop: threading.Event, hostile: list[threading.Thread] = ()) -> dict:
     """The well-behaved load on `server` until `args.seconds` pass, beside the `hostile` threads (started with
     it; they end when `stop` is set)."""
     ids_by_class = {c: [str(i) for i in range(c, 10 * args.per_class, 10)] for c in range(10)}
@@ -245,7 +242,7 @@ def folder_bytes(folder: str) -> bytes:
     return b"".join(out)
 
 
-def kill_part(args: argparse.Namespace, folder: str) -> list[dict]:
+def kill_part(args: Options, folder: str) -> list[dict]:
     """kill -9 of the server while it removes one id, then a restart."""
     trials = []
     bank_dir = os.path.join(folder, "memory_bank")
@@ -276,7 +273,7 @@ def _quiet_post(url: str, data: dict) -> None:
         pass  # the server is killed under it
 
 
-def big_part(args: argparse.Namespace, folder: str) -> dict:
+def big_part(args: Options, folder: str) -> dict:
     seconds = []
     with Server(folder) as server:
         for i in range(args.big_removals + 1):

@@ -13,7 +13,6 @@ Then, per model, samples `--per-class` images of every class and reports:
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from dataclasses import dataclass
@@ -71,12 +70,12 @@ class Options(BenchmarkOptions):
     guidance_scales: list[float] = option(help="guidance scales", default_factory=lambda: [0.3, 1.0])
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> Options:
     tiny = {"config": "configs/tiny.yaml", "steps": 2, "per_class": 1, "inference_steps": 2}
     return parse_options(Options, argv, __doc__, tiny)
 
 
-def train_variant(args: argparse.Namespace, name: str) -> tuple[SPMDiffusionPipeline, dict]:
+def train_variant(args: Options, name: str) -> tuple[SPMDiffusionPipeline, dict]:
     """The trained pipeline of variant `name`, and its record (training seconds, final loss, run folder)."""
     tag = name.split(" ")[0] + "_" + "_".join(VARIANTS[name].values()) if VARIANTS[name] else "spm"
     folder = os.path.join(args.out, tag)

@@ -11,7 +11,6 @@ batch from the same weights, eager against compiled (max absolute difference).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -46,7 +45,7 @@ COLUMNS = [
 ]
 
 
-def config_of(args: argparse.Namespace, overrides: dict, out: str) -> TrainConfig:
+def config_of(args: Options, overrides: dict, out: str) -> TrainConfig:
     common = {"output_dir": out, "train_batch_size": args.batch_size, "memory_per_batch": args.memory}
     return load_config(args.config, {**common, **overrides})
 

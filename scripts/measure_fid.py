@@ -12,21 +12,15 @@ import json
 import sys
 
 from spm_gen.cli import guarded
+from spm_gen.cli_options import FidOptions
 from spm_gen.paths import check_model_folder, check_pipeline_folder
+from spm_gen.utils.dataclass_options import add_options, from_options
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pipeline", required=True)
-    parser.add_argument("--classifier", required=True, help="a classifier folder (scripts/train_classifier.py)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--num-images", type=int, default=500)
-    parser.add_argument("--exclude-classes", type=int, nargs="*", default=[])
-    parser.add_argument("--oracle", help="a pipeline retrained without the removed data (for FID_O)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
+    add_options(parser, FidOptions)
+    args = from_options(FidOptions, parser.parse_args(argv))
     check_pipeline_folder(args.pipeline, "--pipeline")  # before torch and diffusers load (seconds)
     check_model_folder(args.classifier, "--classifier")
     if args.oracle is not None:

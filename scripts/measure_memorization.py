@@ -10,18 +10,15 @@ import json
 import sys
 
 from spm_gen.cli import guarded
+from spm_gen.cli_options import MemorizationOptions
 from spm_gen.paths import check_pipeline_folder
+from spm_gen.utils.dataclass_options import add_options, from_options
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pipeline", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--num-images", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
+    add_options(parser, MemorizationOptions)
+    args = from_options(MemorizationOptions, parser.parse_args(argv))
     check_pipeline_folder(args.pipeline, "--pipeline")  # before torch and diffusers load (seconds)
     from spm_gen.metric_runs import measure_memorization
 

@@ -95,3 +95,30 @@ class ReportOptions(ReportConfig):
     """`ReportConfig`, and a file of more ids to remove."""
 
     remove_ids_file: str | None = option(None, help="a file of ids to remove (one per line, or a json list)")
+
+
+@dataclass
+class FidOptions:
+    """scripts/measure_fid.py's."""
+
+    pipeline: str = option(help="a saved SPMDiffusionPipeline folder", flag="--pipeline")
+    classifier: str = option(help="a classifier folder (scripts/train_classifier.py)", flag="--classifier")
+    out: str = option(help="the output folder", flag="--out")
+    num_images: int = option(500, help="generations (classes cycling)")
+    exclude_classes: list[int] = option(help="removed classes (FID on the others)", nargs="*", default_factory=list)
+    oracle: str | None = option(None, help="a pipeline retrained without the removed data (for FID_O)")
+    steps: int = option(50, help="DDIM steps")
+    seed: int = option(0, help="the sampling seed")
+    batch_size: int = option(64, help="images per sampling batch")
+
+
+@dataclass
+class MemorizationOptions:
+    """scripts/measure_memorization.py's."""
+
+    pipeline: str = option(help="a saved SPMDiffusionPipeline folder", flag="--pipeline")
+    out: str = option(help="the output folder", flag="--out")
+    num_images: int = option(200, help="generations (classes cycling)")
+    steps: int = option(50, help="DDIM steps")
+    seed: int = option(0, help="the sampling seed")
+    batch_size: int = option(64, help="images per sampling batch")
