@@ -102,6 +102,7 @@ WRITES = {  # what each page's Python blocks leave under runs/
     "docs/memory_bank.md": "my_bank/config.json",
     "docs/generating.md": "my_spm/model_index.json",
     "docs/classifier.md": None,
+    "docs/development.md": None,
 }
 
 
