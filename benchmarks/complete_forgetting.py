@@ -55,7 +55,9 @@ from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, SamplingPlan, TwinBaseline, run_comparison
 from spm_gen.reporting.measures import PROTOCOL, REGIME_TABLE, SECONDS, plain, table
 from spm_gen.reporting.memorization_regime import (
+    REGIME_TINY,
     RegimeMeasurements,
+    RegimeOptions,
     RegimeSettings,
     make_reference,
     run_names,
@@ -68,13 +70,12 @@ from spm_gen.training.config import run_length
 from spm_gen.training.data import load_training_set
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 from spm_gen.utils.benchmarking import (
-    BenchmarkOptions,
     describe_machine,
     parse_options,
     recorded_settings,
     write_json,
 )
-from spm_gen.utils.dataclass_options import nested_settings, option
+from spm_gen.utils.dataclass_options import option
 
 logger = logging.getLogger("complete_forgetting")
 
@@ -98,10 +99,9 @@ ROWS = {
 
 
 @dataclass
-class Options(BenchmarkOptions):
+class Options(RegimeOptions):
     json: str | None = option("benchmarks/complete_forgetting_cpu.json", help="write the numbers and settings here")
     out: str = option("runs/complete_forgetting", help="the run folder")
-    config: str = option("configs/digits_memorization.yaml", help="the regime's training config")
     part: list[str] = option(
         help="the parts to run",
         choices=["regime", "own_image", "data_rich", "classes"],
@@ -114,14 +114,10 @@ class Options(BenchmarkOptions):
     data_rich_protocol: str = option("memory_only_half", help="the data-rich part's protocol", choices=list(PROTOCOLS))
     data_rich_models: list[str] | None = option(None, help="of twin, 'spm (shipped)' and the protocol (all)")
     data_rich_seeds: list[int] = option(help="sampling seeds", default_factory=lambda: [0, 1])
-    steps: int | None = option(None, help="training steps per model (the config's by default)")
-    judge: str | None = option("assets/digits/judge", help="the classifier whose features FID uses")
-    reuse: bool = option(False, help="reuse models (and removed ids) found in --out")
     resume: bool = option(False, help="an interrupted training resumes from its checkpoint")
-    settings: RegimeSettings = nested_settings(RegimeSettings)
 
 
-TINY = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "num_inference_steps": 2, "judge": None}
+TINY = REGIME_TINY | {"judge": None}
 
 
 def parse_args(argv: list[str] | None = None) -> Options:

@@ -46,7 +46,7 @@ from spm_gen.sampling import load_pipeline  # noqa: E402
 from spm_gen.training import load_config, train  # noqa: E402
 from spm_gen.training.config import run_length  # noqa: E402
 from spm_gen.utils.benchmarking import describe_machine, write_json  # noqa: E402
-from spm_gen.utils.dataclass_options import nested_settings, option  # noqa: E402
+from spm_gen.utils.dataclass_options import option  # noqa: E402
 
 logger = logging.getLogger("content_memory")
 
@@ -135,10 +135,9 @@ DESIGNS = {
 
 
 @dataclass
-class Options(cf.BenchmarkOptions):
+class Options(cf.RegimeOptions):
     json: str | None = option("benchmarks/content_memory_cpu.json", help="write the numbers and settings here")
     out: str = option("runs/content_memory", help="the run folder")
-    config: str = option("configs/digits_memorization.yaml", help="the regime's training config")
     part: list[str] = option(
         help="the parts to run", choices=["probe", "regime", "classes", "data_rich"], default_factory=lambda: ["probe"]
     )
@@ -151,14 +150,10 @@ class Options(cf.BenchmarkOptions):
         default_factory=lambda: list(DESIGNS),
     )
     probe_steps: int = option(PROBE_STEPS, help="training steps of a probe")
-    steps: int | None = option(None, help="regime training steps (the config's by default)")
-    judge: str | None = option("assets/digits/judge", help="the classifier whose features FID uses")
-    reuse: bool = option(False, help="reuse what --out holds")
     resume: bool = option(False, help="an interrupted training resumes from its checkpoint")
-    settings: cf.RegimeSettings = nested_settings(cf.RegimeSettings)
 
 
-TINY = {"config": "configs/tiny.yaml", "probe_steps": 2, "steps": 4, "per_class": 2, "num_inference_steps": 2}
+TINY = cf.REGIME_TINY | {"probe_steps": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> Options:

@@ -36,9 +36,11 @@ from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.reporting.comparison import Comparison, TwinBaseline, run_comparison
 from spm_gen.reporting.measures import REGIME_TABLE, table
 from spm_gen.reporting.memorization_regime import (
+    REGIME_TINY,
     ROWS,
     TWIN_METHODS,
     RegimeMeasurements,
+    RegimeOptions,
     RegimeSettings,
     choose_removed,
     make_reference,
@@ -55,31 +57,25 @@ from spm_gen.training.config import run_length
 from spm_gen.training.data import load_training_dataset
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
 from spm_gen.utils.benchmarking import (
-    BenchmarkOptions,
     describe_machine,
     parse_options,
     recorded_settings,
     write_json,
 )
-from spm_gen.utils.dataclass_options import nested_settings, option
+from spm_gen.utils.dataclass_options import option
 
 logger = logging.getLogger("memorization_regime")
 
 
 @dataclass
-class Options(BenchmarkOptions):
+class Options(RegimeOptions):
     json: str | None = option("benchmarks/memorization_regime_cpu.json", help="write the numbers and settings here")
     out: str = option("runs/memorization_regime", help="the run folder")
-    config: str = option("configs/digits_memorization.yaml", help="the regime's training config")
-    steps: int | None = option(None, help="training steps per model (the config's by default)")
     twin_steps: int = option(100, help="SalUn / gradient ascent steps on the twin")
-    judge: str | None = option("assets/digits/judge", help="the classifier whose features FID uses")
-    reuse: bool = option(False, help="reuse models (and the removed ids) found in --out")
     probe: bool = option(False, help="train and sample the twin only: is the regime reached?")
-    settings: RegimeSettings = nested_settings(RegimeSettings)
 
 
-TINY = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "num_inference_steps": 2, "judge": None}
+TINY = REGIME_TINY | {"judge": None}
 
 
 def parse_args(argv: list[str] | None = None) -> Options:

@@ -95,14 +95,13 @@ def protocol_records(protocol: str, records: list[dict], seconds: dict[tuple[str
 def copying_measures(generations: Generations, training: MemoryBank, threshold: float) -> dict:
     """Does a model copy its training images? Gu's rate, and how many samples are near-copies of some training
     image (within `threshold` RMS) and of how many distinct images."""
-    from spm_gen.metrics.memorization import count_within, memorization
+    from spm_gen.metrics.memorization import memorization
 
     report = memorization(generations.images, training)
-    near = report.nearest_distance <= threshold  # which samples; count_within counts them
     return {
         "memorization_rate": report.memorization_rate,
-        "near_copy_samples": int(count_within(report.nearest_distance, threshold)),
-        "near_copied_images": len({i for i, n in zip(report.nearest_ids, near.tolist()) if n}),
+        "near_copy_samples": report.near_copy_samples(threshold),
+        "near_copied_images": report.near_copied_images(threshold),
     }
 
 

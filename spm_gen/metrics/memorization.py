@@ -8,7 +8,9 @@ differences), computed exactly with the memory bank's chunked nearest-neighbour 
 - Extraction ratio (Carlini et al. 2023): the distance to the nearest training image divided by
   0.5 x the mean distance to the 50 nearest; small values mean the sample copies one image rather than
   sitting in a dense region.
-- Near copies: for each given image (e.g. each removed one), how many samples lie within a threshold of it.
+- Extraction share: the share of samples whose extraction ratio is below `EXTRACTION_RATIO`.
+- Near copies: for each given image (e.g. each removed one), how many samples lie within a threshold of it
+  (`NEAR_COPY_RMS` by default); the samples within it of some training image, and how many distinct images.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch
 
 from ..memory.bank import MemoryBank
 from .near_copy import NEAR_COPY_RMS, rms_scale
+
+EXTRACTION_RATIO = 1 / 3  # a sample counts as extracted below this ratio (our threshold, stated in RESULTS)
 
 
 @dataclass
@@ -31,6 +35,19 @@ class MemorizationReport:
     @property
     def memorization_rate(self) -> float:
         return float(self.memorized.float().mean()) if len(self.memorized) else float("nan")
+
+    @property
+    def extraction_share(self) -> float:
+        return float((self.extraction_ratio < EXTRACTION_RATIO).float().mean())
+
+    def near_copy_samples(self, threshold: float = NEAR_COPY_RMS) -> int:
+        """How many samples are within `threshold` of some training image."""
+        return int(count_within(self.nearest_distance, threshold))
+
+    def near_copied_images(self, threshold: float = NEAR_COPY_RMS) -> int:
+        """How many distinct training images some sample is within `threshold` of."""
+        near = (self.nearest_distance <= threshold).tolist()
+        return len({item for item, is_near in zip(self.nearest_ids, near) if is_near})
 
 
 def memorization(samples: torch.Tensor, training: MemoryBank, neighbours: int = 50) -> MemorizationReport:
@@ -56,6 +73,11 @@ def rms_distances(targets: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
 def count_within(distances: torch.Tensor, threshold: float = NEAR_COPY_RMS) -> torch.Tensor:
     """The near-copy rule on distances `(..., S)`: how many of the last dimension lie within `threshold`."""
     return (distances <= threshold).sum(dim=-1)
+
+
+def nearest_target_distance(targets: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """Each sample's distance `(S,)` to its nearest target image (e.g. the nearest removed image)."""
+    return rms_distances(targets, samples).min(dim=0).values
 
 
 def near_copies(samples: torch.Tensor, targets: torch.Tensor, threshold: float = NEAR_COPY_RMS) -> torch.Tensor:

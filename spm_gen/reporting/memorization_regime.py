@@ -7,7 +7,7 @@ removed images and the remaining training images (`regime_record`):
 - near_copies_of_removed: samples within `threshold` (RMS pixel distance) of some removed image;
 - memorization_rate: Gu et al.'s rate against the remaining training images (nearest < 1/3 of the second);
 - extraction_share: the share of samples whose Carlini et al. ratio (see `metrics.memorization`) is below
-  `EXTRACTION_RATIO`;
+  `metrics.memorization.EXTRACTION_RATIO`;
 - fid_remaining: domain FID (the judge's features) against the remaining training images.
 
 The removed images are chosen among those the twin copies (`choose_removed`), one per class.
@@ -28,11 +28,13 @@ from ..metrics.memorization import (
     count_within,
     memorization,
     near_copies,
+    nearest_target_distance,
     rms_distances,
 )
 from ..models.classifier_spm import SPMClassifier
+from ..utils.benchmarking import BenchmarkOptions
 from ..utils.charts import save_distance_histogram
-from ..utils.dataclass_options import option
+from ..utils.dataclass_options import nested_settings, option
 from ..utils.validation import check_values
 from .comparison import ComparisonResult, ModelRun, SamplingPlan
 from .generations import Generations
@@ -53,7 +55,6 @@ ROWS = {
     Role.ORACLE_SPM: ("oracle spm", "after"),
 }
 TWIN_METHODS = {Role.TWIN_SALUN: "random_label", Role.TWIN_GRADIENT_ASCENT: "gradient_ascent"}  # role -> method
-EXTRACTION_RATIO = 1 / 3  # a sample counts as extracted below this ratio (our threshold, stated in RESULTS)
 
 
 @dataclass
@@ -80,6 +81,21 @@ class RegimeSettings(SamplingSettings):
             },
         )
         self.check_sampling()
+
+
+@dataclass(kw_only=True)
+class RegimeOptions(BenchmarkOptions):
+    """The options the regime's benchmarks share (memorization_regime, complete_forgetting, content_memory):
+    its training config, training steps, judge, reuse, and the regime's settings."""
+
+    config: str = option("configs/digits_memorization.yaml", help="the regime's training config")
+    steps: int | None = option(None, help="training steps per model (the config's by default)")
+    judge: str | None = option("assets/digits/judge", help="the classifier whose features FID uses")
+    reuse: bool = option(False, help="reuse models (and the removed ids) found in --out")
+    settings: RegimeSettings = nested_settings(RegimeSettings)
+
+
+REGIME_TINY = {"config": "configs/tiny.yaml", "steps": 4, "per_class": 2, "num_inference_steps": 2}  # --tiny
 
 
 def sampling_plan(settings: RegimeSettings, num_classes: int, folder: str) -> SamplingPlan:
@@ -137,16 +153,16 @@ def make_reference(training: MemoryBank, removed: list[str], judge: SPMClassifie
 def regime_record(model: str, phase: str, generations: Generations, reference: Reference, settings: RegimeSettings):
     """One record of the regime's json, and each sample's distance to its nearest remaining training image."""
     report = memorization(generations.images, reference.remaining)
-    to_removed = rms_distances(reference.removed, generations.images).min(dim=0).values
+    to_removed = nearest_target_distance(reference.removed, generations.images)
     fid = None
     if reference.judge is not None:
         fid = compute_fid(generations.folder, reference.remaining_folder, classifier=reference.judge)["fid"]
     record = {
         "model": model,
         "phase": phase,
-        "near_copies_of_removed": int(count_within(to_removed.flatten(), settings.threshold)),
+        "near_copies_of_removed": int(count_within(to_removed, settings.threshold)),
         "memorization_rate": report.memorization_rate,
-        "extraction_share": float((report.extraction_ratio < EXTRACTION_RATIO).float().mean()),
+        "extraction_share": report.extraction_share,
         "fid_remaining": fid,
         "nearest_removed": float(to_removed.min()),
         "num_images": len(generations.images),

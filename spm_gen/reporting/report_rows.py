@@ -18,7 +18,7 @@ import torch
 
 from ..memory.bank import MemoryBank
 from ..metrics.fid import compute_fid, save_images
-from ..metrics.memorization import count_within, memorization, rms_distances
+from ..metrics.memorization import count_within, memorization, nearest_target_distance
 from ..metrics.unlearning import generation_unlearning_accuracy
 from ..models.classifier_spm import SPMClassifier
 from .generations import Generations
@@ -80,7 +80,7 @@ def report_row(
     forgotten = set(removed.classes)
     remaining = generations.of_classes(forgotten, keep=False)
     report = memorization(generations.images, training)
-    to_removed = rms_distances(removed.images, generations.images).min(dim=0).values if len(removed.ids) else None
+    to_removed = nearest_target_distance(removed.images, generations.images) if len(removed.ids) else None
     row = {
         "model": generations.name,
         "num_images": len(generations.images),
@@ -88,7 +88,7 @@ def report_row(
         "fid_oracle": None,
         "ua": None,
         "memorization_rate": report.memorization_rate,
-        "near_copies": int(count_within(to_removed.flatten(), threshold)) if to_removed is not None else 0,
+        "near_copies": int(count_within(to_removed, threshold)) if to_removed is not None else 0,
         "sampling_s": generations.seconds,
     }
     if judge is not None and len(remaining) and references:

@@ -28,3 +28,18 @@ def test_near_copies_and_histogram(tmp_path):
     assert near_copies(samples, targets, threshold=0.01).tolist() == [2, 0, 1]
     path = save_distance_histogram({"before": torch.rand(20), "after": torch.rand(20)}, str(tmp_path / "h.png"))
     assert (tmp_path / "h.png").stat().st_size > 1000 and path.endswith("h.png")
+
+
+def test_the_report_counts_near_copies_and_distinct_images_by_one_rule():
+    from spm_gen.memory.bank import MemoryBank
+    from spm_gen.metrics.memorization import EXTRACTION_RATIO, memorization, nearest_target_distance
+
+    g = torch.Generator().manual_seed(0)
+    training = torch.rand(6, 1, 4, 4, generator=g)
+    bank = MemoryBank.from_images((training * 255).round().to(torch.uint8), torch.zeros(6, dtype=torch.long))
+    stored = bank.get_images().cpu()
+    samples = torch.cat([stored[:1], stored[:1], stored[2:3], torch.rand(2, 1, 4, 4, generator=g)])
+    report = memorization(samples, bank)
+    assert report.near_copy_samples(1e-6) == 3 and report.near_copied_images(1e-6) == 2  # two copies of one image
+    assert report.extraction_share == float((report.extraction_ratio < EXTRACTION_RATIO).float().mean())
+    assert torch.equal(nearest_target_distance(stored[:1], samples)[:2], torch.zeros(2))
