@@ -1,10 +1,12 @@
-"""What a record's numbers are: each `Measure` declares its key in the records, its column title, its unit and
-which way is better, once; a table is a list of measures, rendered from the same records the json holds."""
+"""What a record's numbers are: each `Measure` declares its key in the records, its column title, its unit,
+which way is better and (where a driver builds records from a list of measures) how its value is computed,
+once; a table is a list of measures, rendered from the same records the json holds."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -14,6 +16,7 @@ class Measure:
     unit: str | None = None  # "%", "s", ...; None: a count, a ratio or a name
     better: Literal["lower", "higher"] | None = None
     fmt: str = ".4g"  # how a float is shown
+    of: Callable[[Any], Any] | None = None  # its value from what a driver measures (its records' builder)
 
     @property
     def header(self) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -25,6 +25,7 @@ from ..memory.bank import MemoryBank
 from ..metrics.fid import compute_fid, save_images
 from ..metrics.memorization import (
     NEAR_COPY_RMS,
+    MemorizationReport,
     count_within,
     memorization,
     near_copies,
@@ -38,6 +39,7 @@ from ..utils.dataclass_options import nested_settings, option
 from ..utils.validation import check_values
 from .comparison import ComparisonResult, ModelRun, SamplingPlan
 from .generations import Generations
+from .measures import EXTRACTION_SHARE, FID_REMAINING_IMAGES, MEMORIZATION_RATE, NEAR_COPIES_OF_REMOVED, Measure
 from .pictures import save_removed_image_gallery
 from .roles import Role
 from .sampling_settings import SamplingSettings
@@ -150,24 +152,42 @@ def make_reference(training: MemoryBank, removed: list[str], judge: SPMClassifie
     return Reference(training.get_images(removed).cpu(), remaining, folder, judge)
 
 
+@dataclass
+class Measured:
+    """What the regime's measures read of one model's generations."""
+
+    generations: Generations
+    reference: Reference
+    settings: RegimeSettings
+    report: MemorizationReport  # against the remaining training images
+    to_removed: torch.Tensor  # (S,) each sample's distance to its nearest removed image
+
+
+def _fid_remaining(m: Measured) -> float | None:
+    if m.reference.judge is None:
+        return None
+    return compute_fid(m.generations.folder, m.reference.remaining_folder, classifier=m.reference.judge)["fid"]
+
+
+# the regime's record after its model and phase, in order: a new measure is one more entry
+REGIME_MEASURES = [
+    replace(NEAR_COPIES_OF_REMOVED, of=lambda m: int(count_within(m.to_removed, m.settings.threshold))),
+    replace(MEMORIZATION_RATE, of=lambda m: m.report.memorization_rate),
+    replace(EXTRACTION_SHARE, of=lambda m: m.report.extraction_share),
+    replace(FID_REMAINING_IMAGES, of=_fid_remaining),
+    Measure("nearest_removed", "nearest sample to a removed image", "RMS", of=lambda m: float(m.to_removed.min())),
+    Measure("num_images", "samples", of=lambda m: len(m.generations.images)),
+    Measure("sampling_s", "sampling time", "s", of=lambda m: m.generations.seconds),
+]
+
+
 def regime_record(model: str, phase: str, generations: Generations, reference: Reference, settings: RegimeSettings):
-    """One record of the regime's json, and each sample's distance to its nearest remaining training image."""
+    """One record of the regime's json (`REGIME_MEASURES`), and each sample's distance to its nearest remaining
+    training image."""
     report = memorization(generations.images, reference.remaining)
     to_removed = nearest_target_distance(reference.removed, generations.images)
-    fid = None
-    if reference.judge is not None:
-        fid = compute_fid(generations.folder, reference.remaining_folder, classifier=reference.judge)["fid"]
-    record = {
-        "model": model,
-        "phase": phase,
-        "near_copies_of_removed": int(count_within(to_removed, settings.threshold)),
-        "memorization_rate": report.memorization_rate,
-        "extraction_share": report.extraction_share,
-        "fid_remaining": fid,
-        "nearest_removed": float(to_removed.min()),
-        "num_images": len(generations.images),
-        "sampling_s": generations.seconds,
-    }
+    measured = Measured(generations, reference, settings, report, to_removed)
+    record = {"model": model, "phase": phase, **{m.key: m.of(measured) for m in REGIME_MEASURES}}
     return record, report.nearest_distance
 
 

@@ -77,3 +77,17 @@ def test_memory_influence_samples_with_the_image_itself_and_with_another_of_its_
     nothing = RegimeSettings(per_class=3, threshold=1e-6, num_inference_steps=1)
     counts = memory_influence(pipe, bank, removed[:1], nothing)[removed[0]]["near_copies_when_memory_holds"]
     assert counts == {"itself": 0, "other": 0}
+
+
+def test_a_new_regime_measure_is_one_declaration(tmp_path, monkeypatch):
+    from spm_gen.reporting import memorization_regime
+    from spm_gen.reporting.measures import Measure
+
+    bank = _training()
+    reference = make_reference(bank, ["i1"], None, str(tmp_path))
+    extra = Measure("copies_of_i1", "copies of i1", of=lambda m: int((m.to_removed <= 1e-3).sum()))
+    monkeypatch.setattr(memorization_regime, "REGIME_MEASURES", [*memorization_regime.REGIME_MEASURES, extra])
+    samples = torch.cat([bank.get_images()[[1, 1]], torch.rand(2, 1, 4, 4)])
+    record, _ = regime_record("m", "after", _generations(samples), reference, RegimeSettings(threshold=1e-3))
+    assert record["copies_of_i1"] == 2 == record["near_copies_of_removed"]
+    assert list(record)[:3] == ["model", "phase", "near_copies_of_removed"]
