@@ -31,6 +31,7 @@ from spm_gen.training import ClassifierTrainConfig, load_config
 from spm_gen.training.classifier_loop import train_classifier
 from spm_gen.unlearning.baselines import finetune, gradient_ascent
 from spm_gen.unlearning.forget_set import ForgetSet, forget_ids
+from spm_gen.utils.atomic import atomic_write_text
 from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
 from spm_gen.utils.dataclass_options import option
 
@@ -143,8 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"\nSPM deletion is {fastest / rows['SPM deletion']['seconds']:.0f}x faster than the fastest parametric baseline."
         )
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "classifier_unlearning.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(args.out, "classifier_unlearning.md"), "\n".join(lines) + "\n")
     result = {"settings": vars(args), "machine": describe_machine(), "tables": tables}
     write_json(args.json or os.path.join(args.out, "classifier_unlearning.json"), result)
     print("\n".join(lines))

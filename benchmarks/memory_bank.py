@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from spm_gen.memory.synthetic import synthetic_bank
+from spm_gen.utils.atomic import atomic_write_text
 from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
 from spm_gen.utils.dataclass_options import option
 from spm_gen.utils.resources import peak_mb, reset_peak
@@ -118,8 +119,7 @@ def bench_saved(size: int, dim: int = 512) -> dict:
         results["load"] = _child("load", folder)
         for name, ids in (("remove_1", [perm[0]]), ("remove_1000", perm[1:1001])):
             ids_file = os.path.join(tmp, f"{name}.txt")
-            with open(ids_file, "w") as f:
-                f.write("\n".join(str(i) for i in ids))
+            atomic_write_text(ids_file, "\n".join(str(i) for i in ids))
             before = _files(folder)
             results[name] = _child("remove", folder, ids_file)
             written = sum(size for path, size in _files(folder).items() if before.get(path) != size)

@@ -26,6 +26,7 @@ from spm_gen.data import load_digits_dataset, to_memory_bank
 from spm_gen.reporting.measures import GUIDANCE, MODEL, Measure, table
 from spm_gen.training import load_config, train
 from spm_gen.training.logs import read_losses
+from spm_gen.utils.atomic import atomic_write_text
 from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
 from spm_gen.utils.dataclass_options import option
 from spm_gen.utils.images import save_image_grid
@@ -134,8 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         table(rows, COLUMNS),
     ]
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "train_quality.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(args.out, "train_quality.md"), "\n".join(lines) + "\n")
     write_json(args.json or os.path.join(args.out, "train_quality.json"), results)
     print("\n".join(lines))
     return results

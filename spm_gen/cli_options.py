@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .metrics.near_copy import NEAR_COPY_RMS
 from .paths import DIGITS_MODELS, MEMORIZATION_MODELS
 from .reporting.config import ReportConfig
 from .serving.settings import ServeSettings
@@ -62,7 +63,7 @@ class RemoveOptions:
     threshold: float | None = option(
         None,
         help="RMS pixel distance in [0, 1]: the match distance of --similar-to, and the near-copy distance of "
-        "--verify (default 0.04)",
+        f"--verify (default {NEAR_COPY_RMS})",
     )
     verify: bool = option(
         False,
