@@ -17,7 +17,8 @@ from .paths import (
     check_pipeline_folder,
     suggestion,
 )
-from .training.config import TrainOptions  # light: the config is checked before torch loads
+from .training.config import TrainConfig, TrainOptions  # light: the config is checked before torch loads
+from .training.overrides import USAGE, add_config_keys, config_overrides
 from .utils.dataclass_options import add_options, from_options, named_as_options
 
 VERSION = "0.1.0"
@@ -94,10 +95,10 @@ def _demo(args: DemoOptions) -> int:
     return 0
 
 
-def _train(args: TrainOptions, rest: list[str]) -> int:
-    from .training.config import TrainConfig, configure  # light: the config is checked before torch loads
+def _train(args: TrainOptions, overrides: dict[str, str]) -> int:
+    from .training.config import configure
 
-    config = configure(args.config, rest, TrainConfig, args.dry_run)
+    config = configure(args.config, overrides, TrainConfig, args.dry_run)
     if config is None:
         return 0
     from .training.loop import train
@@ -237,19 +238,6 @@ def _report(args: ReportOptions) -> int:
     return 0
 
 
-class _TrainHelp(argparse.Action):
-    """`spm-gen train --help`: the usual help, then every config key `--key value` accepts (imported only here,
-    so that the other help texts stay fast)."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from .training.config import config_keys_help
-
-        parser.epilog = config_keys_help()
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
-        parser.print_help()
-        parser.exit()
-
-
 def _check(args: CheckOptions) -> int:
     from .memory.folder_check import check_folder
 
@@ -335,13 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, (options, _, help, description) in COMMANDS.items():
-        command = sub.add_parser(name, help=help, description=description, add_help=name != "train")
-        if name == "train":
-            command.add_argument(
-                "-h", "--help", action=_TrainHelp, nargs=0, help="show this help and the config keys, and exit"
-            )
+        # train: no abbreviations, so that a mistyped key (`--max_train_step`) is refused, not taken as another
+        usage = {"usage": USAGE, "allow_abbrev": False} if name == "train" else {}
+        command = sub.add_parser(name, help=help, description=description, **usage)
         add_options(command, options)
-        command.set_defaults(options=options, takes_overrides=name == "train")
+        if name == "train":
+            add_config_keys(command, TrainConfig)
+        command.set_defaults(options=options)
     return parser
 
 
@@ -353,16 +341,16 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and not getattr(args, "takes_overrides", False):
+    if rest:
         options = [o for action in _subparser(parser, args.command)._actions for o in action.option_strings]
         parser.error(f"unrecognized arguments: {' '.join(rest)}{suggestion(rest[0].split('=')[0], options)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stdout, force=True
     )
-    return guarded(lambda: _run(args.command, args, rest))
+    return guarded(lambda: _run(args.command, args))
 
 
-def _run(command: str, args: argparse.Namespace, rest: list[str]) -> int:
+def _run(command: str, args: argparse.Namespace) -> int:
     """The subcommand with its options built (and checked, naming the flag of a bad value) from `args`."""
     options = from_options(args.options, args)
     check = getattr(options, "check", None)
@@ -370,7 +358,7 @@ def _run(command: str, args: argparse.Namespace, rest: list[str]) -> int:
         with named_as_options(args.options):
             check()
     run = COMMANDS[command][1]
-    return run(options, rest) if command == "train" else run(options)
+    return run(options, config_overrides(args)) if command == "train" else run(options)
 
 
 if __name__ == "__main__":

@@ -48,16 +48,16 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
 
     from spm_gen import SPMClassifier, SPMDiffusionPipeline
     from spm_gen.models.classifier_spm import save_classifier
-    from spm_gen.training import load_config, parse_overrides, train
+    from spm_gen.training import load_config, train
 
     root = tmp_path_factory.mktemp("models")
     runs = {
-        "spm": ["--guidance_scale", "0.3"],
-        "twin": ["--fusion_type", "none"],
-        "oracle": ["--fusion_type", "none", "--exclude_classes", "3"],
+        "spm": {"guidance_scale": 0.3},
+        "twin": {"fusion_type": "none"},
+        "oracle": {"fusion_type": "none", "exclude_classes": [3]},
     }
     for name, extra in runs.items():
-        overrides = parse_overrides(["--output_dir", str(root / f"{name}_run"), *extra])
+        overrides = {"output_dir": str(root / f"{name}_run"), **extra}
         shutil.copytree(train(load_config("configs/tiny.yaml", overrides)), root / name)
     judge = SPMClassifier(image_size=8, stage_channels=(8,), blocks_per_stage=(1,), embed_dim=6, head="linear")
     save_classifier(judge, None, str(root / "judge"))
@@ -77,10 +77,10 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> str:
     """A tiny SPM trained for a few steps on the digits (configs/tiny.yaml): its saved pipeline folder."""
-    from spm_gen.training import load_config, parse_overrides, train
+    from spm_gen.training import load_config, train
 
     run = tmp_path_factory.mktemp("run")
-    return train(load_config("configs/tiny.yaml", parse_overrides(["--output_dir", str(run)])))
+    return train(load_config("configs/tiny.yaml", {"output_dir": str(run)}))
 
 
 @pytest.fixture

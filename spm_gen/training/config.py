@@ -1,13 +1,14 @@
-"""The training config: a typed dataclass read from yaml, overridable with `--key value`, echoed as json."""
+"""The training config: a typed dataclass read from yaml, overridable with `--key value` (`overrides.py`), echoed
+as json."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import json
 import os
 import sys
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -15,10 +16,10 @@ from typing import Any, ClassVar
 import yaml
 
 from ..choices import Dataset, MixedPrecision, SelfSupport, SupportMode, choices_of
-from ..paths import suggestion
 from ..utils.dataclass_options import add_options, from_options, option
 from ..utils.source_signature import import_target, init_defaults
 from ..utils.validation import check_values, is_guidance_scale
+from .overrides import USAGE, add_config_keys, config_overrides, parse_value, unknown_argument
 
 if typing.TYPE_CHECKING:
     from ..models.unet_spm import SPMUNet2DModel
@@ -243,93 +244,26 @@ class ClassifierTrainConfig(RunConfig):
     weight_decay: float = 5e-4
 
 
-def _model_keys(config_class: type) -> set[str]:
-    return set(init_defaults(config_class.model_class))
-
-
-def _parse_value(name: str, text: Any, annotation: Any) -> Any:
-    """Converts command-line text (or a Python value given by code: `{"max_train_steps": 200}`) to the field's
-    type, naming the key on failure."""
-    if not isinstance(text, str) and not (isinstance(text, list) and all(isinstance(t, str) for t in text)):
-        return _checked_value(name, text, annotation)
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if isinstance(text, str) and text.lower() in ("none", "null"):
-            return None
-        annotation = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Literal:  # a named choice: checked by `validate`
-        return text[0] if isinstance(text, list) and len(text) == 1 else text
-    try:
-        if origin is list:
-            items = text if isinstance(text, list) else [t for t in text.split(",") if t]
-            return [args[0](item) for item in items]
-        text = text[0] if isinstance(text, list) and len(text) == 1 else text
-        if annotation is bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        return annotation(text)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"bad value for --{name}: {text!r} ({e})") from e
-
-
-def _checked_value(name: str, value: Any, annotation: Any) -> Any:
-    """A Python value for a field of type `annotation`: returned when its type fits (an int for a float field
-    becomes a float; a tuple a list), else ValueError naming the key."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        annotation = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Literal:
-        ok = value in args
-    elif origin is list:
-        value = list(value) if isinstance(value, list | tuple) else value
-        ok = isinstance(value, list) and all(_fits(v, args[0]) for v in value)
-    else:
-        ok = _fits(value, annotation)
-    if not ok:
-        raise ValueError(f"bad value for --{name}: {value!r} (expected {annotation})")
-    return float(value) if annotation is float else value
-
-
-def _fits(value: Any, annotation: Any) -> bool:
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation) if isinstance(annotation, type) else True
-
-
 def run_length(steps: int) -> dict[str, int]:
     """The overrides of a run of `steps` steps that samples and checkpoints once, at its end."""
     return {"max_train_steps": steps, "sample_every": steps, "checkpointing_steps": steps}
 
 
-def parse_overrides(argv: list[str]) -> dict[str, Any]:
-    """`--key value [value ...]` pairs as text, keyed by name (checked by `load_config`)."""
-    overrides: dict[str, Any] = {}
-    key: str | None = None
-    values: list[str] = []
+def parse_overrides(argv: list[str], config_class: type = TrainConfig) -> dict[str, Any]:
+    """`--key value [value ...]` of `config_class`'s keys as text keyed by name (checked by `load_config`).
 
-    def flush() -> None:
-        if key is not None:
-            if not values:
-                raise ValueError(f"--{key} needs a value")
-            overrides[key] = values if len(values) > 1 else values[0]
-
-    for token in argv:
-        if token.startswith("--"):
-            flush()
-            key, values = token[2:].replace("-", "_"), []
-        else:
-            if key is None:
-                raise ValueError(f"unexpected argument {token!r} (overrides look like --key value)")
-            values.append(token)
-    flush()
-    return overrides
+    Raises:
+        ValueError: an unknown key (named, with the closest known one), a stray value, or a key without a value.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    add_config_keys(parser, config_class)
+    try:
+        parsed, rest = parser.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise ValueError(str(e)) from None
+    if rest:
+        raise ValueError(unknown_argument(rest[0], config_class))
+    return config_overrides(parsed)
 
 
 def load_config(
@@ -343,7 +277,7 @@ def load_config(
         ValueError: an unknown key (named), a value of the wrong type, or a bad value (named).
     """
     fields = {f.name for f in dataclasses.fields(config_class)}
-    model_keys = _model_keys(config_class)
+    defaults = init_defaults(config_class.model_class)
     hints = typing.get_type_hints(config_class)
     data = read_yaml(path) if path else {}
     unknown = sorted(set(data) - fields)
@@ -351,21 +285,20 @@ def load_config(
         raise ValueError(f"unknown config keys in '{path}': {unknown}")
     model = dict(data.pop("model", {}) or {})
     config = config_class(**data, model=model)
-    defaults = init_defaults(config_class.model_class)
     for key, text in (overrides or {}).items():
         name = key.removeprefix("model.")
-        if key.startswith("model.") or (key not in fields and name in model_keys):
-            if name not in model_keys:
-                raise ValueError(f"unknown config key --{key}{suggestion(key, sorted(fields | model_keys))}")
+        if key.startswith("model.") or (key not in fields and name in defaults):
+            if name not in defaults:
+                raise ValueError(unknown_argument(f"--{key}", config_class))
             default = defaults[name]
             if name == "memory_resolutions" and text == ALL_LEVELS:
                 model[name] = ALL_LEVELS  # resolved below, with the model's other arguments
                 continue
-            model[name] = _parse_value(key, text, list[int] if isinstance(default, tuple) else type(default))
+            model[name] = parse_value(key, text, list[int] if isinstance(default, tuple) else type(default))
         elif key in fields and key != "model":
-            setattr(config, key, _parse_value(key, text, hints[key]))
+            setattr(config, key, parse_value(key, text, hints[key]))
         else:
-            raise ValueError(f"unknown config key --{key}{suggestion(key, sorted(fields | model_keys))}")
+            raise ValueError(unknown_argument(f"--{key}", config_class))
     if model.get("memory_resolutions") == ALL_LEVELS:
         model["memory_resolutions"] = level_resolutions({**defaults, **model})
     config.model = model
@@ -381,31 +314,20 @@ def level_resolutions(model: dict[str, Any]) -> list[int]:
     return [model["sample_size"] // 2**level for level in range(len(model["block_out_channels"]))]
 
 
-def configure(path: str, override_argv: list[str], config_class: type = TrainConfig, dry_run: bool = False) -> Any:
-    """The validated run config of a command line (`--config PATH --key value ...`); with `dry_run` it is
-    printed as json and None is returned, so that the caller trains only when a config comes back."""
-    config = load_config(path, parse_overrides(override_argv), config_class)
+def configure(path: str, overrides: dict[str, Any], config_class: type = TrainConfig, dry_run: bool = False) -> Any:
+    """The validated run config of a command line (`--config PATH --key value ...`, its keys parsed by
+    `add_config_keys`); with `dry_run` it is printed as json and None is returned, so that the caller trains only
+    when a config comes back."""
+    config = load_config(path, overrides, config_class)
     if dry_run:
         sys.stdout.write(config.to_json() + "\n")
         return None
     return config
 
 
-def config_keys_help(config_class: type = TrainConfig) -> str:
-    """The keys `--key value` accepts: the run's fields with their defaults, then the model's arguments."""
-    fields = [f for f in dataclasses.fields(config_class) if f.name != "model"]
-    run = [f"  --{f.name} ({f.default if f.default is not dataclasses.MISSING else '[]'})" for f in fields]
-    model = [f"  --{name} ({default})" for name, default in init_defaults(config_class.model_class).items()]
-    return (
-        "config keys (override the yaml with --key value):\n"
-        + "\n".join(run)
-        + ("\nmodel arguments (--key value or --model.key value):\n" + "\n".join(model))
-    )
-
-
 @dataclass
 class TrainOptions:
-    """A training command's own options; every other `--key value` overrides a key of the yaml config."""
+    """A training command's own options; the yaml's keys are options too (`add_config_keys`)."""
 
     config: str = option(help="a yaml run config, e.g. configs/digits.yaml or configs/tiny.yaml", flag="--config")
     dry_run: bool = option(False, help="print the resolved config as json and exit")
@@ -414,13 +336,14 @@ class TrainOptions:
 def script_main(argv: list[str] | None, description: str, config_class: type) -> int:
     """The `main()` of a training script: `--config PATH [--dry-run] [--key value ...]`, then the training of
     `config_class`, imported once the config is checked."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, usage=USAGE, allow_abbrev=False)
     add_options(parser, TrainOptions)
+    add_config_keys(parser, config_class)
     args, rest = parser.parse_known_args(argv)
+    if rest:
+        raise ValueError(unknown_argument(rest[0], config_class))
     options = from_options(TrainOptions, args)
-    config = configure(options.config, rest, config_class, options.dry_run)
+    config = configure(options.config, config_overrides(args), config_class, options.dry_run)
     if config is not None:
         import_target(config_class.trainer)(config)
     return 0

@@ -57,11 +57,19 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
+def without_none(hint: Any) -> Any:
+    """`X` of an annotation `X | None` (`Optional[X]`); any other annotation as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return hint
+
+
 def _type_kwargs(hint: Any) -> dict[str, Any]:
     """argparse's `type`, `choices`, `nargs` or `action` for a field's annotation."""
+    hint = without_none(hint)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):  # X | None
-        return _type_kwargs(next(a for a in args if a is not type(None)))
     if hint is bool:
         return {"action": "store_true"}
     if origin is Literal:

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from spm_gen.training import load_config, parse_overrides
+from spm_gen.training import load_config
 from spm_gen.training.throughput import training_step_seconds
 from tests.benchmarks.loading import load_benchmark
 
@@ -18,9 +18,7 @@ def test_the_compiled_score_trains_like_the_eager_one_and_compiles_a_bounded_num
     assert exactness["loss_compiled"] == pytest.approx(exactness["loss_eager"], rel=1e-5)
     assert exactness["max_abs_gradient_difference"] <= 1e-5 * max(1.0, exactness["max_abs_gradient"])
     # batches of other label counts and group widths reuse the compiled graphs: the count stops growing
-    config = load_config(
-        "configs/tiny.yaml", parse_overrides(["--output_dir", str(tmp_path), "--compile_fusion", "true"])
-    )
+    config = load_config("configs/tiny.yaml", {"output_dir": str(tmp_path), "compile_fusion": True})
     counters = torch._dynamo.utils.counters["stats"]  # per process: other tests may have compiled before
     start = counters["unique_graphs"]
     training_step_seconds(config, torch.device("cpu"), steps=6, warmup=0)

@@ -7,7 +7,7 @@ import torch
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.memory.readout import MemoryReadout, anchor_readout
 from spm_gen.models.memory_attention import LayeredMemory
-from spm_gen.training import load_config, parse_overrides
+from spm_gen.training import load_config
 from tests.conftest import make_images
 from tests.tiny import read_items, sample, tiny_memory, tiny_pipeline, tiny_unet
 
@@ -75,13 +75,13 @@ def test_bad_options_are_named():
 
 
 def test_all_resolutions_in_a_config_and_the_training_options(tmp_path):
-    overrides = ["--output_dir", str(tmp_path), "--memory_resolutions", "all", "--support", "nearest"]
-    config = load_config("configs/tiny.yaml", parse_overrides(overrides))
+    overrides = {"output_dir": str(tmp_path), "memory_resolutions": "all", "support": "nearest"}
+    config = load_config("configs/tiny.yaml", overrides)
     assert config.model["memory_resolutions"] == [8, 4] and config.support_neighbours == 4
     with pytest.raises(ValueError, match="support"):
-        load_config("configs/tiny.yaml", parse_overrides(["--support", "far"]))
+        load_config("configs/tiny.yaml", {"support": "far"})
     with pytest.raises(ValueError, match="support_neighbours"):
-        load_config("configs/tiny.yaml", parse_overrides(["--support_neighbours", "0"]))
+        load_config("configs/tiny.yaml", {"support_neighbours": 0})
 
 
 @pytest.mark.parametrize("options", [MULTI, {**MULTI, "skip_bypass": "drop"}, ANCHOR])
@@ -203,6 +203,6 @@ def test_anchor_pixels_are_each_querys_first_item_and_reach_the_output():
     with pytest.raises(ValueError, match="queries"):
         unet(noisy[:2], 5, torch.tensor([1, 2]), fusion_memory=memory)
     with pytest.raises(ValueError, match="support"):  # the anchor is a nearest-support group's first item
-        load_config("configs/tiny.yaml", parse_overrides(["--anchor_pixels", "true"]))
-    config = load_config("configs/tiny.yaml", parse_overrides(["--anchor_pixels", "true", "--support", "nearest"]))
+        load_config("configs/tiny.yaml", {"anchor_pixels": True})
+    config = load_config("configs/tiny.yaml", {"anchor_pixels": True, "support": "nearest"})
     assert config.model["anchor_pixels"] is True

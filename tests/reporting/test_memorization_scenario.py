@@ -11,7 +11,7 @@ from experiments.memorization_scenario import (
 )
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.data import load_digits_dataset, load_image_folder
-from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training import load_config, train
 from spm_gen.unlearning.twin import TwinUnlearning
 
 SETTINGS = ScenarioSettings(
@@ -44,19 +44,11 @@ def test_both_cases_on_tiny_models(tmp_path):
     data = data.subset(torch.arange(len(data)) < 60)
     targets = write_duplicated_folder(data, data.ids[:2], copies=5, root=str(tmp_path / "data"))
 
-    def run(name, *extra):
-        overrides = [
-            "--output_dir",
-            str(tmp_path / name),
-            "--dataset",
-            "folder",
-            "--data_path",
-            str(tmp_path / "data"),
-            *extra,
-        ]
-        return train(load_config("configs/tiny.yaml", parse_overrides(overrides)))
+    def run(name, **extra):
+        data_folder = {"dataset": "folder", "data_path": str(tmp_path / "data")}
+        return train(load_config("configs/tiny.yaml", {"output_dir": str(tmp_path / name), **data_folder, **extra}))
 
-    spm_dir, twin_dir = run("spm"), run("twin", "--fusion_type", "none")
+    spm_dir, twin_dir = run("spm"), run("twin", fusion_type="none")
     spm = _load(spm_dir)
     copies = set(spm.memory_bank.get_hashes(targets))
     result = duplicates_case(spm, _load(twin_dir), targets, SETTINGS, str(tmp_path / "a"))

@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler
 
 from spm_gen import MemoryBank, SPMDiffusionPipeline
 from spm_gen.memory.readout import MemoryReadout
-from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training import load_config, train
 from spm_gen.training.data import load_training_set
 from spm_gen.training.losses import LossOptions, diffusion_loss, self_support
 from spm_gen.training.memory_sampling import SupportSampler, nearest_support, nearest_table
@@ -17,48 +17,47 @@ from tests.conftest import launch_two_cpu_processes, make_images
 from tests.tiny import read_items, tiny_unet
 
 
-def _config(tmp_path, *extra):
-    overrides = ["--output_dir", str(tmp_path / "run"), "--images_per_class", "6", *extra]
-    return load_config("configs/tiny.yaml", parse_overrides(overrides))
+def _config(tmp_path, **extra):
+    return load_config("configs/tiny.yaml", {"output_dir": str(tmp_path / "run"), "images_per_class": 6, **extra})
 
 
-def _training_set(tmp_path, *extra):
-    return load_training_set(_config(tmp_path, *extra), (1, 8, 8), 10)
+def _training_set(tmp_path, **extra):
+    return load_training_set(_config(tmp_path, **extra), (1, 8, 8), 10)
 
 
 def test_memory_only_fraction_is_per_class_seeded_and_kept_by_the_oracle(tmp_path):
-    full = _training_set(tmp_path, "--memory_only_fraction", "0.5")
+    full = _training_set(tmp_path, memory_only_fraction=0.5)
     labels = dict(zip(full.dataset.ids, full.dataset.labels.tolist()))
     per_class = [sum(labels[i] == c for i in full.memory_only_ids) for c in range(10)]
     assert per_class == [3] * 10
-    assert full.memory_only_ids == _training_set(tmp_path, "--memory_only_fraction", "0.5").memory_only_ids
-    other_seed = _training_set(tmp_path, "--memory_only_fraction", "0.5", "--memory_only_seed", "1")
+    assert full.memory_only_ids == _training_set(tmp_path, memory_only_fraction=0.5).memory_only_ids
+    other_seed = _training_set(tmp_path, memory_only_fraction=0.5, memory_only_seed=1)
     assert other_seed.memory_only_ids != full.memory_only_ids
     # the oracle's exclusions do not move the split: the remaining items keep their roles
     gone = [full.memory_only_ids[0], full.target_ids[0]]
-    oracle = _training_set(tmp_path, "--memory_only_fraction", "0.5", "--exclude_ids", *gone)
+    oracle = _training_set(tmp_path, memory_only_fraction=0.5, exclude_ids=gone)
     assert oracle.memory_only_ids == [i for i in full.memory_only_ids if i not in gone]
     assert oracle.target_ids == [i for i in full.target_ids if i not in gone]
 
 
 def test_memory_only_classes_and_ids_file(tmp_path):
-    by_class = _training_set(tmp_path, "--memory_only_classes", "5", "7")
+    by_class = _training_set(tmp_path, memory_only_classes=[5, 7])
     labels = dict(zip(by_class.dataset.ids, by_class.dataset.labels.tolist()))
     assert {labels[i] for i in by_class.memory_only_ids} == {5, 7} and len(by_class.memory_only_ids) == 12
     assert not {labels[i] for i in by_class.target_ids} & {5, 7}
     ids_file = tmp_path / "ids.json"
     ids_file.write_text(json.dumps(by_class.dataset.ids[:3]))
-    by_file = _training_set(tmp_path, "--memory_only_ids_file", str(ids_file))
+    by_file = _training_set(tmp_path, memory_only_ids_file=str(ids_file))
     assert by_file.memory_only_ids == by_class.dataset.ids[:3]
     ids_file.write_text(json.dumps(["no-such-id"]))
     with pytest.raises(ValueError, match="no-such-id"):
-        _training_set(tmp_path, "--memory_only_ids_file", str(ids_file))
+        _training_set(tmp_path, memory_only_ids_file=str(ids_file))
     with pytest.raises(ValueError, match="memory_only_ids_file"):
-        _config(tmp_path, "--memory_only_ids_file", str(tmp_path / "missing.json"))
+        _config(tmp_path, memory_only_ids_file=str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="memory_only_fraction"):
-        _config(tmp_path, "--memory_only_fraction", "1.0")
+        _config(tmp_path, memory_only_fraction=1.0)
     with pytest.raises(ValueError, match="every training item is memory-only"):
-        _training_set(tmp_path, "--memory_only_classes", *map(str, range(10)))
+        _training_set(tmp_path, memory_only_classes=list(range(10)))
 
 
 def test_memory_only_items_are_support_but_never_queries():
@@ -127,11 +126,11 @@ def test_self_support_below_a_timestep_puts_the_own_image_in_low_noise_queries_o
 
 def test_bad_self_support_values_are_named(tmp_path):
     with pytest.raises(ValueError, match="self_support"):
-        _config(tmp_path, "--self_support", "sometimes")
+        _config(tmp_path, self_support="sometimes")
     with pytest.raises(ValueError, match="self_support_timestep"):
-        _config(tmp_path, "--self_support", "below_timestep", "--self_support_timestep", "0")
+        _config(tmp_path, self_support="below_timestep", self_support_timestep=0)
     with pytest.raises(ValueError, match="self_support_probability"):
-        _config(tmp_path, "--self_support_probability", "1.5")
+        _config(tmp_path, self_support_probability=1.5)
 
 
 def test_the_bank_records_training_targets_and_receipts_say_which_removed_item_was_one(tmp_path):
@@ -153,23 +152,23 @@ def test_the_bank_records_training_targets_and_receipts_say_which_removed_item_w
 @pytest.mark.parametrize(
     "option",
     [
-        ["--memory_only_fraction", "0.5"],
-        ["--self_support", "probability"],
-        ["--memory_only_classes", "3"],
-        ["--memory_resolutions", "all", "--skip_bypass", "drop", "--self_support", "probability"],
-        ["--support", "nearest", "--memory_resolutions", "all", "--skip_bypass", "drop_low_noise"],
-        ["--support", "nearest", "--anchor_pixels", "true", "--self_support", "probability"],
+        {"memory_only_fraction": 0.5},
+        {"self_support": "probability"},
+        {"memory_only_classes": [3]},
+        {"memory_resolutions": "all", "skip_bypass": "drop", "self_support": "probability"},
+        {"support": "nearest", "memory_resolutions": "all", "skip_bypass": "drop_low_noise"},
+        {"support": "nearest", "anchor_pixels": True, "self_support": "probability"},
     ],
 )
 def test_a_run_with_an_option_trains_resumes_and_saves_its_targets(tmp_path, option):
-    every_step = ["--checkpointing_steps", "2", "--log_every", "1", "--memory_per_batch", "8"]
-    full = train(_config(tmp_path / "a", *every_step, *option))
-    train(_config(tmp_path / "b", *every_step, *option, "--max_train_steps", "2"))
-    resumed = train(_config(tmp_path / "b", *every_step, *option, "--resume", "latest"))
+    every_step = {"checkpointing_steps": 2, "log_every": 1, "memory_per_batch": 8}
+    full = train(_config(tmp_path / "a", **every_step, **option))
+    train(_config(tmp_path / "b", **every_step, **option, max_train_steps=2))
+    resumed = train(_config(tmp_path / "b", **every_step, **option, resume="latest"))
     a, b = SPMDiffusionPipeline.from_pretrained(full), SPMDiffusionPipeline.from_pretrained(resumed)
     for name, value in a.unet.state_dict().items():
         torch.testing.assert_close(value, b.unet.state_dict()[name], atol=1e-6, rtol=1e-5)
-    expected = _training_set(tmp_path, *option)
+    expected = _training_set(tmp_path, **option)
     assert sorted(a.memory_bank.ids) == sorted(expected.dataset.ids)
     assert a.memory_bank.training_targets == set(expected.target_ids)
     # deletion stays exact: a removed memory-only or target item leaves what a never-held memory gives

@@ -54,6 +54,22 @@ def test_bad_values_are_named(overrides, match):
         load_config("configs/tiny.yaml", parse_overrides(overrides))
 
 
+def test_the_command_line_forms_of_a_key():
+    """argparse reads the keys, declared by the config's fields and the model's arguments: dashed spellings,
+    `--model.key`, `--key=value`, several values for a list; no abbreviation of a key, no stray value."""
+    parsed = parse_overrides(["--max-train-steps", "3", "--model.fusion_type=none", "--exclude_classes", "3", "5"])
+    assert parsed == {"max_train_steps": "3", "model.fusion_type": "none", "exclude_classes": ["3", "5"]}
+    assert load_config("configs/tiny.yaml", parsed).exclude_classes == [3, 5]
+    for argv, match in (
+        (["--max_train_step", "3"], r"unknown config key --max_train_step \(did you mean max_train_steps\?\)"),
+        (["--max_train_steps", "3", "4"], "unexpected argument '4'"),
+        (["--max_train_steps"], "--max_train_steps: expected one argument"),
+        (["--head", "linear"], "unknown config key --head"),  # a classifier's key, not a diffusion run's
+    ):
+        with pytest.raises(ValueError, match=match):
+            parse_overrides(argv)
+
+
 def test_unknown_yaml_key(tmp_path):
     (tmp_path / "c.yaml").write_text("max_train_step: 3\n")
     with pytest.raises(ValueError, match=r"unknown config keys .*\['max_train_step'\]"):
@@ -70,12 +86,18 @@ def test_classifier_config(capsys):
     from scripts.train_classifier import main as classifier_main
     from spm_gen.training import ClassifierTrainConfig
 
-    cfg = load_config("configs/digits_classifier.yaml", parse_overrides(["--head", "linear"]), ClassifierTrainConfig)
+    cfg = load_config(
+        "configs/digits_classifier.yaml",
+        parse_overrides(["--head", "linear"], ClassifierTrainConfig),
+        ClassifierTrainConfig,
+    )
     assert cfg.model["head"] == "linear" and cfg.memory_per_batch == 100
     with pytest.raises(ValueError, match="head must be one of"):
-        load_config("configs/digits_classifier.yaml", parse_overrides(["--head", "svm"]), ClassifierTrainConfig)
+        load_config("configs/digits_classifier.yaml", {"head": "svm"}, ClassifierTrainConfig)
     with pytest.raises(ValueError, match="unknown config key --fusion_type"):
-        load_config("configs/digits_classifier.yaml", parse_overrides(["--fusion_type", "dot"]), ClassifierTrainConfig)
+        parse_overrides(["--fusion_type", "dot"], ClassifierTrainConfig)
+    with pytest.raises(ValueError, match="unknown config key --fusion_type"):  # given by code
+        load_config("configs/digits_classifier.yaml", {"fusion_type": "dot"}, ClassifierTrainConfig)
     assert classifier_main(["--config", "configs/digits_classifier.yaml", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["head"] == "prototype"
 
@@ -84,7 +106,7 @@ def test_cifar10_recipe_needs_the_data_on_disk(tmp_path):
     with pytest.raises(ValueError, match="data_path='data/cifar10' \\(the path does not exist\\)"):
         load_config("configs/cifar10_ddpm.yaml")
     (tmp_path / "cifar").mkdir()
-    cfg = load_config("configs/cifar10_ddpm.yaml", parse_overrides(["--data_path", str(tmp_path / "cifar")]))
+    cfg = load_config("configs/cifar10_ddpm.yaml", {"data_path": str(tmp_path / "cifar")})
     assert (
         cfg.train_batch_size == 128
         and cfg.memory_per_batch == 256
@@ -94,7 +116,7 @@ def test_cifar10_recipe_needs_the_data_on_disk(tmp_path):
 
 def test_the_official_recipe_beside_the_ddpm_one(tmp_path):
     (tmp_path / "cifar").mkdir()
-    overrides = parse_overrides(["--data_path", str(tmp_path / "cifar")])
+    overrides = {"data_path": str(tmp_path / "cifar")}
     official, ddpm = (load_config(f"configs/cifar10_{name}.yaml", overrides) for name in ("official", "ddpm"))
     assert (official.train_batch_size, official.memory_per_batch, official.learning_rate) == (256, 256, 5e-4)
     assert (official.lr_warmup_steps, official.ema_decay, official.weight_decay) == (19600, 0.9993, 0.0)
@@ -107,10 +129,10 @@ def test_a_tracker_that_is_not_installed_fails_before_training(monkeypatch):
 
     monkeypatch.setattr(config, "tracker_installed", lambda name: name == "wandb")
     with pytest.raises(ValueError, match=r"bad config value log_with='tensorboard' .*pip install tensorboard"):
-        load_config("configs/tiny.yaml", parse_overrides(["--log_with", "tensorboard"]))
-    assert load_config("configs/tiny.yaml", parse_overrides(["--log_with", "wandb"])).log_with == "wandb"
+        load_config("configs/tiny.yaml", {"log_with": "tensorboard"})
+    assert load_config("configs/tiny.yaml", {"log_with": "wandb"}).log_with == "wandb"
     with pytest.raises(ValueError, match="log_with='nope'"):
-        load_config("configs/tiny.yaml", parse_overrides(["--log_with", "nope"]))
+        load_config("configs/tiny.yaml", {"log_with": "nope"})
 
 
 def test_digits_configs_validate():

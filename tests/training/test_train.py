@@ -11,22 +11,20 @@ from safetensors.torch import load_file
 
 from spm_gen import SPMDiffusionPipeline
 from spm_gen.data import load_digits_dataset
-from spm_gen.training import load_config, parse_overrides, train
+from spm_gen.training import load_config, train
 from spm_gen.training.checkpoints import checkpoint_steps
 from tests.conftest import launch_two_cpu_processes
 
 
-def _config(tmp_path, *extra):
-    every_step = ["--checkpointing_steps", "2", "--log_every", "1"]  # tiny.yaml's intervals fit 200 steps
-    return load_config(
-        "configs/tiny.yaml", parse_overrides(["--output_dir", str(tmp_path / "run"), *every_step, *extra])
-    )
+def _config(tmp_path, **extra):
+    every_step = {"checkpointing_steps": 2, "log_every": 1}  # tiny.yaml's intervals fit 200 steps
+    return load_config("configs/tiny.yaml", {"output_dir": str(tmp_path / "run"), **every_step, **extra})
 
 
 @pytest.mark.slow
 def test_tiny_run_ends_with_a_loadable_pipeline(tmp_path):
     run = tmp_path / "run"
-    final = train(_config(tmp_path, "--sample_every", "2"))
+    final = train(_config(tmp_path, sample_every=2))
     pipe = SPMDiffusionPipeline.from_pretrained(final)
     train_set = load_digits_dataset(image_size=8, split="train")
     assert sorted(pipe.memory_bank.ids) == sorted(train_set.ids)
@@ -42,13 +40,13 @@ def test_tiny_run_ends_with_a_loadable_pipeline(tmp_path):
 
 @pytest.mark.slow
 def test_resume_reaches_the_same_state(tmp_path):
-    full = train(_config(tmp_path / "a", "--use_ema", "true"))
-    partial_cfg = _config(tmp_path / "b", "--use_ema", "true", "--max_train_steps", "2")
+    full = train(_config(tmp_path / "a", use_ema=True))
+    partial_cfg = _config(tmp_path / "b", use_ema=True, max_train_steps=2)
     train(partial_cfg)
     assert checkpoint_steps(partial_cfg.output_dir) == [2]
     checkpoint = os.listdir(os.path.join(partial_cfg.output_dir, "checkpoints", "checkpoint-2"))
     assert "ema.safetensors" in checkpoint and not any(f.startswith("custom_checkpoint") for f in checkpoint)
-    resumed = train(_config(tmp_path / "b", "--use_ema", "true", "--resume", "latest"))
+    resumed = train(_config(tmp_path / "b", use_ema=True, resume="latest"))
     a = load_file(os.path.join(full, "unet", "diffusion_pytorch_model.safetensors"))
     b = load_file(os.path.join(resumed, "unet", "diffusion_pytorch_model.safetensors"))
     for name in a:  # EMA weights after 4 steps, straight through vs. 2 + resume 2
@@ -69,7 +67,7 @@ def test_oracle_excludes_a_class_from_memory_and_training(tmp_path, monkeypatch)
         return real(model, scheduler, batch, generator, options)
 
     monkeypatch.setattr(loop, "diffusion_loss", spy)
-    final = train(_config(tmp_path, "--exclude_classes", "3", "--permute_labels", "false"))
+    final = train(_config(tmp_path, exclude_classes=[3], permute_labels=False))
     pipe = SPMDiffusionPipeline.from_pretrained(final)
     assert 3 not in pipe.memory_bank.class_counts() and len(pipe.memory_bank.class_counts()) == 9
     assert seen and all(3 not in labels.tolist() and 3 not in support.tolist() for labels, support in seen)
@@ -78,7 +76,7 @@ def test_oracle_excludes_a_class_from_memory_and_training(tmp_path, monkeypatch)
 @pytest.mark.slow
 def test_images_per_class_trains_on_a_small_set_and_its_memory_is_that_set(tmp_path):
     small = load_digits_dataset(image_size=8, split="train").first_per_class(2)
-    final = train(_config(tmp_path, "--images_per_class", "2", "--exclude_ids", small.ids[0]))
+    final = train(_config(tmp_path, images_per_class=2, exclude_ids=[small.ids[0]]))
     expected = small.exclude(ids=small.ids[:1])
     bank = SPMDiffusionPipeline.from_pretrained(final).memory_bank
     assert sorted(bank.ids) == sorted(expected.ids) and len(bank) == 19
@@ -86,7 +84,7 @@ def test_images_per_class_trains_on_a_small_set_and_its_memory_is_that_set(tmp_p
 
 @pytest.mark.slow
 def test_twin_trains_without_memory_and_keeps_its_guidance_scale(tmp_path):
-    final = train(_config(tmp_path, "--fusion_type", "none", "--guidance_scale", "0.5"))
+    final = train(_config(tmp_path, fusion_type="none", guidance_scale=0.5))
     pipe = SPMDiffusionPipeline.from_pretrained(final)
     assert pipe.memory_bank is None and pipe.config.default_guidance_scale == 0.5
 
@@ -106,7 +104,7 @@ def test_two_cpu_processes_train_and_only_rank_0_writes(tmp_path):
 
 def test_bad_config_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="learning_rate"):
-        _config(tmp_path, "--learning_rate", "-0.1")
+        _config(tmp_path, learning_rate=-0.1)
     assert not (tmp_path / "run").exists()
 
 
@@ -126,6 +124,5 @@ def test_ctrl_c_or_sigterm_stops_after_the_step_with_a_checkpoint_to_resume_from
     (step,) = checkpoint_steps(str(out))
     assert f"stopped after step {step}; the last checkpoint (step {step})" in output
     assert "--resume latest" in output
-    resume = ["--output_dir", str(out), "--resume", "latest", "--max_train_steps", str(step + 2)]
-    config = load_config("configs/tiny.yaml", parse_overrides(resume))
+    config = load_config("configs/tiny.yaml", {"output_dir": str(out), "resume": "latest", "max_train_steps": step + 2})
     assert train(config) is not None and checkpoint_steps(str(out))[-1] == step + 2

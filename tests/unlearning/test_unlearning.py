@@ -6,36 +6,26 @@ import torch
 from spm_gen.data import load_digits_dataset
 from spm_gen.metrics.unlearning import unlearning_metrics
 from spm_gen.models.classifier_spm import load_classifier
-from spm_gen.training import ClassifierTrainConfig, load_config, parse_overrides
+from spm_gen.training import ClassifierTrainConfig, load_config
 from spm_gen.training.classifier_loop import train_classifier
 from spm_gen.unlearning.baselines import finetune, gradient_ascent
 from spm_gen.unlearning.forget_set import ForgetSet, forget_ids
 from spm_gen.utils.images import to_unit_range
 
-OVERRIDES = [
-    "--image_size",
-    "8",
-    "--model.image_size",
-    "8",
-    "--stage_channels",
-    "8,16",
-    "--blocks_per_stage",
-    "1,1",
-    "--embed_dim",
-    "16",
-    "--max_train_steps",
-    "100",
-    "--memory_per_batch",
-    "30",
-]
+OVERRIDES = {
+    "image_size": 8,
+    "model.image_size": 8,
+    "stage_channels": [8, 16],
+    "blocks_per_stage": [1, 1],
+    "embed_dim": 16,
+    "max_train_steps": 100,
+    "memory_per_batch": 30,
+}
 
 
-def _train(tmp_path, *extra):
-    config = load_config(
-        "configs/digits_classifier.yaml",
-        parse_overrides(["--output_dir", str(tmp_path), *OVERRIDES, *extra]),
-        config_class=ClassifierTrainConfig,
-    )
+def _train(tmp_path, **extra):
+    overrides = {"output_dir": str(tmp_path), **OVERRIDES, **extra}
+    config = load_config("configs/digits_classifier.yaml", overrides, config_class=ClassifierTrainConfig)
     return load_classifier(train_classifier(config))
 
 
@@ -74,7 +64,7 @@ def test_classifier_training_and_spm_deletion(tmp_path):
 
 @pytest.mark.slow
 def test_parametric_baselines_change_the_model(tmp_path):
-    model, bank = _train(tmp_path, "--head", "linear")
+    model, bank = _train(tmp_path, head="linear")
     assert bank is None
     train = load_digits_dataset(image_size=8, split="train")
     forget = train.subset(train.labels == 3)
