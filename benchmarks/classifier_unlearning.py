@@ -61,7 +61,6 @@ def _train(args, name: str, head: str, exclude: list[str]) -> tuple[str, float]:
 
 @dataclass
 class Options(BenchmarkOptions):
-    json: str | None = option(None, help="write the numbers and settings here")
     out: str = option("runs/classifier_unlearning", help="the run folder")
     config: str = option("configs/digits_classifier.yaml", help="the classifier training config")
     steps: int = option(400, help="training steps of each classifier")

@@ -37,7 +37,6 @@ from spm_gen.training.config import build_unet
 from spm_gen.training.loop import official_ddim
 from spm_gen.training.throughput import training_step_seconds
 from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, timed, write_json
-from spm_gen.utils.dataclass_options import option
 
 
 @dataclass
@@ -209,13 +208,8 @@ def print_table(device_name: str, rows: list[dict]) -> None:
         )
 
 
-@dataclass
-class Options(BenchmarkOptions):
-    json: str | None = option(None, help="write the numbers and settings here")
-
-
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_options(Options, argv, __doc__, None)
+    args = parse_options(BenchmarkOptions, argv, __doc__)
     suite = Suite.tiny() if args.tiny else Suite()
     device, name = device_and_name(cpu=args.tiny)
     if not args.tiny and device.type != "cuda":

@@ -143,7 +143,6 @@ def saved_ratios(r: dict) -> dict:
 
 @dataclass
 class Options(BenchmarkOptions):
-    json: str | None = option(None, help="write the numbers and settings here")
     sizes: list[int] = option(help="bank sizes, multiples of 10", default_factory=lambda: [10_000, 100_000, 1_000_000])
     repeats: int = option(3, help="timed repeats of each operation")
     saved_only: bool = option(False, help="only the saved-bank table (keeps the rest of --json)")

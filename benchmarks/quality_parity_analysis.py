@@ -65,7 +65,6 @@ def tiny_outs(folder: str, training, count: int) -> list[str]:
 
 @dataclass
 class Options(BenchmarkOptions):
-    json: str | None = option(None, help="write the numbers and settings here")
     outs: list[str] | None = option(
         None, help="--out folders of quality_parity.py (each has samples/, reference/)", flag="outs", nargs="*"
     )

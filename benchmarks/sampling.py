@@ -187,7 +187,6 @@ def fusion_part(args: Options, device: torch.device) -> list[dict]:
 
 @dataclass
 class Options(BenchmarkOptions):
-    json: str | None = option(None, help="write the numbers and settings here")
     config: str = option("configs/digits.yaml", help="the model config (untrained weights: speed only)")
     fusion_types: list[str] = option(help="the SPMs' fusion types", default_factory=lambda: ["dot", "additive"])
     memory_sizes: list[str] = option(

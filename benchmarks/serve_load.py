@@ -296,7 +296,6 @@ def big_part(args: Options, folder: str) -> dict:
 
 @dataclass
 class Options(BenchmarkOptions):
-    json: str | None = option(None, help="write the numbers and settings here")
     seconds: float = option(45.0, help="the load run (at most 60)")
     clients: int = option(8, help="well-behaved client threads")
     remove_every: float = option(2.0, help="seconds between removals during the load")

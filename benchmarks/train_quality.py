@@ -61,7 +61,6 @@ COLUMNS = [
 
 @dataclass
 class Options(BenchmarkOptions):
-    json: str | None = option(None, help="write the numbers and settings here")
     out: str = option("runs/train_quality", help="the run folder")
     config: str = option("configs/digits.yaml", help="the training config")
     steps: int = option(1500, help="training steps of each variant")

@@ -66,7 +66,6 @@ def loss_and_gradients(config: TrainConfig, compiled: bool) -> tuple[float, dict
 
 @dataclass
 class Options(BenchmarkOptions):
-    json: str | None = option(None, help="write the numbers and settings here")
     config: str = option("configs/digits.yaml", help="the model and training config")
     batch_size: int = option(64, help="images per training batch")
     memory: int = option(256, help="support images per batch (the paper's 256)")

@@ -41,7 +41,8 @@ def synthetic_images(
 @dataclass(kw_only=True)
 class BenchmarkOptions:
     """The options every benchmark shares (each declares its own in a dataclass extending this one, `--out` too
-    when it trains or samples into a run folder, and redeclares `json` with its default)."""
+    when it trains or samples into a run folder, and redeclares `json` where its numbers have a committed
+    file)."""
 
     json: str | None = option(None, help="write the numbers and settings here")
     tiny: bool = option(False, help="a plumbing run at test size, in seconds, whose numbers mean nothing")
