@@ -32,7 +32,7 @@ from spm_gen.training.classifier_loop import train_classifier
 from spm_gen.unlearning.baselines import finetune, gradient_ascent
 from spm_gen.unlearning.forget_set import ForgetSet, forget_ids
 from spm_gen.utils.atomic import atomic_write_text
-from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.benchmarking import RunFolderOptions, describe_machine, parse_options, write_json
 from spm_gen.utils.dataclass_options import option
 
 COLUMNS = [
@@ -60,8 +60,7 @@ def _train(args, name: str, head: str, exclude: list[str]) -> tuple[str, float]:
 
 
 @dataclass
-class Options(BenchmarkOptions):
-    out: str = option("runs/classifier_unlearning", help="the run folder")
+class Options(RunFolderOptions):
     config: str = option("configs/digits_classifier.yaml", help="the classifier training config")
     steps: int = option(400, help="training steps of each classifier")
     finetune_steps: int = option(40, help="10% of the training steps by default")

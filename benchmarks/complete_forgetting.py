@@ -42,9 +42,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from experiments.complete_forgetting import (
     ORACLE_PROTOCOLS,
     PROTOCOLS,
+    DataRichReference,
     choose_protocol_removed,
-    copying_measures,
-    judge_accuracy,
+    data_rich_record,
     own_image_effect,
     protocol_records,
 )
@@ -101,7 +101,6 @@ ROWS = {
 @dataclass
 class Options(RegimeOptions):
     json: str | None = option("benchmarks/complete_forgetting_cpu.json", help="write the numbers and settings here")
-    out: str = option("runs/complete_forgetting", help="the run folder")
     part: list[str] = option(
         help="the parts to run",
         choices=["regime", "own_image", "data_rich", "classes"],
@@ -304,6 +303,7 @@ def run_data_rich(args: Options, judge, judge_bank, records: list[dict]) -> list
     against the training images, judge consistency, Gu's rate and near-copies of training images, for
     sampling seeds 0 and 1 (2,000 samples each); `records` already measured are kept (resumable)."""
     training, reference = digits_reference(args, None, "digits_train")
+    measured_against = DataRichReference(training, reference, judge, judge_bank, args.settings.threshold)
     paths = {
         "twin": lambda: DIGITS_SHIPPED["twin"],
         "spm (shipped)": lambda: DIGITS_SHIPPED["spm"],
@@ -326,9 +326,7 @@ def run_data_rich(args: Options, judge, judge_bank, records: list[dict]) -> list
                 "seed": seed,
                 "num_images": num_images,
                 "seconds": gen.seconds,
-                "fid": compute_fid(folder, reference, "domain", judge)["fid"] if judge else None,
-                "class_consistency": judge_accuracy(judge, judge_bank, gen) if judge else None,
-                **copying_measures(gen, training, args.settings.threshold),
+                **data_rich_record(gen, measured_against),
             }
             records.append(record)
             logger.info("data rich: %s", record)

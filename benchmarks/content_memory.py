@@ -137,7 +137,6 @@ DESIGNS = {
 @dataclass
 class Options(cf.RegimeOptions):
     json: str | None = option("benchmarks/content_memory_cpu.json", help="write the numbers and settings here")
-    out: str = option("runs/content_memory", help="the run folder")
     part: list[str] = option(
         help="the parts to run", choices=["probe", "regime", "classes", "data_rich"], default_factory=lambda: ["probe"]
     )

@@ -70,7 +70,6 @@ logger = logging.getLogger("memorization_regime")
 @dataclass
 class Options(RegimeOptions):
     json: str | None = option("benchmarks/memorization_regime_cpu.json", help="write the numbers and settings here")
-    out: str = option("runs/memorization_regime", help="the run folder")
     twin_steps: int = option(100, help="SalUn / gradient ascent steps on the twin")
     probe: bool = option(False, help="train and sample the twin only: is the regime reached?")
 

@@ -33,7 +33,7 @@ from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, train
 from spm_gen.training.config import run_length
 from spm_gen.unlearning.twin import TwinUnlearning
-from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, recorded_settings, write_json
+from spm_gen.utils.benchmarking import RunFolderOptions, describe_machine, parse_options, recorded_settings, write_json
 from spm_gen.utils.dataclass_options import nested_settings, option
 from spm_gen.utils.images import to_unit_range
 
@@ -49,9 +49,8 @@ def report_counts(result: dict, keys: tuple[str, ...]) -> None:
 
 
 @dataclass
-class Options(BenchmarkOptions):
+class Options(RunFolderOptions):
     json: str | None = option("benchmarks/memorization_scenario_cpu.json", help="write the numbers and settings here")
-    out: str = option("runs/memorization_scenario", help="the run folder")
     config: str = option("configs/digits.yaml", help="the training config of the case (a) models")
     steps: int = option(1000, help="training steps of the case (a) models")
     copies: int = option(40, help="copies of each duplicated training image")

@@ -38,7 +38,7 @@ from spm_gen.reporting.sampling_settings import SamplingSettings
 from spm_gen.sampling import load_pipeline
 from spm_gen.training import load_config, train
 from spm_gen.training.config import run_length
-from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.benchmarking import RunFolderOptions, describe_machine, parse_options, write_json
 from spm_gen.utils.dataclass_options import option
 from spm_gen.utils.images import to_unit_range
 
@@ -50,9 +50,8 @@ MODELS = {
 
 
 @dataclass
-class Options(BenchmarkOptions):
+class Options(RunFolderOptions):
     json: str | None = option("benchmarks/quality_parity_cpu.json", help="write the numbers and settings here")
-    out: str = option("runs/quality_parity", help="the run folder")
     config: str = option("configs/digits.yaml", help="the training config of the models")
     train_steps: int = option(4000, help="training steps of each model")
     reuse: str | None = option(None, help="a folder with <model>/pipeline already trained (skips training)")

@@ -27,7 +27,7 @@ from spm_gen.reporting.measures import GUIDANCE, MODEL, Measure, table
 from spm_gen.training import load_config, train
 from spm_gen.training.logs import read_losses
 from spm_gen.utils.atomic import atomic_write_text
-from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.benchmarking import RunFolderOptions, describe_machine, parse_options, write_json
 from spm_gen.utils.dataclass_options import option
 from spm_gen.utils.images import save_image_grid
 
@@ -60,8 +60,7 @@ COLUMNS = [
 
 
 @dataclass
-class Options(BenchmarkOptions):
-    out: str = option("runs/train_quality", help="the run folder")
+class Options(RunFolderOptions):
     config: str = option("configs/digits.yaml", help="the training config")
     steps: int = option(1500, help="training steps of each variant")
     per_class: int = option(20, help="samples of every class per variant")

@@ -20,11 +20,11 @@ from spm_gen.models.classifier_spm import load_classifier
 from spm_gen.paths import DIGITS_MODELS
 from spm_gen.reporting.comparison import SamplingPlan
 from spm_gen.reporting.measures import plain, table
-from spm_gen.reporting.report_rows import Judge, RemovedData, fid_references, report_row
+from spm_gen.reporting.report_rows import Judge, RemovedData, RowContext, fid_references, report_row
 from spm_gen.reporting.sampling_settings import SamplingSettings
 from spm_gen.sampling import load_pipeline
 from spm_gen.unlearning.twin import TwinUnlearning, forget_and_remain
-from spm_gen.utils.benchmarking import BenchmarkOptions, describe_machine, parse_options, write_json
+from spm_gen.utils.benchmarking import RunFolderOptions, describe_machine, parse_options, write_json
 from spm_gen.utils.dataclass_options import option
 
 # (method, steps, lr, remain_weight)
@@ -44,9 +44,8 @@ COLUMNS = plain("method", "steps", "lr", "remain_weight", "seconds", "ua", "fid_
 
 
 @dataclass
-class Options(BenchmarkOptions):
+class Options(RunFolderOptions):
     json: str | None = option("benchmarks/twin_unlearning_cpu.json", help="write the numbers and settings here")
-    out: str = option("runs/twin_unlearning", help="the run folder")
     models: str = option(DIGITS_MODELS, help="the folder of the digits models (spm/, twin/, judge/)")
     num_images: int = option(100, help="generations per unlearning setting (classes cycling)")
     inference_steps: int = option(50, help="DDIM steps")
@@ -66,6 +65,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     labels = [i % 10 for i in range(args.num_images)]
     plan = SamplingPlan(labels, args.out, SamplingSettings(num_inference_steps=args.inference_steps, batch_size=64))
     references = fid_references(training, removed, os.path.join(args.out, "fid"))
+    context = RowContext(training, removed, os.path.join(args.out, "fid"), NEAR_COPY_RMS, judge, references)
     rows = []
     settings = [
         s for i, s in enumerate(SETTINGS) if not args.one_per_method or s[0] not in {t[0] for t in SETTINGS[:i]}
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         pipe, seconds = (twin, 0.0) if method == "none" else unlearning.apply(twin, forget, remain, seed=0)
         folder = os.path.join(args.out, f"{method}_{steps}_{lr}_{weight}")
         gen = plan.sample(method, pipe, folder)
-        row, _ = report_row(gen, training, removed, os.path.join(args.out, "fid"), NEAR_COPY_RMS, judge, references)
+        row, _ = report_row(gen, context)
         rows.append(
             {
                 "method": method,

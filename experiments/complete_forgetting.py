@@ -12,14 +12,16 @@ Every setting of the experiment (the protocols, the thresholds, seeds and sample
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from spm_gen.memory.bank import MemoryBank
+from spm_gen.metrics.memorization import MemorizationReport
 from spm_gen.reporting.generations import Generations
-from spm_gen.reporting.memorization_regime import RegimeSettings, choose_removed
+from spm_gen.reporting.measures import MEMORIZATION_RATE, REGIME_TABLE, Measure
+from spm_gen.reporting.memorization_regime import REGIME_MEASURES, RegimeSettings, choose_removed
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,8 @@ def protocol_records(protocol: str, records: list[dict], seconds: dict[tuple[str
     """The regime's records of one protocol in the benchmark's form: `protocol`, `model`, `phase`, the
     measures, and `seconds`, keyed by (model, phase): what forgetting cost (the deletion, the oracle's
     retraining)."""
-    keys = ("model", "phase", "near_copies_of_removed", "memorization_rate", "extraction_share", "fid_remaining")
-    extra = ("nearest_removed", "num_images", "sampling_s")
+    keys = [m.key for m in REGIME_TABLE]
+    extra = [m.key for m in REGIME_MEASURES if m.key not in keys]
     out = []
     for r in records:
         cost = seconds.get((r["model"], r["phase"]))
@@ -92,23 +94,59 @@ def protocol_records(protocol: str, records: list[dict], seconds: dict[tuple[str
     return out
 
 
-def copying_measures(generations: Generations, training: MemoryBank, threshold: float) -> dict:
-    """Does a model copy its training images? Gu's rate, and how many samples are near-copies of some training
-    image (within `threshold` RMS) and of how many distinct images."""
-    from spm_gen.metrics.memorization import memorization
-
-    report = memorization(generations.images, training)
-    return {
-        "memorization_rate": report.memorization_rate,
-        "near_copy_samples": report.near_copy_samples(threshold),
-        "near_copied_images": report.near_copied_images(threshold),
-    }
-
-
 def judge_accuracy(judge, judge_bank, generations: Generations) -> float:
     """The share of generations the judge classifies as the class they were generated for."""
     predicted = judge.predict(generations.images, judge_bank).argmax(1).cpu()
     return float((predicted == generations.labels).float().mean())
+
+
+@dataclass
+class DataRichReference:
+    """What the data-rich part measures a model's generations against."""
+
+    training: MemoryBank
+    folder: str  # the training images, for FID
+    judge: Any  # the judge classifier (None: no FID, no consistency)
+    judge_bank: MemoryBank | None
+    threshold: float
+
+
+@dataclass
+class DataRichMeasured:
+    generations: Generations
+    reference: DataRichReference
+    report: MemorizationReport  # against the training images
+
+
+def _data_rich_fid(m: DataRichMeasured) -> float | None:
+    from spm_gen.metrics.fid import compute_fid
+
+    if m.reference.judge is None:
+        return None
+    return compute_fid(m.generations.folder, m.reference.folder, "domain", m.reference.judge)["fid"]
+
+
+def _consistency(m: DataRichMeasured) -> float | None:
+    return judge_accuracy(m.reference.judge, m.reference.judge_bank, m.generations) if m.reference.judge else None
+
+
+DATA_RICH_MEASURES = [  # does a model copy its training images, and at what quality?
+    Measure("fid", "FID (all classes)", better="lower", of=_data_rich_fid),
+    Measure("class_consistency", "class consistency", better="higher", of=_consistency),
+    replace(MEMORIZATION_RATE, of=lambda m: m.report.memorization_rate),
+    Measure("near_copy_samples", "near-copy samples", of=lambda m: m.report.near_copy_samples(m.reference.threshold)),
+    Measure(
+        "near_copied_images", "near-copied images", of=lambda m: m.report.near_copied_images(m.reference.threshold)
+    ),
+]
+
+
+def data_rich_record(generations: Generations, reference: DataRichReference) -> dict:
+    """The values of `DATA_RICH_MEASURES` for one model's generations."""
+    from spm_gen.metrics.memorization import memorization
+
+    measured = DataRichMeasured(generations, reference, memorization(generations.images, reference.training))
+    return {m.key: m.of(measured) for m in DATA_RICH_MEASURES}
 
 
 OWN_IMAGE_BANDS = ((0, 100), (100, 300), (300, 1000))

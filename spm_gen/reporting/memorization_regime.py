@@ -33,7 +33,7 @@ from ..metrics.memorization import (
     rms_distances,
 )
 from ..models.classifier_spm import SPMClassifier
-from ..utils.benchmarking import BenchmarkOptions
+from ..utils.benchmarking import RunFolderOptions
 from ..utils.charts import save_distance_histogram
 from ..utils.dataclass_options import nested_settings, option
 from ..utils.validation import check_values
@@ -86,7 +86,7 @@ class RegimeSettings(SamplingSettings):
 
 
 @dataclass(kw_only=True)
-class RegimeOptions(BenchmarkOptions):
+class RegimeOptions(RunFolderOptions):
     """The options the regime's benchmarks share (memorization_regime, complete_forgetting, content_memory):
     its training config, training steps, judge, reuse, and the regime's settings."""
 

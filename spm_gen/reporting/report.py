@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 
 from ..memory.bank import MemoryBank
 from ..memory.saved_folder import SavedFolder
@@ -21,7 +22,7 @@ from .config import ReportConfig
 from .markdown import sanity_warnings, write_report
 from .measures import REPORT_TABLE, units
 from .pictures import save_class_grids, save_removed_gallery
-from .report_rows import Judge, RemovedData, fid_references, report_row
+from .report_rows import Judge, RemovedData, RowContext, fid_references, report_row
 from .roles import BEFORE_AFTER, Role
 
 logger = logging.getLogger(__name__)
@@ -124,10 +125,11 @@ def measure_runs(result: ComparisonResult, training, removed, judge, config: Rep
     oracle = result.get(Role.ORACLE)
     references = fid_references(training, removed, work, oracle.generations if oracle else None) if judge else {}
     rows, distances = [], {}
+    context = RowContext(training, removed, work, config.near_copy_threshold, judge, references, config.seed)
     for run in result.runs.values():
         own = {k: v for k, v in references.items() if run.role != Role.ORACLE or k != "oracle"}
         gen = run.generations
-        row, d = report_row(gen, training, removed, work, config.near_copy_threshold, judge, own, config.seed)
+        row, d = report_row(gen, replace(context, references=own))
         row.update(removal_s=run.seconds, guidance_scale=run.guidance_scale, role=run.role)
         rows.append(row)
         distances[gen.name] = d

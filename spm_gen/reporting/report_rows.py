@@ -10,18 +10,26 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..memory.bank import MemoryBank
 from ..metrics.fid import compute_fid, save_images
-from ..metrics.memorization import count_within, memorization, nearest_target_distance
+from ..metrics.memorization import (
+    NEAR_COPY_RMS,
+    MemorizationReport,
+    count_within,
+    memorization,
+    nearest_target_distance,
+)
 from ..metrics.unlearning import generation_unlearning_accuracy
 from ..models.classifier_spm import SPMClassifier
 from .generations import Generations
+from .measures import FID_ORACLE, FID_REMAINING_CLASSES, MEMORIZATION_RATE, NEAR_COPIES, UA, Measure
 
 
 @dataclass
@@ -63,46 +71,85 @@ def fid_references(
     return folders
 
 
-def report_row(
-    generations: Generations,
-    training: MemoryBank,
-    removed: RemovedData,
-    work_dir: str,
-    threshold: float,
-    judge: Judge | None = None,
-    references: dict[str, str] | None = None,
-    seed: int = 0,
-) -> tuple[dict, dict[str, torch.Tensor | None]]:
-    """The report's numbers for one model's generations, and the per-sample distances that the histograms
-    show (`nearest_training`, `nearest_removed`). `training` is the training set before the removal;
-    `references` comes from `fid_references` (without `"oracle"` for the oracle's own row). FID and FID_O
-    need a judge and their reference, UA a judge and a removed class; otherwise they are None."""
-    forgotten = set(removed.classes)
-    remaining = generations.of_classes(forgotten, keep=False)
-    report = memorization(generations.images, training)
+@dataclass
+class RowContext:
+    """What every row of one report is measured against."""
+
+    training: MemoryBank  # the training set before the removal
+    removed: RemovedData
+    work_dir: str  # where each model's generations of the remaining classes are written for FID
+    threshold: float = NEAR_COPY_RMS
+    judge: Judge | None = None
+    references: dict[str, str] = field(default_factory=dict)  # `fid_references`' (no "oracle" for the oracle)
+    seed: int = 0
+
+
+@dataclass
+class Measured:
+    """What the report's measures read of one model's generations."""
+
+    generations: Generations
+    context: RowContext
+    report: MemorizationReport  # against the training set before the removal
+    to_removed: torch.Tensor | None  # (S,) each sample's distance to its nearest removed image
+
+    @functools.cached_property
+    def remaining(self) -> torch.Tensor:
+        """The generations of the classes that were not removed."""
+        return self.generations.of_classes(set(self.context.removed.classes), keep=False)
+
+    @functools.cached_property
+    def remaining_folder(self) -> str:
+        """`remaining` written once, for both FIDs."""
+        slug = self.generations.name.lower().replace(" ", "_").replace("(", "").replace(")", "")
+        return _write(self.remaining, os.path.join(self.context.work_dir, slug))
+
+
+def _fid(reference: str):
+    """FID of the remaining classes against one reference folder (`fid_references`' key) in the judge's
+    features; None without a judge, the reference or such generations."""
+
+    def of(m: Measured) -> float | None:
+        context = m.context
+        if context.judge is None or reference not in context.references or not len(m.remaining):
+            return None
+        folder = context.references[reference]
+        return compute_fid(m.remaining_folder, folder, classifier=context.judge.model, seed=context.seed)["fid"]
+
+    return of
+
+
+def _ua(m: Measured) -> float | None:
+    """The mean UA over the removed classes generated; None without a judge or a removed class."""
+    judge = m.context.judge
+    classes = [c for c in sorted(set(m.context.removed.classes)) if len(m.generations.of_classes({c}))]
+    if judge is None or not classes:
+        return None
+    uas = [generation_unlearning_accuracy(judge.model, judge.bank, m.generations.of_classes({c}), c) for c in classes]
+    return sum(uas) / len(uas)
+
+
+def _near_copies(m: Measured) -> int:
+    return int(count_within(m.to_removed, m.context.threshold)) if m.to_removed is not None else 0
+
+
+REPORT_MEASURES = [
+    Measure("num_images", "samples", of=lambda m: len(m.generations.images)),
+    replace(FID_REMAINING_CLASSES, of=_fid("training")),
+    replace(FID_ORACLE, of=_fid("oracle")),
+    replace(UA, of=_ua),
+    replace(MEMORIZATION_RATE, of=lambda m: m.report.memorization_rate),
+    replace(NEAR_COPIES, of=_near_copies),
+    Measure("sampling_s", "sampling time", "s", of=lambda m: m.generations.seconds),
+]
+
+
+def report_row(generations: Generations, context: RowContext) -> tuple[dict, dict[str, torch.Tensor | None]]:
+    """The report's numbers for one model's generations (`REPORT_MEASURES`), and the per-sample distances that
+    the histograms show (`nearest_training`, `nearest_removed`)."""
+    removed = context.removed
+    report = memorization(generations.images, context.training)
     to_removed = nearest_target_distance(removed.images, generations.images) if len(removed.ids) else None
-    row = {
-        "model": generations.name,
-        "num_images": len(generations.images),
-        "fid_remaining": None,
-        "fid_oracle": None,
-        "ua": None,
-        "memorization_rate": report.memorization_rate,
-        "near_copies": int(count_within(to_removed, threshold)) if to_removed is not None else 0,
-        "sampling_s": generations.seconds,
-    }
-    if judge is not None and len(remaining) and references:
-        slug = generations.name.lower().replace(" ", "_").replace("(", "").replace(")", "")
-        ours = _write(remaining, os.path.join(work_dir, slug))
-        for key, reference in (("fid_remaining", "training"), ("fid_oracle", "oracle")):
-            if reference in references:
-                row[key] = compute_fid(ours, references[reference], classifier=judge.model, seed=seed)["fid"]
-    if judge is not None and forgotten:
-        uas = [
-            generation_unlearning_accuracy(judge.model, judge.bank, generations.of_classes({c}), c)
-            for c in sorted(forgotten)
-            if len(generations.of_classes({c}))
-        ]
-        row["ua"] = sum(uas) / len(uas) if uas else None
-    distances = {"nearest_training": report.nearest_distance, "nearest_removed": to_removed}
-    return row, distances
+    measured = Measured(generations, context, report, to_removed)
+    row = {"model": generations.name, **{m.key: m.of(measured) for m in REPORT_MEASURES}}
+    return row, {"nearest_training": report.nearest_distance, "nearest_removed": to_removed}

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,19 @@ class BenchmarkOptions:
 
     json: str | None = option(None, help="write the numbers and settings here")
     tiny: bool = option(False, help="a plumbing run at test size, in seconds, whose numbers mean nothing")
+
+
+@dataclass(kw_only=True)
+class RunFolderOptions(BenchmarkOptions):
+    """A benchmark that trains or samples into a run folder: `--out`, `runs/<the benchmark's name>` unless
+    given."""
+
+    out: str | None = option(None, help="the run folder (default: runs/<the benchmark's file name>)")
+
+    def __post_init__(self) -> None:
+        if self.out is None:
+            module = sys.modules[type(self).__module__]
+            self.out = os.path.join("runs", os.path.splitext(os.path.basename(module.__file__))[0])
 
 
 def parse_options(cls: type, argv: list[str] | None, doc: str, tiny: dict[str, Any] | None = None) -> Any:

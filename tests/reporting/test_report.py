@@ -11,7 +11,7 @@ from spm_gen.reporting import ReportConfig, run_report
 from spm_gen.reporting.generations import Generations
 from spm_gen.reporting.markdown import conclusion, sanity_warnings
 from spm_gen.reporting.pictures import gallery_indices, gallery_title
-from spm_gen.reporting.report_rows import RemovedData, report_row
+from spm_gen.reporting.report_rows import RemovedData, RowContext, report_row
 from spm_gen.sampling import read_sample_folder
 from spm_gen.unlearning.twin import TwinUnlearning
 
@@ -117,7 +117,7 @@ def test_measure_row_counts_near_copies_and_memorized_samples(tmp_path):
         [training.get_images(["0"]), training.get_images(["0"]) + 0.01, training.get_images(["5"]), noise]
     )
     gen = Generations("m", str(tmp_path), images.clamp(0, 1), torch.zeros(6, dtype=torch.long), 1.0)
-    row, distances = report_row(gen, training, removed, str(tmp_path / "w"), threshold=0.05)
+    row, distances = report_row(gen, RowContext(training, removed, str(tmp_path / "w"), threshold=0.05))
     assert row["near_copies"] == 2  # the copy and the near copy of item 0; item 5 was not removed
     assert row["memorization_rate"] == pytest.approx(3 / 6)  # three copies of training images, three noise images
     assert row["ua"] is None and row["fid_remaining"] is None  # no judge
