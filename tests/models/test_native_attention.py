@@ -1,6 +1,7 @@
 """The native additive attention that samples on a CPU: the formula, exact under deletion, and a fallback."""
 
 import logging
+import os
 
 import pytest
 import torch
@@ -192,3 +193,40 @@ def test_a_unet_with_compiled_fusion_deep_copies_and_the_copy_samples_the_same()
     expected = sample(pipe)
     pipe.unet = twin
     assert torch.equal(sample(pipe), expected)
+
+
+BUILD_AT_ONCE = """
+import os, sys, time
+from pathlib import Path
+ready = Path(sys.argv[1])
+(ready / sys.argv[2]).touch()
+while len(list(ready.iterdir())) < 2:  # both processes are here: they ask for the kernel at once
+    time.sleep(0.01)
+from spm_gen.models import native_attention
+print("loaded" if native_attention.native_kernel() is not None else "none")
+"""
+
+
+@pytest.mark.slow  # two processes import torch, one compiles the kernel
+def test_two_processes_asking_at_once_build_the_kernel_once(tmp_path):
+    """As `accelerate launch` starts its processes: one builds under the lock, the other waits and loads it."""
+    import subprocess
+    import sys
+
+    log, ready = tmp_path / "compiler.log", tmp_path / "ready"
+    ready.mkdir()
+    compiler = tmp_path / "c++"  # the system compiler, counting its builds
+    compiler.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec c++ "$@"\n')
+    compiler.chmod(0o755)
+    env = {**os.environ, "SPM_GEN_CACHE": str(tmp_path / "cache"), "CXX": str(compiler)}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD_AT_ONCE, str(ready), name], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for name in ("a", "b")
+    ]
+    outputs = [run.communicate(timeout=600)[0].split() for run in runs]
+    assert outputs == [["loaded"], ["loaded"]]
+    builds = [line for line in log.read_text().splitlines() if " -o " in f" {line} "]
+    assert len(builds) == 1, builds
+    assert len(list((tmp_path / "cache" / "kernels").glob("*.so"))) == 1
