@@ -19,7 +19,7 @@ from .paths import (
 )
 from .training.config import TrainConfig, TrainOptions  # light: the config is checked before torch loads
 from .training.overrides import USAGE, add_config_keys, config_overrides
-from .utils.dataclass_options import add_options, from_options, named_as_options
+from .utils.dataclass_options import add_options, check_options, from_options
 
 VERSION = "0.1.0"
 
@@ -232,8 +232,7 @@ def _report(args: ReportOptions) -> int:
 
     if args.remove_ids_file:
         args.remove_ids += read_ids_file(args.remove_ids_file)
-    with named_as_options(ReportOptions):
-        args.check()
+    check_options(args)
     _log_report(run_report(args))
     return 0
 
@@ -353,10 +352,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(command: str, args: argparse.Namespace) -> int:
     """The subcommand with its options built (and checked, naming the flag of a bad value) from `args`."""
     options = from_options(args.options, args)
-    check = getattr(options, "check", None)
-    if check is not None and command != "report":  # the report checks once its ids file is read
-        with named_as_options(args.options):
-            check()
+    if command != "report":  # the report checks once its ids file is read
+        check_options(options)
     run = COMMANDS[command][1]
     return run(options, config_overrides(args)) if command == "train" else run(options)
 

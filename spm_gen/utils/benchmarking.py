@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write_text
-from .dataclass_options import add_options, from_options, named_as_options, option
+from .dataclass_options import add_options, check_options, from_options, option
 from .resources import peak_mb, reset_peak
 
 
@@ -74,10 +74,7 @@ def parse_options(cls: type, argv: list[str] | None, doc: str, tiny: dict[str, A
     if options.tiny:
         options = with_values(options, tiny)
     try:
-        with named_as_options(cls):
-            for part in (options, *(getattr(options, f.name) for f in dataclasses.fields(options))):
-                if dataclasses.is_dataclass(part) and hasattr(part, "check"):
-                    part.check()
+        check_options(options)
     except ValueError as e:
         parser.error(str(e))  # one line and exit 2, as argparse's own refusals
     return options

@@ -107,6 +107,15 @@ def named_as_options(cls: type) -> Iterator[None]:
         raise ValueError(f"bad value {flag}={e.value!r}{e.hint}") from None
 
 
+def check_options(options: Any) -> None:
+    """Runs the `check()` of `options` and of each of its nested settings that has one; a `check_values` error
+    names the option a user typed (`named_as_options`)."""
+    with named_as_options(type(options)):
+        for part in (options, *(getattr(options, f.name) for f in dataclasses.fields(options))):
+            if dataclasses.is_dataclass(part) and hasattr(part, "check"):
+                part.check()
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
     """One option per `option(...)` field of `cls` (and of its nested settings); the help says the default."""
     groups: dict[str, Any] = {}
