@@ -148,25 +148,13 @@ def test_the_kernel_is_a_torch_op_with_a_fake_implementation():
 def test_compiled_fusion_inside_a_compiled_unet_samples_as_eager():
     """diffusers' speed-up recipe on top of the native kernel: `compile_fusion()` then `torch.compile(unet)`
     (before the kernel was a torch op this sampled NaN, or 0.18 from eager)."""
-    from diffusers import DDIMScheduler
+    from spm_gen import MemoryBank
+    from tests.tiny import tiny_pipeline
 
-    from spm_gen import MemoryBank, SPMDiffusionPipeline
-    from spm_gen.models.unet_spm import SPMUNet2DModel
-
-    torch.manual_seed(0)
-    unet = SPMUNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        attention_resolutions=(),
-        norm_num_groups=8,
-        num_class_embeds=3,
-    ).eval()
-    bank = MemoryBank.from_images(torch.rand(30, 1, 8, 8), torch.arange(30) % 3)
-    pipe = SPMDiffusionPipeline(unet, DDIMScheduler(num_train_timesteps=100), bank)
-    pipe.set_progress_bar_config(disable=True)
+    images = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    bank = MemoryBank.from_images(images, torch.arange(30) % 3)  # the issue's: 30 items, 3 classes, (32, 64)
+    unet = {"block_out_channels": (32, 64), "attention_resolutions": (), "norm_num_groups": 8, "num_class_embeds": 3}
+    pipe = tiny_pipeline(bank, **unet)
 
     def sample():
         generators = [torch.Generator().manual_seed(s) for s in (0, 1)]
