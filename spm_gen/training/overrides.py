@@ -9,7 +9,7 @@ import typing
 from typing import Any
 
 from ..paths import suggestion
-from ..utils.dataclass_options import without_none
+from ..utils.dataclass_options import field_default, without_none
 from ..utils.source_signature import init_defaults
 
 USAGE = "%(prog)s [-h] --config CONFIG [--dry-run] [--key value ...]"  # not the list of every key
@@ -29,13 +29,12 @@ def add_config_keys(parser: argparse.ArgumentParser, config_class: type) -> None
     overrides the yaml."""
     fields, model = config_keys(config_class)
     hints = typing.get_type_hints(config_class)
-    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}  # a list's: [] (a factory)
+    defaults = {f.name: field_default(f) for f in dataclasses.fields(config_class)}
     run = parser.add_argument_group("config keys (override the yaml)")
     for name in fields:
         hint = without_none(hints[name])
-        default = [] if defaults[name] is dataclasses.MISSING else defaults[name]
         shown = f"one of {', '.join(typing.get_args(hint))}; " if typing.get_origin(hint) is typing.Literal else ""
-        _add_key(run, [name], name, typing.get_origin(hint) is list, f"{shown}default: {default}")
+        _add_key(run, [name], name, typing.get_origin(hint) is list, f"{shown}default: {defaults[name]}")
     group = parser.add_argument_group("model arguments (--key value or --model.key value)")
     for name, default in model.items():
         names = [f"model.{name}"] if name in fields else [name, f"model.{name}"]

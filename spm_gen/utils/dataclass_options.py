@@ -53,7 +53,8 @@ def nested_settings(cls: type) -> Any:
     return dataclasses.field(default_factory=cls, metadata={"prefix": ""})
 
 
-def _default(f: dataclasses.Field) -> Any:
+def field_default(f: dataclasses.Field) -> Any:
+    """A field's default value (its factory's, where it has one)."""
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
@@ -125,7 +126,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         if one_of is not None and one_of not in groups:
             groups[one_of] = parser.add_mutually_exclusive_group(required=True)
         target = groups[one_of] if one_of is not None else parser
-        default = _default(f)
+        default = field_default(f)
         hidden = default is None or default is False or default is dataclasses.MISSING or default == []
         shown = "" if hidden else f" (default: {default})"
         kwargs = {**_type_kwargs(hint), **f.metadata["argparse"]}
@@ -153,5 +154,7 @@ def from_options(cls: type, args: argparse.Namespace, prefix: str = "") -> Any:
             values[f.name] = from_options(hint, args, prefix + _prefix(f))
         elif "help" in f.metadata:
             value = getattr(args, dest)
-            values[f.name] = _default(f) if value is None and f.default_factory is not dataclasses.MISSING else value
+            values[f.name] = (
+                field_default(f) if value is None and f.default_factory is not dataclasses.MISSING else value
+            )
     return cls(**values)
